@@ -1,0 +1,255 @@
+//go:build linux
+
+package handoff
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/docker/go-units"
+	"golang.org/x/sys/unix"
+)
+
+// Duration is a BATON_* duration: Go syntax (1.5s, 2m) or bare integer
+// seconds (30). Negative values are refused.
+type Duration time.Duration
+
+// Decode implements envconfig.Decoder.
+func (d *Duration) Decode(v string) error {
+	v = strings.TrimSpace(v)
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		*d = Duration(time.Duration(n) * time.Second)
+		return nil
+	}
+	t, err := time.ParseDuration(v)
+	if err != nil || t < 0 {
+		return fmt.Errorf("want a duration like 1.5s, 2m or 30 (seconds), got %q", clip(v))
+	}
+	*d = Duration(t)
+	return nil
+}
+
+// ReadyMode is how a new worker counts as ready (BATON_READY).
+type ReadyMode struct {
+	Kind  string // "auto", "notify" or "delay"
+	Delay time.Duration
+}
+
+// autoReadyAfter is how long a worker must stay up to count as ready in
+// auto mode before any worker has sent READY=1.
+const autoReadyAfter = 2 * time.Second
+
+// Decode implements envconfig.Decoder.
+func (r *ReadyMode) Decode(v string) error {
+	switch {
+	case v == "auto" || v == "notify":
+		*r = ReadyMode{Kind: v}
+		return nil
+	case strings.HasPrefix(v, "delay:"):
+		var d Duration
+		if err := d.Decode(strings.TrimPrefix(v, "delay:")); err == nil {
+			*r = ReadyMode{Kind: "delay", Delay: time.Duration(d)}
+			return nil
+		}
+	}
+	return fmt.Errorf("want notify, auto or delay:DURATION (e.g. delay:2s), got %q", clip(v))
+}
+
+// Signal is a signal name or number: TERM, SIGTERM, 15.
+type Signal unix.Signal
+
+// ParseSignal accepts TERM, SIGTERM, term and 15 (1..64).
+func ParseSignal(v string) (unix.Signal, error) {
+	s := strings.ToUpper(strings.TrimSpace(v))
+	if n, err := strconv.Atoi(s); err == nil {
+		if n >= 1 && n <= 64 {
+			return unix.Signal(n), nil
+		}
+		return 0, fmt.Errorf("signal number out of range 1..64: %q", clip(v))
+	}
+	if !strings.HasPrefix(s, "SIG") {
+		s = "SIG" + s
+	}
+	if sig := unix.SignalNum(s); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("want a signal name like TERM or a number, got %q", clip(v))
+}
+
+// Decode implements envconfig.Decoder.
+func (s *Signal) Decode(v string) error {
+	sig, err := ParseSignal(v)
+	if err != nil {
+		return err
+	}
+	if sig == unix.SIGKILL || sig == unix.SIGSTOP {
+		return fmt.Errorf("%s cannot be caught, so it cannot be used here", unix.SignalName(sig))
+	}
+	*s = Signal(sig)
+	return nil
+}
+
+// ReloadSignal is BATON_RELOAD_SIGNAL: a signal, or "none" (0).
+type ReloadSignal unix.Signal
+
+// Decode implements envconfig.Decoder.
+func (r *ReloadSignal) Decode(v string) error {
+	if strings.EqualFold(strings.TrimSpace(v), "none") {
+		*r = 0
+		return nil
+	}
+	var s Signal
+	if err := s.Decode(v); err != nil {
+		return fmt.Errorf("%v (or none)", err)
+	}
+	if isShutdown(unix.Signal(s)) || unix.Signal(s) == unix.SIGCHLD || unix.Signal(s) == unix.SIGURG {
+		return fmt.Errorf("%s cannot be the reload signal", unix.SignalName(unix.Signal(s)))
+	}
+	*r = ReloadSignal(s)
+	return nil
+}
+
+// SignalMap is BATON_SIGNAL_MAP: `FROM:TO,...`; an empty TO drops FROM.
+type SignalMap map[unix.Signal]unix.Signal
+
+// Decode implements envconfig.Decoder.
+func (m *SignalMap) Decode(v string) error {
+	out := SignalMap{}
+	for _, pair := range strings.Split(v, ",") {
+		from, to, ok := strings.Cut(strings.TrimSpace(pair), ":")
+		if !ok {
+			return fmt.Errorf("want FROM:TO pairs like TERM:QUIT,WINCH: (empty TO drops), got %q", clip(pair))
+		}
+		f, err := ParseSignal(from)
+		if err != nil {
+			return err
+		}
+		var t unix.Signal
+		if strings.TrimSpace(to) != "" {
+			if t, err = ParseSignal(to); err != nil {
+				return err
+			}
+		}
+		out[f] = t
+	}
+	*m = out
+	return nil
+}
+
+// Apply maps sig; 0 means dropped.
+func (m SignalMap) Apply(sig unix.Signal) unix.Signal {
+	if to, ok := m[sig]; ok {
+		return to
+	}
+	return sig
+}
+
+// Restart is the restart policy (BATON_RESTART).
+type Restart string
+
+// Restart policies.
+const (
+	RestartOnFailure Restart = "on-failure"
+	RestartAlways    Restart = "always"
+	RestartNever     Restart = "never"
+)
+
+// Decode implements envconfig.Decoder.
+func (r *Restart) Decode(v string) error {
+	switch Restart(v) {
+	case RestartOnFailure, RestartAlways, RestartNever:
+		*r = Restart(v)
+		return nil
+	}
+	return fmt.Errorf("want on-failure, always or never, got %q", clip(v))
+}
+
+// RestartLimit is BATON_RESTART_LIMIT: at most Count restarts within Window.
+type RestartLimit struct {
+	Count  int
+	Window time.Duration
+}
+
+// Decode implements envconfig.Decoder.
+func (l *RestartLimit) Decode(v string) error {
+	c, w, ok := strings.Cut(v, "/")
+	n, err := strconv.Atoi(strings.TrimSpace(c))
+	var d Duration
+	if !ok || err != nil || n < 1 || d.Decode(w) != nil || d == 0 {
+		return fmt.Errorf("want COUNT/WINDOW like 5/60s (COUNT ≥ 1), got %q", clip(v))
+	}
+	*l = RestartLimit{Count: n, Window: time.Duration(d)}
+	return nil
+}
+
+// ExitMap is BATON_EXIT_MAP: `FROM:TO,...` applied to baton's own status.
+type ExitMap map[int]int
+
+// Decode implements envconfig.Decoder.
+func (m *ExitMap) Decode(v string) error {
+	out := ExitMap{}
+	for _, pair := range strings.Split(v, ",") {
+		from, to, ok := strings.Cut(strings.TrimSpace(pair), ":")
+		f, err1 := strconv.Atoi(from)
+		t, err2 := strconv.Atoi(to)
+		if !ok || err1 != nil || err2 != nil || f < 0 || f > 255 || t < 0 || t > 255 {
+			return fmt.Errorf("want FROM:TO exit codes 0..255 like 143:0, got %q", clip(pair))
+		}
+		out[f] = t
+	}
+	*m = out
+	return nil
+}
+
+// Apply remaps code.
+func (m ExitMap) Apply(code int) int {
+	if to, ok := m[code]; ok {
+		return to
+	}
+	return code
+}
+
+// Count is a positive integer (BATON_WORKERS).
+type Count int
+
+// maxWorkers bounds BATON_WORKERS to something a container can run.
+const maxWorkers = 1024
+
+// Decode implements envconfig.Decoder.
+func (c *Count) Decode(v string) error {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 1 || n > maxWorkers {
+		return fmt.Errorf("want a whole number from 1 to %d, got %q", maxWorkers, clip(v))
+	}
+	*c = Count(n)
+	return nil
+}
+
+// errNoWorker means a generation could not start a worker.
+var errNoWorker = errors.New("no worker started")
+
+func isShutdown(sig unix.Signal) bool {
+	return sig == unix.SIGTERM || sig == unix.SIGINT || sig == unix.SIGQUIT
+}
+
+// Size is a byte size (BATON_MAX_RSS): go-units' RAMInBytes syntax (512MiB,
+// 1g, 1.5GB, all binary) plus Kubernetes' quantity suffixes (512Mi, 1Gi).
+type Size int64
+
+// Decode implements envconfig.Decoder.
+func (s *Size) Decode(v string) error {
+	t := strings.TrimSpace(v)
+	// Kubernetes writes Ki, Mi, Gi, Ti; go-units wants KiB, MiB, ...
+	if strings.HasSuffix(t, "i") {
+		t += "B"
+	}
+	n, err := units.RAMInBytes(t)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("want a size like 512MiB, 512Mi or 1g, got %q", clip(v))
+	}
+	*s = Size(n)
+	return nil
+}

@@ -1,0 +1,155 @@
+//go:build linux
+
+package handoff
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"golang.org/x/sys/unix"
+)
+
+// Note is one sd_notify datagram, attributed to the sending pid by the
+// kernel (SO_PASSCRED), never by anything the sender wrote.
+type Note struct {
+	PID      int
+	Ready    bool   // READY=1
+	Stopping bool   // STOPPING=1
+	Status   string // STATUS=...
+}
+
+// Notifier is baton's NOTIFY_SOCKET: a datagram socket workers send
+// READY=1 to.
+type Notifier struct {
+	// Addr is the NOTIFY_SOCKET value: a path, or "@name" for an abstract
+	// socket (the sd_notify convention).
+	Addr string
+	conn *net.UnixConn
+	dir  string
+}
+
+// NewNotifier creates the socket in a fresh 0700 directory under the first
+// of dirs that works, owned by uid/gid when uid >= 0, so only baton and the
+// workers' user can reach it. Where no directory can be made (read-only
+// root, FROM scratch without /run or /tmp) it falls back to an abstract
+// socket, which needs no filesystem.
+func NewNotifier(dirs []string, uid, gid int) (*Notifier, error) {
+	for _, d := range dirs {
+		dir, err := os.MkdirTemp(d, "baton.")
+		if err != nil {
+			continue
+		}
+		if uid >= 0 {
+			if err := os.Chown(dir, uid, gid); err != nil {
+				_ = os.RemoveAll(dir)
+				continue
+			}
+		}
+		path := filepath.Join(dir, "notify")
+		n, err := listenNotify(path)
+		if err != nil {
+			_ = os.RemoveAll(dir)
+			continue
+		}
+		if uid >= 0 {
+			_ = os.Chown(path, uid, gid) // the socket inherits the dir's protection either way
+		}
+		n.dir = dir
+		return n, nil
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
+	return listenNotify(fmt.Sprintf("@baton/%d/%s", os.Getpid(), hex.EncodeToString(b[:])))
+}
+
+func listenNotify(addr string) (*Notifier, error) {
+	name := addr
+	if addr[0] == '@' {
+		name = "\x00" + addr[1:]
+	}
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		return nil, fmt.Errorf("notify socket %s: %w", addr, err)
+	}
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("notify socket %s: %w", addr, err)
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
+	}); err != nil {
+		serr = err
+	}
+	if serr != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("notify socket %s: SO_PASSCRED: %w", addr, serr)
+	}
+	return &Notifier{Addr: addr, conn: conn}, nil
+}
+
+// Run reads datagrams until Close and sends each one with sender
+// credentials to notes. It owns nothing else; attribution to workers is the
+// event loop's job.
+func (n *Notifier) Run(notes chan<- Note) {
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+	for {
+		nb, noob, _, _, err := n.conn.ReadMsgUnix(buf, oob)
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			continue // a truncated or odd datagram: the next one may be fine
+		}
+		pid := senderPID(oob[:noob])
+		if pid <= 0 {
+			continue // no credentials: cannot be attributed, so ignored
+		}
+		notes <- parseNote(pid, buf[:nb])
+	}
+}
+
+// Close closes the socket and removes its directory.
+func (n *Notifier) Close() error {
+	err := n.conn.Close()
+	if n.dir != "" {
+		_ = os.RemoveAll(n.dir)
+	}
+	return err
+}
+
+func senderPID(oob []byte) int {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0
+	}
+	for i := range msgs {
+		if cred, err := unix.ParseUnixCredentials(&msgs[i]); err == nil {
+			return int(cred.Pid)
+		}
+	}
+	return 0
+}
+
+func parseNote(pid int, b []byte) Note {
+	n := Note{PID: pid}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		switch {
+		case bytes.Equal(line, []byte("READY=1")):
+			n.Ready = true
+		case bytes.Equal(line, []byte("STOPPING=1")):
+			n.Stopping = true
+		case bytes.HasPrefix(line, []byte("STATUS=")):
+			n.Status = string(line[len("STATUS="):])
+		}
+	}
+	return n
+}

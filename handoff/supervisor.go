@@ -1,0 +1,733 @@
+//go:build linux
+
+package handoff
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/reaper"
+	"github.com/baton-init/baton/spawn"
+)
+
+// Worker is a started worker process as the loop sees it.
+type Worker interface {
+	PID() int
+	// Signal signals the worker's whole process group.
+	Signal(unix.Signal) error
+}
+
+// Options is the supervisor's configuration, already validated.
+type Options struct {
+	Workers       int
+	Ready         ReadyMode
+	ReadyTimeout  time.Duration
+	ReloadSignal  unix.Signal // 0: reloads by signal disabled
+	StopSignal    unix.Signal
+	StopSignalSet bool // BATON_STOP_SIGNAL given explicitly
+	StopTimeout   time.Duration
+	ShutdownDelay time.Duration
+	SignalMap     SignalMap
+	Restart       Restart
+	RestartLimit  RestartLimit
+	MaxRSS        int64         // bytes; 0: off
+	MaxAge        time.Duration // 0: off
+	// PID1 is true when baton is its namespace's init: the stop signal then
+	// reaches every process in the namespace, and baton waits for all of
+	// them before it exits.
+	PID1 bool
+}
+
+// Backoff between restarts of one worker slot: restartBase doubled per
+// consecutive crash up to restartMax; a worker that stayed up restartReset
+// starts the count again.
+const (
+	restartBase  = 100 * time.Millisecond
+	restartMax   = 10 * time.Second
+	restartReset = 10 * time.Second
+	// recycleEvery is how often RSS and age are checked.
+	recycleEvery = 2 * time.Second
+)
+
+// Supervisor is baton's one event loop. Every field below the seams is
+// owned by the goroutine running Run; other goroutines only send to it.
+type Supervisor struct {
+	Options
+	Log zerolog.Logger
+
+	// Seams, replaced in tests. New fills them with the real thing.
+	Start       func(gen, index int) (Worker, error)
+	Reap        func() ([]reaper.Exit, error)
+	HasChildren func() bool
+	KillAll     func(unix.Signal) error // kill(-1, sig): every process in the namespace but baton
+	Pgid        func(pid int) (int, error)
+	RSS         func(pid int) (int64, error)
+	AfterFunc   func(time.Duration, func())
+	Now         func() time.Time
+
+	// Notes delivers sd_notify messages; Reloads delivers reload requests
+	// from anything but a signal (file watch, control socket). Nil
+	// channels are fine.
+	Notes   <-chan Note
+	Reloads <-chan string
+
+	timers  chan timerEvent
+	queries chan chan Status
+
+	byPID        map[int]*worker
+	current      *generation
+	next         *generation // pending swap, nil when none
+	genCount     int
+	reloadQueued bool
+	seenNotify   bool
+	replacing    *worker // a recycle replacement waiting to be ready
+
+	draining      bool // shutdown requested: not ready, no reloads
+	stopping      bool // stop signal sent: waiting for processes to go
+	stopSig       unix.Signal
+	codeFixed     bool
+	exitCode      int
+	firstNonZero  int
+	done          bool
+	restartTimes  []time.Time
+	stats         Stats
+	lastSwapBegun time.Time
+}
+
+// Stats are counters for /metrics.
+type Stats struct {
+	ReloadsOK, ReloadsFailed, ReloadsCoalesced int
+	Restarts, Orphans, Forwarded, Recycled     int
+	LastSwap                                   time.Duration
+}
+
+// Status is a snapshot of the loop's state.
+type Status struct {
+	Gen                         int
+	Ready, Healthy, Stopping    bool
+	Starting, Serving, Retiring int
+	Stats
+}
+
+type worker struct {
+	w         Worker
+	pid       int
+	gen       *generation
+	idx       int
+	started   time.Time
+	ready     bool
+	everReady bool
+	retiring  bool
+	initial   bool // part of the very first start: an exit before ready is a startup failure
+	maxAge    time.Duration
+}
+
+type generation struct {
+	num     int
+	begun   time.Time
+	workers []*worker // slot -> live worker; nil while empty
+	fails   []int     // consecutive crashes per slot, for backoff
+	pending []bool    // a restart is scheduled for the slot
+	ready   bool
+}
+
+type timerKind int
+
+const (
+	evReadyDelay timerKind = iota
+	evReadyTimeout
+	evRestart
+	evRetireKill
+	evShutdownDelay
+	evStopKill
+	evRecycle
+)
+
+type timerEvent struct {
+	kind timerKind
+	gen  int
+	idx  int
+	pid  int
+	w    *worker
+}
+
+// New returns a Supervisor wired to the real kernel; the caller sets
+// Start, Notes and Reloads.
+func New(opts Options, log zerolog.Logger) *Supervisor {
+	return &Supervisor{
+		Options:     opts,
+		Log:         log,
+		Reap:        reaper.Reap,
+		HasChildren: reaper.HasChildren,
+		KillAll:     func(sig unix.Signal) error { return unix.Kill(-1, sig) },
+		Pgid:        unix.Getpgid,
+		RSS:         rss,
+		AfterFunc:   func(d time.Duration, f func()) { time.AfterFunc(d, f) },
+		Now:         time.Now,
+		timers:      make(chan timerEvent, 1024),
+		queries:     make(chan chan Status),
+	}
+}
+
+// Query asks the loop for a status snapshot. It fails if the loop does not
+// answer before ctx ends (it has exited, or is busy past the deadline).
+func (s *Supervisor) Query(ctx context.Context) (Status, error) {
+	reply := make(chan Status, 1)
+	select {
+	case s.queries <- reply:
+	case <-ctx.Done():
+		return Status{}, ctx.Err()
+	}
+	select {
+	case st := <-reply:
+		return st, nil
+	case <-ctx.Done():
+		return Status{}, ctx.Err()
+	}
+}
+
+// Run starts the first generation and runs the event loop until baton
+// should exit; it returns baton's exit status (before BATON_EXIT_MAP).
+// sigs must already be subscribed to every signal baton handles.
+func (s *Supervisor) Run(sigs <-chan os.Signal) int {
+	s.byPID = map[int]*worker{}
+	if s.timers == nil {
+		s.timers = make(chan timerEvent, 1024)
+	}
+	if s.queries == nil {
+		s.queries = make(chan chan Status)
+	}
+	// Children inherited across exec, or exits before signal.Notify, would
+	// otherwise wait for the next SIGCHLD (tini reaps on every wake-up).
+	s.reap()
+	s.current = s.newGeneration()
+	for i := 0; i < s.Workers && !s.stopping; i++ {
+		if w, err := s.startWorker(s.current, i); err != nil {
+			s.Log.Error().Err(err).Int("gen", s.current.num).Int("worker", i).Int("code", spawn.Code(err)).Msg("worker start failed")
+			s.end(spawn.Code(err))
+		} else {
+			w.initial = true
+		}
+	}
+	if s.MaxRSS > 0 || s.MaxAge > 0 {
+		s.after(recycleEvery, timerEvent{kind: evRecycle})
+	}
+	s.checkDone()
+	for !s.done {
+		select {
+		case sig := <-sigs:
+			if sig, ok := sig.(syscall.Signal); ok {
+				s.onSignal(sig)
+			}
+		case n := <-s.Notes:
+			s.onNote(n)
+		case ev := <-s.timers:
+			s.onTimer(ev)
+		case why := <-s.Reloads:
+			s.requestReload(why)
+		case q := <-s.queries:
+			q <- s.status()
+		}
+		s.checkDone()
+	}
+	s.Log.Info().Int("code", s.exitCode).Msg("baton exiting")
+	return s.exitCode
+}
+
+func (s *Supervisor) after(d time.Duration, ev timerEvent) {
+	s.AfterFunc(d, func() { s.timers <- ev })
+}
+
+func (s *Supervisor) newGeneration() *generation {
+	s.genCount++
+	return &generation{
+		num:     s.genCount,
+		begun:   s.Now(),
+		workers: make([]*worker, s.Workers),
+		fails:   make([]int, s.Workers),
+		pending: make([]bool, s.Workers),
+	}
+}
+
+func (s *Supervisor) onSignal(sig unix.Signal) {
+	switch {
+	case sig == unix.SIGCHLD:
+		s.reap()
+	case sig == unix.SIGURG:
+		// Used by the Go runtime to preempt goroutines (runc signals.go):
+		// never forwarded.
+	case s.ReloadSignal != 0 && sig == s.ReloadSignal:
+		s.requestReload("signal")
+	case isShutdown(sig) || (s.StopSignalSet && sig == s.StopSignal):
+		s.beginShutdown(sig)
+	default:
+		s.forward(sig)
+	}
+}
+
+// forward sends sig, after BATON_SIGNAL_MAP, to every live worker's process
+// group, whatever its generation.
+func (s *Supervisor) forward(sig unix.Signal) {
+	to := s.SignalMap.Apply(sig)
+	if to == 0 {
+		s.Log.Debug().Str("signal", unix.SignalName(sig)).Msg("signal dropped")
+		return
+	}
+	for pid, w := range s.byPID {
+		if err := w.w.Signal(to); err != nil {
+			if errors.Is(err, unix.ESRCH) {
+				s.Log.Warn().Int("pid", pid).Str("signal", unix.SignalName(to)).Msg("worker already gone")
+				continue
+			}
+			s.Log.Error().Err(err).Int("pid", pid).Str("signal", unix.SignalName(to)).Msg("signal not forwarded")
+			continue
+		}
+		s.stats.Forwarded++
+		s.Log.Debug().Int("pid", pid).Str("signal", unix.SignalName(to)).Msg("signal forwarded")
+	}
+}
+
+func (s *Supervisor) reap() {
+	exits, err := s.Reap()
+	for _, e := range exits {
+		s.onExit(e)
+	}
+	if err != nil {
+		s.Log.Error().Err(err).Msg("reap failed")
+	}
+}
+
+func (s *Supervisor) onExit(e reaper.Exit) {
+	code := e.Code()
+	w := s.byPID[e.PID]
+	if w == nil {
+		s.stats.Orphans++
+		s.Log.Debug().Int("pid", e.PID).Int("code", code).Msg("orphan reaped")
+		return
+	}
+	delete(s.byPID, e.PID)
+	g := w.gen
+	s.Log.Info().Int("gen", g.num).Int("worker", w.idx).Int("pid", e.PID).Int("code", code).Msg("worker exited")
+	owned := g.workers[w.idx] == w
+	if owned {
+		g.workers[w.idx] = nil
+	}
+	switch {
+	case s.stopping || s.draining:
+		if g == s.current && code != 0 && s.firstNonZero == 0 {
+			s.firstNonZero = code
+		}
+		if s.draining && !s.stopping && g == s.current {
+			// Still serving through the shutdown delay: a crash is a crash.
+			s.onCurrentExit(w, code)
+		}
+	case w.retiring:
+	case w == s.replacing:
+		s.replacing = nil
+		s.Log.Warn().Int("gen", g.num).Int("worker", w.idx).Int("code", code).Msg("recycle aborted")
+	case g == s.next:
+		s.abortSwap("worker exited before ready")
+	case g == s.current && owned:
+		s.onCurrentExit(w, code)
+	}
+}
+
+func (s *Supervisor) onCurrentExit(w *worker, code int) {
+	g := w.gen
+	if w.initial && !w.everReady {
+		s.Log.Error().Int("gen", g.num).Int("worker", w.idx).Int("code", code).Msg("worker failed before ready")
+		s.end(code)
+		return
+	}
+	switch {
+	case s.Restart == RestartNever:
+		s.end(code)
+	case s.Restart == RestartOnFailure && code == 0:
+		for _, o := range g.workers {
+			if o != nil {
+				return
+			}
+		}
+		for _, p := range g.pending {
+			if p {
+				return
+			}
+		}
+		s.end(0)
+	default:
+		s.scheduleRestart(w, code)
+	}
+}
+
+func (s *Supervisor) scheduleRestart(w *worker, code int) {
+	g, now := w.gen, s.Now()
+	kept := s.restartTimes[:0]
+	for _, t := range s.restartTimes {
+		if now.Sub(t) < s.RestartLimit.Window {
+			kept = append(kept, t)
+		}
+	}
+	s.restartTimes = kept
+	if len(s.restartTimes) >= s.RestartLimit.Count {
+		s.Log.Error().Int("gen", g.num).Int("worker", w.idx).Int("code", code).
+			Int("restarts", len(s.restartTimes)).Dur("window", s.RestartLimit.Window).Msg("restart limit reached")
+		s.end(code)
+		return
+	}
+	s.restartTimes = append(s.restartTimes, now)
+	if now.Sub(w.started) >= restartReset {
+		g.fails[w.idx] = 0
+	}
+	backoff := restartBase << min(g.fails[w.idx], 16)
+	if backoff > restartMax {
+		backoff = restartMax
+	}
+	g.fails[w.idx]++
+	g.pending[w.idx] = true
+	s.stats.Restarts++
+	s.Log.Info().Int("gen", g.num).Int("worker", w.idx).Dur("backoff", backoff).Int("restarts", s.stats.Restarts).Msg("worker restarting")
+	s.after(backoff, timerEvent{kind: evRestart, gen: g.num, idx: w.idx})
+}
+
+func (s *Supervisor) startWorker(g *generation, idx int) (*worker, error) {
+	p, err := s.Start(g.num, idx)
+	if err != nil {
+		return nil, err
+	}
+	w := &worker{w: p, pid: p.PID(), gen: g, idx: idx, started: s.Now()}
+	if s.MaxAge > 0 {
+		// Jitter spreads recycling so workers started together do not
+		// all go at once (gunicorn's max_requests_jitter, in time).
+		w.maxAge = s.MaxAge + time.Duration(rand.Int64N(int64(s.MaxAge)/10+1))
+	}
+	s.byPID[w.pid] = w
+	if g.workers[idx] == nil {
+		g.workers[idx] = w
+	}
+	s.Log.Info().Int("gen", g.num).Int("worker", idx).Int("pid", w.pid).Msg("worker started")
+	switch {
+	case s.Ready.Kind == "delay":
+		s.after(s.Ready.Delay, timerEvent{kind: evReadyDelay, pid: w.pid, w: w})
+	case s.Ready.Kind == "auto" && !s.seenNotify:
+		s.after(autoReadyAfter, timerEvent{kind: evReadyDelay, pid: w.pid, w: w})
+	}
+	return w, nil
+}
+
+func (s *Supervisor) onNote(n Note) {
+	w := s.byPID[n.PID]
+	if w == nil {
+		// A process in the worker's group speaks for it (gunicorn's
+		// arbiter is the worker; a helper child may send for Node).
+		if pgid, err := s.Pgid(n.PID); err == nil {
+			w = s.byPID[pgid]
+		}
+	}
+	if w == nil {
+		s.Log.Debug().Int("pid", n.PID).Msg("notify ignored")
+		return
+	}
+	if n.Status != "" {
+		s.Log.Debug().Int("gen", w.gen.num).Int("pid", w.pid).Str("status", n.Status).Msg("worker status")
+	}
+	if n.Ready {
+		s.seenNotify = true
+		s.markReady(w)
+	}
+}
+
+func (s *Supervisor) markReady(w *worker) {
+	if w.ready || w.retiring {
+		return
+	}
+	w.ready, w.everReady = true, true
+	g := w.gen
+	s.Log.Info().Int("gen", g.num).Int("worker", w.idx).Int("pid", w.pid).Dur("elapsed", s.Now().Sub(w.started)).Msg("worker ready")
+	if w == s.replacing {
+		s.replacing = nil
+		old := g.workers[w.idx]
+		g.workers[w.idx] = w
+		s.stats.Recycled++
+		s.Log.Info().Int("gen", g.num).Int("worker", w.idx).Int("pid", w.pid).Msg("worker recycled")
+		if old != nil {
+			s.retire(old)
+		}
+		return
+	}
+	for _, o := range g.workers {
+		if o == nil || !o.ready {
+			return
+		}
+	}
+	switch {
+	case g == s.next:
+		s.finishSwap()
+	case g == s.current && !g.ready:
+		g.ready = true
+		s.Log.Info().Int("gen", g.num).Dur("elapsed", s.Now().Sub(g.begun)).Msg("generation ready")
+	}
+}
+
+func (s *Supervisor) requestReload(why string) {
+	switch {
+	case s.draining || s.stopping:
+		s.Log.Info().Str("reason", why).Msg("reload ignored while stopping")
+	case s.next != nil:
+		s.reloadQueued = true
+		s.stats.ReloadsCoalesced++
+		s.Log.Info().Int("gen", s.next.num).Str("reason", why).Msg("reload coalesced")
+	default:
+		s.beginSwap(why)
+	}
+}
+
+func (s *Supervisor) beginSwap(why string) {
+	if s.replacing != nil {
+		// The swap replaces every worker anyway.
+		s.retire(s.replacing)
+		s.replacing = nil
+	}
+	g := s.newGeneration()
+	s.next = g
+	s.Log.Info().Int("gen", g.num).Str("reason", why).Msg("swap begun")
+	for i := 0; i < s.Workers; i++ {
+		if _, err := s.startWorker(g, i); err != nil {
+			s.Log.Error().Err(err).Int("gen", g.num).Int("worker", i).Msg("worker start failed")
+			s.abortSwap("worker start failed")
+			return
+		}
+	}
+	s.after(s.ReadyTimeout, timerEvent{kind: evReadyTimeout, gen: g.num})
+}
+
+func (s *Supervisor) finishSwap() {
+	g, old := s.next, s.current
+	s.next, s.current = nil, g
+	g.ready = true
+	elapsed := s.Now().Sub(g.begun)
+	s.stats.ReloadsOK++
+	s.stats.LastSwap = elapsed
+	s.Log.Info().Int("gen", g.num).Dur("elapsed", elapsed).Msg("swap complete")
+	for _, w := range old.workers {
+		if w != nil {
+			s.retire(w)
+		}
+	}
+	s.afterSwap()
+}
+
+func (s *Supervisor) abortSwap(reason string) {
+	g := s.next
+	s.next = nil
+	s.stats.ReloadsFailed++
+	s.Log.Warn().Int("gen", g.num).Str("reason", reason).Msg("swap aborted")
+	for _, w := range g.workers {
+		if w != nil {
+			s.retire(w)
+		}
+	}
+	s.afterSwap()
+}
+
+func (s *Supervisor) afterSwap() {
+	if s.reloadQueued && !s.draining && !s.stopping {
+		s.reloadQueued = false
+		s.beginSwap("coalesced")
+	}
+}
+
+// retire asks w to finish gracefully and arms the SIGKILL for its group.
+func (s *Supervisor) retire(w *worker) {
+	if w.retiring {
+		return
+	}
+	w.retiring = true
+	if err := w.w.Signal(s.StopSignal); err != nil && !errors.Is(err, unix.ESRCH) {
+		s.Log.Error().Err(err).Int("pid", w.pid).Msg("stop signal failed")
+	}
+	s.Log.Info().Int("gen", w.gen.num).Int("worker", w.idx).Int("pid", w.pid).Str("signal", unix.SignalName(s.StopSignal)).Msg("worker retiring")
+	s.after(s.StopTimeout, timerEvent{kind: evRetireKill, pid: w.pid, w: w})
+}
+
+func (s *Supervisor) onTimer(ev timerEvent) {
+	switch ev.kind {
+	case evReadyDelay:
+		if s.byPID[ev.pid] == ev.w {
+			s.markReady(ev.w)
+		}
+	case evReadyTimeout:
+		if s.next != nil && s.next.num == ev.gen {
+			s.abortSwap("not ready within BATON_READY_TIMEOUT")
+		}
+	case evRestart:
+		g := s.current
+		if s.stopping || g.num != ev.gen || g.workers[ev.idx] != nil {
+			return
+		}
+		g.pending[ev.idx] = false
+		if _, err := s.startWorker(g, ev.idx); err != nil {
+			s.Log.Error().Err(err).Int("gen", g.num).Int("worker", ev.idx).Msg("worker start failed")
+			s.scheduleRestart(&worker{gen: g, idx: ev.idx, started: s.Now()}, spawn.Code(err))
+		}
+	case evRetireKill:
+		// The leader may be gone while helpers in its group live on; the
+		// group id stays reserved while any member is alive, so it can only
+		// name a new process after the group emptied. Skip it then if it now
+		// belongs to a live, non-retiring worker.
+		if o := s.byPID[ev.pid]; o != nil && !o.retiring {
+			return
+		}
+		if err := unix.Kill(-ev.pid, unix.SIGKILL); err == nil {
+			s.Log.Warn().Int("gen", ev.w.gen.num).Int("pid", ev.pid).Dur("elapsed", s.StopTimeout).Msg("worker killed after stop timeout")
+		}
+	case evShutdownDelay:
+		s.stopAll()
+	case evStopKill:
+		s.Log.Warn().Int("workers", len(s.byPID)).Msg("stop timeout: killing what remains")
+		if s.PID1 {
+			_ = s.KillAll(unix.SIGKILL) // ESRCH: nothing left, which is fine
+		}
+		for _, w := range s.byPID {
+			_ = w.w.Signal(unix.SIGKILL)
+		}
+	case evRecycle:
+		s.recycleCheck()
+		if !s.stopping && !s.draining {
+			s.after(recycleEvery, ev)
+		}
+	}
+}
+
+// beginShutdown handles TERM, INT, QUIT (and an explicit stop signal).
+func (s *Supervisor) beginShutdown(sig unix.Signal) {
+	if s.draining || s.stopping {
+		s.forward(sig) // a second Ctrl-C goes through as is
+		return
+	}
+	s.draining = true
+	s.stopSig = s.SignalMap.Apply(sig)
+	if s.StopSignalSet {
+		s.stopSig = s.StopSignal
+	}
+	s.Log.Info().Str("signal", unix.SignalName(sig)).Dur("delay", s.ShutdownDelay).Msg("shutdown begun")
+	if s.ShutdownDelay > 0 {
+		s.after(s.ShutdownDelay, timerEvent{kind: evShutdownDelay})
+		return
+	}
+	s.stopAll()
+}
+
+// end makes baton exit with code once every process is gone.
+func (s *Supervisor) end(code int) {
+	if s.stopping {
+		return
+	}
+	s.codeFixed, s.exitCode = true, code
+	s.draining = true
+	s.stopSig = s.StopSignal
+	s.stopAll()
+}
+
+// stopAll sends the stop signal to every worker of every generation and,
+// as PID 1, to every other process in the namespace, then arms SIGKILL.
+func (s *Supervisor) stopAll() {
+	if s.stopping {
+		return
+	}
+	s.stopping, s.draining = true, true
+	s.next, s.replacing = nil, nil
+	if s.stopSig != 0 {
+		if s.PID1 {
+			// kill(-1) reaches every process of the namespace except baton:
+			// the workers' groups and daemons or orphans in their own
+			// sessions alike, each exactly once.
+			if err := s.KillAll(s.stopSig); err != nil && !errors.Is(err, unix.ESRCH) {
+				s.Log.Error().Err(err).Msg("stop signal failed")
+			}
+		} else {
+			for _, w := range s.byPID {
+				_ = w.w.Signal(s.stopSig) // ESRCH: already gone, its exit is queued
+			}
+		}
+	}
+	s.Log.Info().Str("signal", unix.SignalName(s.stopSig)).Int("workers", len(s.byPID)).Msg("stopping")
+	s.after(s.StopTimeout, timerEvent{kind: evStopKill})
+}
+
+func (s *Supervisor) checkDone() {
+	if !s.stopping || len(s.byPID) > 0 {
+		return
+	}
+	if s.PID1 && s.HasChildren() {
+		return // orphans and daemons still finishing: wait for them
+	}
+	if !s.codeFixed {
+		s.exitCode = s.firstNonZero
+	}
+	s.done = true
+}
+
+func (s *Supervisor) recycleCheck() {
+	if s.stopping || s.draining || s.next != nil || s.replacing != nil {
+		return
+	}
+	now := s.Now()
+	for idx, w := range s.current.workers {
+		if w == nil || !w.ready {
+			continue
+		}
+		reason := ""
+		if w.maxAge > 0 && now.Sub(w.started) >= w.maxAge {
+			reason = "max age"
+		} else if s.MaxRSS > 0 {
+			if r, err := s.RSS(w.pid); err == nil && r > s.MaxRSS {
+				reason = "max rss"
+			}
+		}
+		if reason == "" {
+			continue
+		}
+		s.Log.Info().Int("gen", w.gen.num).Int("worker", idx).Int("pid", w.pid).Str("reason", reason).Msg("recycle begun")
+		nw, err := s.startWorker(s.current, idx)
+		if err != nil {
+			s.Log.Error().Err(err).Int("gen", w.gen.num).Int("worker", idx).Msg("worker start failed")
+			return
+		}
+		s.replacing = nw
+		return // one at a time
+	}
+}
+
+func (s *Supervisor) status() Status {
+	st := Status{Stats: s.stats, Stopping: s.draining || s.stopping}
+	if s.current != nil {
+		st.Gen = s.current.num
+	}
+	anyReady := false
+	for _, w := range s.byPID {
+		switch {
+		case w.retiring:
+			st.Retiring++
+		case w.ready:
+			st.Serving++
+			anyReady = true
+		default:
+			st.Starting++
+		}
+	}
+	st.Healthy = st.Serving+st.Starting > 0 && !s.stopping
+	st.Ready = anyReady && !st.Stopping && s.current != nil && s.current.ready
+	return st
+}
+
+// rss reads a process's resident set size from /proc/PID/statm.
+func rss(pid int) (int64, error) {
+	return readRSS(pid)
+}

@@ -1,0 +1,417 @@
+// Command baton is a PID 1 for containers: it reaps zombies, forwards
+// signals, supervises a pool of workers and holds their listening sockets,
+// so that a reload signal swaps in a new worker generation without
+// refusing, resetting or losing a request.
+//
+// main is the composition root: it reads the configuration, builds the
+// logger, opens the listeners, subscribes to signals and runs the one event
+// loop (handoff.Supervisor). It is the only place that exits.
+package main
+
+import (
+	"context"
+
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/demo"
+	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/reaper"
+	"github.com/baton-init/baton/spawn"
+	"github.com/baton-init/baton/watch"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+// Exit statuses of baton itself (a worker's status is passed through).
+const (
+	exitUsage = 2 // bad configuration or command line: nothing was started
+)
+
+// watchDebounce is the quiet period after a file event before BATON_WATCH
+// re-hashes; watchPoll is the polling interval where inotify is unavailable.
+const (
+	watchDebounce = 500 * time.Millisecond
+	watchPoll     = 2 * time.Second
+)
+
+// subcommands are the first arguments baton keeps for itself; anything
+// else, and anything after --, is the user's command.
+var subcommands = map[string]string{
+	"reload": "reload", "health": "health", "hello": "hello", "demo": "demo",
+	"version": "version", "--version": "version", "help": "help", "--help": "help", "-h": "help",
+}
+
+func main() {
+	// The worker shim must do nothing else before it execs.
+	if len(os.Args) > 0 && os.Args[0] == spawn.ShimName {
+		os.Exit(spawn.Shim(os.Args[1:]))
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, "baton: no command given (usage: baton [--] COMMAND [ARG...]; see baton help)")
+		return exitUsage
+	}
+	if args[0] == "--" {
+		return supervise(args[1:])
+	}
+	switch subcommands[args[0]] {
+	case "version":
+		fmt.Println("baton", version)
+		return 0
+	case "help":
+		writeHelp(os.Stdout)
+		return 0
+	case "reload":
+		return cmdReload(args[1:])
+	case "health":
+		return cmdHealth(args[1:])
+	case "hello":
+		return demo.Hello(args[1:])
+	case "demo":
+		return 1 // DEMO-PENDING demo.Run(args[1:], os.Stdout, os.Stderr)
+	}
+	if strings.HasPrefix(args[0], "-") {
+		fmt.Fprintf(os.Stderr, "baton: unknown option %q (put the command after --; see baton help)\n", clipValue(args[0]))
+		return exitUsage
+	}
+	return supervise(args)
+}
+
+// pidFlag parses an optional "--pid N" (or -pid N, --pid=N).
+func pidFlag(cmd string, args []string, def int) (int, error) {
+	pid := def
+	for i := 0; i < len(args); i++ {
+		a := strings.TrimPrefix(strings.TrimPrefix(args[i], "-"), "-")
+		val := ""
+		switch {
+		case a == "pid" && i+1 < len(args):
+			val = args[i+1]
+			i++
+		case strings.HasPrefix(a, "pid="):
+			val = strings.TrimPrefix(a, "pid=")
+		default:
+			return 0, fmt.Errorf("%s: unknown argument %q (usage: baton %s [--pid PID])", cmd, clipValue(args[i]), cmd)
+		}
+		n, err := strconv.Atoi(val)
+		if err != nil || n < 1 {
+			return 0, fmt.Errorf("%s: --pid wants a process id, got %q", cmd, clipValue(val))
+		}
+		pid = n
+	}
+	return pid, nil
+}
+
+// cmdReload sends the reload signal, for images without a kill binary
+// (kubectl exec / docker exec).
+func cmdReload(args []string) int {
+	pid, err := pidFlag("reload", args, 1)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "baton:", err)
+		return exitUsage
+	}
+	sig := unix.SIGHUP
+	if v := os.Getenv("BATON_RELOAD_SIGNAL"); v != "" {
+		var r handoff.ReloadSignal
+		if err := r.Decode(v); err != nil {
+			fmt.Fprintf(os.Stderr, "baton: BATON_RELOAD_SIGNAL: %v\n", err)
+			return exitUsage
+		}
+		if r == 0 {
+			fmt.Fprintln(os.Stderr, "baton: reload: reloads are disabled (BATON_RELOAD_SIGNAL=none)")
+			return 1
+		}
+		sig = unix.Signal(r)
+	}
+	if err := unix.Kill(pid, sig); err != nil {
+		fmt.Fprintf(os.Stderr, "baton: reload: kill %d %s: %v\n", pid, unix.SignalName(sig), err)
+		return 1
+	}
+	return 0
+}
+
+// cmdHealth exits 0 when the baton of this PID namespace (or of --pid's)
+// reports ready. It needs no HTTP server, shell or curl.
+func cmdHealth(args []string) int {
+	pid, err := pidFlag("health", args, 0)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "baton:", err)
+		return exitUsage
+	}
+	who := "self"
+	if pid > 0 {
+		who = strconv.Itoa(pid)
+	}
+	st, err := handoff.AskStatus(handoff.ControlAddr(who))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "baton: health:", err)
+		return 1
+	}
+	if !st.Ready {
+		fmt.Printf("not ready: generation %d, %d serving, %d starting, stopping=%v\n", st.Gen, st.Serving, st.Starting, st.Stopping)
+		return 1
+	}
+	fmt.Printf("ready: generation %d, %d serving\n", st.Gen, st.Serving)
+	return 0
+}
+
+// otherSignals are every other catchable signal, subscribed so they can be
+// forwarded. SIGURG is left out: the runtime sends it to itself to preempt
+// goroutines and ignores it otherwise. SIGPIPE is in: baton's own writes
+// cannot raise it (see newLogger), so one that arrives was sent to be
+// forwarded.
+func otherSignals() []os.Signal {
+	var out []os.Signal
+	for s := unix.Signal(1); s <= 64; s++ {
+		switch s {
+		case unix.SIGKILL, unix.SIGSTOP, unix.SIGURG, unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGHUP, unix.SIGCHLD:
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// sigBuffer is the signal channel's size (runc uses 2048): a dropped
+// duplicate SIGCHLD is harmless because the loop drains, a dropped SIGTERM
+// is not.
+const sigBuffer = 2048
+
+// urgentSignals are subscribed before anything else.
+var urgentSignals = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGHUP, unix.SIGCHLD}
+
+func supervise(argv []string) int {
+	// First thing: until a signal has a subscriber, the Go runtime's
+	// default for TERM, INT, HUP and QUIT is to re-raise it, which the
+	// kernel drops for PID 1, and then to exit with status 2.
+	sigs := make(chan os.Signal, sigBuffer)
+	signal.Notify(sigs, urgentSignals...)
+	// Subscribing costs ~50 µs a signal; do the rest beside the start.
+	go signal.Notify(sigs, otherSignals()...)
+
+	cfg, err := loadConfig()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "baton:", err)
+		return exitUsage
+	}
+	if len(argv) == 0 {
+		fmt.Fprintln(os.Stderr, "baton: no command given after -- (see baton help)")
+		return exitUsage
+	}
+	log := newLogger(cfg)
+	pid1 := os.Getpid() == 1
+	if cfg.Subreaper == "true" || (cfg.Subreaper == "auto" && !pid1) {
+		if err := reaper.SetSubreaper(); err != nil {
+			log.Warn().Err(err).Msg("not PID 1 and no subreaper: orphans will not be reaped by baton")
+		}
+	} else if !pid1 {
+		log.Warn().Msg("not PID 1 and BATON_SUBREAPER=false: orphans will not be reaped by baton")
+	}
+
+	ls, err := handoff.Open(cfg.Listen)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "baton: BATON_LISTEN:", err)
+		return exitUsage
+	}
+	defer handoff.CloseAll(ls)
+
+	plain := len(ls) == 0 && cfg.Workers <= 1
+	restart := cfg.Restart
+	if restart == "" {
+		restart = handoff.RestartOnFailure
+		if plain {
+			restart = handoff.RestartNever // a drop-in for tini
+		}
+	}
+	opts := handoff.Options{
+		Workers:       int(cfg.Workers),
+		Ready:         cfg.Ready,
+		ReadyTimeout:  time.Duration(cfg.ReadyTimeout),
+		ReloadSignal:  unix.Signal(cfg.ReloadSignal),
+		StopSignal:    unix.Signal(cfg.StopSignal),
+		StopSignalSet: os.Getenv("BATON_STOP_SIGNAL") != "",
+		StopTimeout:   time.Duration(cfg.StopTimeout),
+		ShutdownDelay: time.Duration(cfg.ShutdownDelay),
+		SignalMap:     cfg.SignalMap,
+		Restart:       restart,
+		RestartLimit:  cfg.RestartLimit,
+		MaxRSS:        int64(cfg.MaxRSS),
+		MaxAge:        time.Duration(cfg.MaxAge),
+		PID1:          pid1,
+	}
+	if plain && os.Getenv("BATON_RELOAD_SIGNAL") == "" {
+		// A plain init (one worker, no listeners) is a drop-in for tini:
+		// HUP goes to the app (nginx -s reload, a config re-read) unless a
+		// reload signal is asked for explicitly.
+		opts.ReloadSignal = 0
+	}
+	if opts.ReloadSignal != 0 && !isUrgent(opts.ReloadSignal) {
+		signal.Notify(sigs, opts.ReloadSignal)
+	}
+
+	var notes chan handoff.Note
+	notifyAddr := ""
+	if !plain || cfg.Ready.Kind == "notify" {
+		uid, gid := -1, -1
+		if cfg.User.Cred != nil {
+			uid, gid = int(cfg.User.Cred.UID), int(cfg.User.Cred.GID)
+		}
+		n, err := handoff.NewNotifier([]string{"/run", os.TempDir()}, uid, gid)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "baton:", err)
+			return 1
+		}
+		defer n.Close()
+		notes = make(chan handoff.Note, 256)
+		notifyAddr = n.Addr
+		go n.Run(notes)
+	}
+
+	self, err := os.Executable()
+	if err != nil || len(ls) > 0 || len(cfg.Ulimits) > 0 {
+		// /proc/self/exe works even where the binary was replaced on disk.
+		self = "/proc/self/exe"
+	}
+	fds := make([]int, len(ls))
+	names := make([]string, len(ls))
+	for i, l := range ls {
+		fds[i], names[i] = l.FD, l.Name
+		log.Info().Str("name", l.Name).Str("addr", l.Bound).Int("fd", 3+i).Msg("listener opened")
+	}
+	baseEnv := workerEnv(os.Environ())
+	foreground := stdinIsForegroundTTY()
+	start := func(gen, idx int) (handoff.Worker, error) {
+		env := append([]string(nil), baseEnv...)
+		env = append(env, "BATON_GENERATION="+strconv.Itoa(gen), "BATON_WORKER="+strconv.Itoa(idx))
+		if len(ls) > 0 {
+			env = append(env, "LISTEN_FDS="+strconv.Itoa(len(ls)), "LISTEN_FDNAMES="+strings.Join(names, ":"))
+		}
+		if notifyAddr != "" {
+			env = append(env, "NOTIFY_SOCKET="+notifyAddr)
+		}
+		return spawn.Start(spawn.Spec{
+			Path:       argv[0],
+			Args:       argv,
+			Env:        env,
+			Files:      fds,
+			ListenPID:  len(ls) > 0,
+			Rlimits:    cfg.Ulimits,
+			Cred:       cfg.User.Cred,
+			Foreground: foreground && idx == 0,
+			Self:       self,
+		})
+	}
+
+	sup := handoff.New(opts, log)
+	sup.Start = start
+	sup.Notes = notes
+	reloads := make(chan string, 16)
+	sup.Reloads = reloads
+
+	if ctl, err := handoff.ServeControl(sup, handoff.ControlAddr("self")); err != nil {
+		log.Warn().Err(err).Msg("control socket unavailable: baton health will fail")
+	} else {
+		defer ctl.Close()
+	}
+	if cfg.HTTPAddr != "" {
+		srv, err := handoff.ServeHTTP(sup, string(cfg.HTTPAddr))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "baton: BATON_HTTP_ADDR:", err)
+			return exitUsage
+		}
+		log.Info().Str("addr", srv.Addr).Msg("http serving")
+		defer shutdownHTTP(srv)
+	}
+	if len(cfg.Watch) > 0 {
+		w, err := watch.New(cfg.Watch, watch.Options{Debounce: watchDebounce, PollInterval: watchPoll})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "baton: BATON_WATCH:", err)
+			return exitUsage
+		}
+		defer w.Close()
+		go func() {
+			for range w.Changes() {
+				reloads <- "watch"
+			}
+		}()
+	}
+
+	log.Info().Int("pid", os.Getpid()).Str("version", version).Bool("pid1", pid1).Msg("baton started")
+	code := sup.Run(sigs)
+	return cfg.ExitMap.Apply(code)
+}
+
+func isUrgent(sig unix.Signal) bool {
+	for _, s := range urgentSignals {
+		if s == sig {
+			return true
+		}
+	}
+	return false
+}
+
+func shutdownHTTP(srv *http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx) // baton is exiting; an unfinished scrape does not matter
+}
+
+// workerEnv is baton's environment without its own configuration and
+// without socket-activation variables meant for baton itself.
+func workerEnv(env []string) []string {
+	out := make([]string, 0, len(env))
+	for _, kv := range env {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(k, envPrefix+"_"):
+		case k == "LISTEN_FDS" || k == "LISTEN_PID" || k == "LISTEN_FDNAMES" || k == "NOTIFY_SOCKET":
+		default:
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// stdinIsForegroundTTY reports whether fd 0 is a terminal whose foreground
+// process group is baton's own, so a worker can take it over (Ctrl-C under
+// docker run -it then reaches the worker directly).
+func stdinIsForegroundTTY() bool {
+	pgrp, err := unix.IoctlGetInt(0, unix.TIOCGPGRP)
+	return err == nil && pgrp == syscall.Getpgrp()
+}
+
+// newLogger builds the JSON (or console) logger on a private duplicate of
+// stderr: Go raises SIGPIPE for a failed write to fd 1 or 2, which baton
+// would then forward to its workers; a write to the duplicate just fails.
+func newLogger(cfg *config) zerolog.Logger {
+	out := os.Stderr
+	if fd, err := unix.FcntlInt(2, unix.F_DUPFD_CLOEXEC, 3); err == nil {
+		out = os.NewFile(uintptr(fd), "stderr")
+	}
+	zerolog.ErrorFieldName = "err"
+	zerolog.DurationFieldUnit = time.Millisecond
+	zerolog.DurationFieldInteger = false
+	var w = zerolog.New(out)
+	console := cfg.LogFormat == "console"
+	if cfg.LogFormat == "auto" {
+		_, err := unix.IoctlGetTermios(2, unix.TCGETS)
+		console = err == nil
+	}
+	if console {
+		w = zerolog.New(zerolog.ConsoleWriter{Out: out, TimeFormat: "15:04:05.000"})
+	}
+	return w.Level(zerolog.Level(cfg.LogLevel)).With().Timestamp().Logger()
+}

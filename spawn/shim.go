@@ -1,0 +1,150 @@
+//go:build linux
+
+package spawn
+
+import (
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/docker/go-units"
+	"golang.org/x/sys/unix"
+)
+
+// ShimName is argv[0] when baton re-executes itself as the worker shim.
+// main checks it before anything else. The colon makes it a name no user
+// command would be started as.
+const ShimName = "baton:shim"
+
+// Shim runs in the child, between baton and the worker command: it applies
+// rlimits and the user, sets LISTEN_PID to its own pid, restores default
+// signal handling and an empty signal mask, then execs the command in
+// place, so the pid the worker sees is the pid baton recorded.
+//
+// It only returns on failure, with the shell's exit code (127, 126) after
+// printing one line on stderr (which is the worker's stderr).
+func Shim(args []string) int {
+	var (
+		listenPID bool
+		rlimits   []*units.Ulimit
+		user      string
+	)
+	i := 0
+	for ; i < len(args); i++ {
+		switch args[i] {
+		case "-listen-pid":
+			listenPID = true
+			continue
+		case "-rlimit", "-user":
+			if i+1 >= len(args) {
+				return shimFail(fmt.Errorf("shim: %s needs a value", args[i]), 2)
+			}
+			if args[i] == "-user" {
+				user = args[i+1]
+			} else {
+				u, err := units.ParseUlimit(args[i+1])
+				if err != nil {
+					return shimFail(fmt.Errorf("shim: rlimit %q: %w", args[i+1], err), 2)
+				}
+				rlimits = append(rlimits, u)
+			}
+			i++
+			continue
+		case "--":
+			i++
+		}
+		break
+	}
+	if len(args)-i < 2 {
+		return shimFail(fmt.Errorf("shim: want -- PATH ARGV0 [ARG...]"), 2)
+	}
+	path, argv := args[i], args[i+1:]
+
+	for _, u := range rlimits {
+		rl, err := u.GetRlimit()
+		if err != nil {
+			return shimFail(fmt.Errorf("rlimit %s: %w", u, err), 1)
+		}
+		lim := unix.Rlimit{Cur: rl.Soft, Max: rl.Hard}
+		if err := unix.Setrlimit(rl.Type, &lim); err != nil {
+			return shimFail(fmt.Errorf("setrlimit %s: %w", u, err), 1)
+		}
+	}
+	if user != "" {
+		if err := dropTo(user); err != nil {
+			return shimFail(err, 1)
+		}
+	}
+	env := os.Environ()
+	if listenPID {
+		env = setEnv(env, "LISTEN_PID", strconv.Itoa(os.Getpid()))
+	}
+
+	// Go keeps an inherited SIG_IGN for SIGHUP and SIGINT (and nothing
+	// else); subscribing turns them into handled signals, which execve
+	// resets to SIG_DFL. Every other signal already has Go's handler.
+	signal.Notify(make(chan os.Signal, 1), unix.SIGHUP, unix.SIGINT)
+	// The mask is per thread and inherited by execve: clear it on the
+	// thread that execs.
+	runtime.LockOSThread()
+	var empty unix.Sigset_t
+	_ = unix.PthreadSigmask(unix.SIG_SETMASK, &empty, nil) // best effort: exec follows either way
+	err := syscall.Exec(path, argv, env)
+	err = classifyExec(path, err)
+	return shimFail(err, Code(err))
+}
+
+// dropTo applies "uid:gid:g1,g2" as the shim's identity.
+func dropTo(spec string) error {
+	parts := strings.SplitN(spec, ":", 3)
+	if len(parts) != 3 {
+		return fmt.Errorf("shim: bad user %q", spec)
+	}
+	uid, err1 := strconv.Atoi(parts[0])
+	gid, err2 := strconv.Atoi(parts[1])
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("shim: bad user %q", spec)
+	}
+	groups := []int{}
+	if parts[2] != "" {
+		for _, g := range strings.Split(parts[2], ",") {
+			n, err := strconv.Atoi(g)
+			if err != nil {
+				return fmt.Errorf("shim: bad group %q", g)
+			}
+			groups = append(groups, n)
+		}
+	}
+	// Order matters: groups and gid need privilege, so uid goes last.
+	// The syscall package applies these to every thread (Go 1.16+).
+	if err := syscall.Setgroups(groups); err != nil {
+		return fmt.Errorf("setgroups: %w", err)
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return fmt.Errorf("setgid %d: %w", gid, err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("setuid %d: %w", uid, err)
+	}
+	return nil
+}
+
+func setEnv(env []string, key, value string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, key+"=") {
+			out = append(out, kv)
+		}
+	}
+	return append(out, key+"="+value)
+}
+
+// shimFail prints one JSON line in baton's log format and returns code.
+func shimFail(err error, code int) int {
+	fmt.Fprintf(os.Stderr, "{\"level\":\"error\",\"err\":%q,\"code\":%d,\"message\":\"worker exec failed\"}\n", err.Error(), code)
+	return code
+}

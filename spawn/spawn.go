@@ -1,0 +1,195 @@
+//go:build linux
+
+// Package spawn starts one worker process in its own process group and
+// signals that group. It owns nothing after Start returns: it never waits
+// for a process (only baton's event loop calls wait4) and holds no state.
+//
+// Workers are started with syscall.StartProcess and raw descriptors, never
+// os/exec: exec.Cmd.Wait would race the reaper for exit statuses, and
+// ExtraFiles goes through os.File.Fd(), which switches a shared listening
+// socket to blocking mode for every generation that holds it.
+//
+// Where the worker must learn its own pid before exec (LISTEN_PID), or get
+// rlimits applied, baton re-executes itself as a small shim (see Shim) that
+// sets them and then execs the command, keeping the pid.
+package spawn
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/docker/go-units"
+	"golang.org/x/sys/unix"
+)
+
+// listenFdsStart is the first inherited listener descriptor (sd_listen_fds).
+const listenFdsStart = 3
+
+// Exit codes a shell uses when it cannot run a command.
+const (
+	CodeNotExecutable = 126
+	CodeNotFound      = 127
+)
+
+// ErrNotFound and ErrNotExecutable classify a command that cannot be run;
+// match them with errors.Is. Code maps them to 127 and 126.
+var (
+	ErrNotFound      = errors.New("command not found")
+	ErrNotExecutable = errors.New("command not executable")
+)
+
+// Credential is the user a worker runs as.
+type Credential struct {
+	UID, GID uint32
+	Groups   []uint32 // supplementary groups; empty means cleared
+}
+
+// Spec describes one worker.
+type Spec struct {
+	Path string   // command: a path, or a name looked up in PATH
+	Args []string // argv; Args[0] is what the worker sees as its name
+	Env  []string
+	Dir  string
+	// Files are raw descriptors placed at fd 3, 4, ... in the worker.
+	// Raw ints on purpose: see the package doc.
+	Files []int
+	// ListenPID sets LISTEN_PID to the worker's own pid (through the shim).
+	ListenPID bool
+	Rlimits   []*units.Ulimit
+	Cred      *Credential
+	// Foreground gives the worker's process group the terminal on fd 0.
+	Foreground bool
+	// Self is the path baton re-executes as the shim ("/proc/self/exe").
+	Self string
+}
+
+// Proc is a started worker. Its process group id equals its pid.
+type Proc struct {
+	pid int
+}
+
+// PID returns the worker's pid, which is also its process group id.
+func (p *Proc) PID() int { return p.pid }
+
+// Signal sends sig to the worker's whole process group, so helpers it
+// started receive it too (dumb-init's setsid mode does the same).
+func (p *Proc) Signal(sig unix.Signal) error {
+	if err := unix.Kill(-p.pid, sig); err != nil {
+		return fmt.Errorf("kill -%d %s: %w", p.pid, unix.SignalName(sig), err)
+	}
+	return nil
+}
+
+// LookPath resolves a command the way a shell would and classifies the
+// failure so the caller can exit 127 or 126.
+func LookPath(name string) (string, error) {
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path, nil
+	}
+	if strings.Contains(name, "/") {
+		// exec.LookPath reports a path that exists but is not executable as
+		// a plain permission error; a shell says 126 for it.
+		if _, serr := os.Stat(name); serr == nil {
+			return "", fmt.Errorf("%s: %w", name, ErrNotExecutable)
+		}
+	}
+	return "", fmt.Errorf("%s: %w", name, ErrNotFound)
+}
+
+// Code returns the shell exit status for an error from Start or LookPath:
+// 127 when the command is missing, 126 when it cannot be executed, else 1.
+func Code(err error) int {
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return CodeNotFound
+	case errors.Is(err, ErrNotExecutable):
+		return CodeNotExecutable
+	}
+	return 1
+}
+
+func classifyExec(path string, err error) error {
+	switch {
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
+		return fmt.Errorf("%s: %w", path, ErrNotFound)
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.ENOEXEC), errors.Is(err, unix.EISDIR),
+		errors.Is(err, unix.EPERM), errors.Is(err, unix.ETXTBSY):
+		return fmt.Errorf("%s: %w: %v", path, ErrNotExecutable, err)
+	}
+	return fmt.Errorf("start %s: %w", path, err)
+}
+
+// needsShim reports whether the worker must be started through baton's
+// shim: LISTEN_PID and rlimits can only be set between fork and exec, which
+// Go cannot do itself.
+func (s Spec) needsShim() bool {
+	return s.ListenPID || len(s.Rlimits) > 0
+}
+
+// Start starts the worker in a new process group. It never waits for it.
+func Start(s Spec) (*Proc, error) {
+	path, err := LookPath(s.Path)
+	if err != nil {
+		return nil, err
+	}
+	files := make([]uintptr, 0, listenFdsStart+len(s.Files))
+	files = append(files, 0, 1, 2)
+	for _, fd := range s.Files {
+		files = append(files, uintptr(fd))
+	}
+	sys := &syscall.SysProcAttr{Setpgid: true}
+	if s.Foreground {
+		// Ctty is a descriptor number in the child; stdin stays fd 0.
+		sys.Foreground = true
+		sys.Ctty = 0
+	}
+	argv0, argv := path, s.Args
+	if s.needsShim() {
+		argv0 = s.Self
+		argv = s.shimArgs(path)
+		// The shim drops privileges itself, after raising rlimits as root.
+	} else if s.Cred != nil {
+		sys.Credential = &syscall.Credential{Uid: s.Cred.UID, Gid: s.Cred.GID, Groups: s.Cred.Groups}
+		// An empty Groups slice makes Go call setgroups(0) and clear them.
+		if sys.Credential.Groups == nil {
+			sys.Credential.Groups = []uint32{}
+		}
+	}
+	pid, _, err := syscall.StartProcess(argv0, argv, &syscall.ProcAttr{
+		Dir:   s.Dir,
+		Env:   s.Env,
+		Files: files,
+		Sys:   sys,
+	})
+	if err != nil {
+		return nil, classifyExec(argv0, err)
+	}
+	// The handle syscall.StartProcess returns is unused on Linux (it is the
+	// pid again); nothing needs releasing.
+	return &Proc{pid: pid}, nil
+}
+
+func (s Spec) shimArgs(path string) []string {
+	args := []string{ShimName}
+	if s.ListenPID {
+		args = append(args, "-listen-pid")
+	}
+	for _, u := range s.Rlimits {
+		args = append(args, "-rlimit", u.String())
+	}
+	if s.Cred != nil {
+		groups := make([]string, len(s.Cred.Groups))
+		for i, g := range s.Cred.Groups {
+			groups[i] = strconv.FormatUint(uint64(g), 10)
+		}
+		args = append(args, "-user", fmt.Sprintf("%d:%d:%s", s.Cred.UID, s.Cred.GID, strings.Join(groups, ",")))
+	}
+	args = append(args, "--", path)
+	return append(args, s.Args...)
+}

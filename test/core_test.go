@@ -1,0 +1,324 @@
+package test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestExitCodes: the worker's own code passes through, a signal death is
+// 128+N, and a command that cannot run is 127/126 with a clear message.
+func TestExitCodes(t *testing.T) {
+	notExec := filepath.Join(t.TempDir(), "plain-file")
+	if err := os.WriteFile(notExec, []byte("not a program\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"zero", []string{"sh", "-c", "exit 0"}, 0, ""},
+		{"three", []string{"sh", "-c", "exit 3"}, 3, ""},
+		{"255", []string{"sh", "-c", "exit 255"}, 255, ""},
+		{"term", []string{"sh", "-c", "kill -TERM $$"}, 143, ""},
+		{"kill", []string{"sh", "-c", "kill -KILL $$"}, 137, ""},
+		{"missing", []string{"/no/such/command"}, 127, "command not found"},
+		{"missing-in-path", []string{"no-such-command-anywhere"}, 127, "command not found"},
+		{"not-executable", []string{notExec}, 126, "not executable"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b := StartBaton(t, Opt{}, append([]string{"--"}, c.args...)...)
+			if got := b.Wait(); got != c.code {
+				t.Fatalf("exit %d, want %d", got, c.code)
+			}
+			if c.msg != "" {
+				ev := b.Expect("worker start failed", "code", c.code)
+				if !strings.Contains(ev.Str("err"), c.msg) {
+					t.Fatalf("error %q does not say %q", ev.Str("err"), c.msg)
+				}
+			}
+		})
+	}
+}
+
+// TestReapTenThousandOrphans: 10,000 double-forked grandchildren are all
+// reaped by baton as PID 1, leaving no zombie.
+func TestReapTenThousandOrphans(t *testing.T) {
+	const n = 10000
+	b := StartBaton(t, Opt{Env: []string{"BATON_LOG_LEVEL=debug"}}, python(t), testdata("orphans.py"), fmt.Sprint(n), "--wait")
+	b.ExpectOut(0, fmt.Sprintf("done %d", n))
+	// Each grandchild's exit is logged as it is reaped: wait for all.
+	b.Err.waitFor(t, "10000 orphans reaped", deadline, func(_ []string, evs []Event) bool {
+		c := 0
+		for _, ev := range evs {
+			if ev.Msg() == "orphan reaped" {
+				c++
+			}
+		}
+		return c >= n
+	})
+	if z := zombiesUnder(b.PID()); z != 0 {
+		t.Fatalf("%d zombies left under baton", z)
+	}
+	b.Signal(syscall.SIGTERM)
+	if code := b.Wait(); code != 0 {
+		t.Fatalf("exit %d after TERM, want 0 (the worker exits 0 on TERM)", code)
+	}
+}
+
+// TestExitCodeAmidOrphans: the main worker's code is right in 50 of 50
+// runs while 100 orphans die around it (a reaper racing os/exec gets it
+// wrong in 7-10 of 50).
+func TestExitCodeAmidOrphans(t *testing.T) {
+	py := python(t)
+	bad := 0
+	for i := 0; i < 50; i++ {
+		b := StartBaton(t, Opt{}, py, testdata("orphans.py"), "100", "--linger-ms", "5", "--exit", "3")
+		if code := b.Wait(); code != 3 {
+			bad++
+			t.Errorf("run %d: exit %d, want 3", i, code)
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%d of 50 runs had the wrong exit code", bad)
+	}
+}
+
+// TestSignalsReachWorkerGroup: every catchable signal 1-31 that baton does
+// not consume reaches the worker and its process group; SIGURG never does.
+func TestSignalsReachWorkerGroup(t *testing.T) {
+	b := StartBaton(t, Opt{}, python(t), testdata("sigworker.py"), "--children", "1")
+	b.ExpectOut(0, "ready ")
+	_, from := b.ExpectOut(0, "child-ready ")
+	from = len(b.OutLines())
+	b.Expect("baton started")
+	for s := syscall.Signal(1); s <= 31; s++ {
+		switch s {
+		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGURG, unix.SIGTERM, unix.SIGINT, unix.SIGQUIT:
+			continue // uncatchable, or consumed by baton (TERM/INT/QUIT below)
+		case unix.SIGPROF:
+			continue // consumed by the Go runtime's profiler, never delivered to os/signal
+		}
+		name := strings.TrimPrefix(unix.SignalName(s), "")
+		b.Signal(s)
+		_, i := b.ExpectOut(from, "sig "+name+" ")
+		_, j := b.ExpectOut(from, "child-sig "+name+" ")
+		from = max(i, j) + 1
+	}
+	// SIGURG must not be forwarded: send it, then a barrier signal, and the
+	// barrier must be the next thing both processes report.
+	b.Signal(unix.SIGURG)
+	b.Signal(unix.SIGUSR2)
+	_, i := b.ExpectOut(from, "sig SIGUSR2 ")
+	_, j := b.ExpectOut(from, "child-sig SIGUSR2 ")
+	for _, l := range b.OutLines()[from : max(i, j)+1] {
+		if strings.Contains(l, "SIGURG") {
+			t.Fatalf("SIGURG reached a worker: %q", l)
+		}
+	}
+	b.Signal(unix.SIGTERM)
+	if code := b.Wait(); code != 0 {
+		t.Fatalf("exit %d, want 0", code)
+	}
+}
+
+// TestHUPAndTERMNeverExit2: as PID 1, a Go program that leaves a signal to
+// the runtime exits 2. HUP and TERM, early or late, must not do that.
+func TestHUPAndTERMNeverExit2(t *testing.T) {
+	t.Run("hup-plain-forwarded", func(t *testing.T) {
+		b := StartBaton(t, Opt{}, python(t), testdata("sigworker.py"))
+		b.ExpectOut(0, "ready ")
+		b.Signal(unix.SIGHUP)
+		b.ExpectOut(0, "sig SIGHUP ")
+		b.Signal(unix.SIGTERM)
+		if code := b.Wait(); code != 0 {
+			t.Fatalf("exit %d, want 0", code)
+		}
+	})
+	t.Run("term-right-after-start", func(t *testing.T) {
+		// As soon as baton has started (its first log line follows the
+		// subscription), TERM must give 143. Earlier than that is the Go
+		// runtime's own start-up window, which no Go program can close:
+		// see README "Known limits".
+		for i := 0; i < 20; i++ {
+			b := StartBaton(t, Opt{}, "sleep", "1000")
+			b.Expect("baton started")
+			b.Signal(unix.SIGTERM)
+			if code := b.Wait(); code != 143 {
+				t.Fatalf("run %d: exit %d, want 143 (2 means the runtime's default handler ran)", i, code)
+			}
+		}
+	})
+	t.Run("hup-reload-mode", func(t *testing.T) {
+		b := StartBaton(t, Opt{Env: []string{"BATON_RELOAD_SIGNAL=HUP", "BATON_READY=delay:50ms"}}, "sleep", "1000")
+		b.Expect("generation ready")
+		b.Signal(unix.SIGHUP)
+		b.Expect("swap complete", "gen", 2)
+		b.Signal(unix.SIGTERM)
+		if code := b.Wait(); code != 143 {
+			t.Fatalf("exit %d, want 143", code)
+		}
+	})
+}
+
+// TestDockerStopSleep: TERM from outside the namespace, as docker stop
+// sends it, with sleep as the child: baton exits 143 promptly.
+func TestDockerStopSleep(t *testing.T) {
+	b := StartBaton(t, Opt{}, "sleep", "1000")
+	b.Expect("worker started")
+	start := time.Now()
+	b.Signal(unix.SIGTERM)
+	code := b.Wait()
+	if code != 143 {
+		t.Fatalf("exit %d, want 143", code)
+	}
+	// Generous bound: a missed signal would take the 8 s stop timeout.
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("took %v to stop sleep", el)
+	}
+}
+
+// TestHelpersFinishCleanup: a worker with 100 helpers (half in their own
+// sessions) that need time to clean up on TERM: baton lets all of them
+// finish before it exits. tini, dumb-init and catatonit are measured on
+// the same test for comparison; they exit with their main child.
+func TestHelpersFinishCleanup(t *testing.T) {
+	py := python(t)
+	run := func(bin string, args ...string) int {
+		t.Helper()
+		b := StartBaton(t, Opt{Bin: bin}, append(args, py, testdata("helpers.py"), "100", "300")...)
+		b.ExpectOut(0, "ready")
+		b.Signal(unix.SIGTERM)
+		b.Wait()
+		b.WaitOutClosed()
+		n := 0
+		for _, l := range b.OutLines() {
+			if strings.HasPrefix(l, "cleaned ") {
+				n++
+			}
+		}
+		return n
+	}
+	if n := run("", "--"); n != 100 {
+		t.Fatalf("baton: %d of 100 helpers finished their cleanup", n)
+	}
+	for _, anchor := range [][]string{{"tini", "--"}, {"dumb-init"}, {"catatonit", "--"}} {
+		path, err := exec.LookPath(anchor[0])
+		if err != nil {
+			t.Logf("%s not installed: comparison skipped", anchor[0])
+			continue
+		}
+		t.Logf("%s: %d of 100 helpers finished their cleanup", anchor[0], run(path, anchor[1:]...))
+	}
+}
+
+// TestSubreaperWhenNotPID1: not PID 1, baton becomes a child subreaper and
+// still reaps orphans.
+func TestSubreaperWhenNotPID1(t *testing.T) {
+	b := StartBaton(t, Opt{NoPIDNS: true, Env: []string{"BATON_LOG_LEVEL=debug"}}, python(t), testdata("orphans.py"), "5", "--wait")
+	b.ExpectOut(0, "done 5")
+	for _, l := range b.OutLines() {
+		var pid int
+		if _, err := fmt.Sscanf(l, "orphan %d", &pid); err == nil {
+			b.Err.waitFor(t, fmt.Sprintf("orphan %d reaped", pid), deadline, func(_ []string, evs []Event) bool {
+				for _, ev := range evs {
+					if ev.Msg() == "orphan reaped" && ev.Int("pid") == pid {
+						return true
+					}
+				}
+				return false
+			})
+		}
+	}
+	b.Signal(unix.SIGTERM)
+	b.Wait()
+}
+
+// TestRestartBackoffAndLimit: a crashing worker is restarted with growing
+// backoff, and past the limit baton exits with the worker's code.
+func TestRestartBackoffAndLimit(t *testing.T) {
+	b := StartBaton(t, Opt{Env: []string{
+		"BATON_RESTART=on-failure", "BATON_READY=delay:20ms", "BATON_RESTART_LIMIT=3/60s",
+	}}, "sh", "-c", "sleep 0.1; exit 5")
+	var prev float64
+	for i := 1; i <= 3; i++ {
+		ev := b.Expect("worker restarting", "restarts", i)
+		backoff, _ := ev["backoff"].(float64)
+		if backoff <= prev {
+			t.Fatalf("restart %d: backoff %vms did not grow (previous %vms)", i, backoff, prev)
+		}
+		prev = backoff
+	}
+	b.Expect("restart limit reached")
+	if code := b.Wait(); code != 5 {
+		t.Fatalf("exit %d, want the worker's 5", code)
+	}
+}
+
+// TestRestartNeverLikeTini: under never, the first worker exit ends baton
+// with that worker's code, even with other workers still running.
+func TestRestartNeverLikeTini(t *testing.T) {
+	b := StartBaton(t, Opt{Env: []string{"BATON_RESTART=never", "BATON_WORKERS=3", "BATON_READY=delay:10ms"}},
+		"sh", "-c", `if [ "$BATON_WORKER" = 1 ]; then sleep 0.3; exit 7; fi; exec sleep 1000`)
+	b.Expect("generation ready")
+	if code := b.Wait(); code != 7 {
+		t.Fatalf("exit %d, want 7", code)
+	}
+	if b.Count("worker restarting") != 0 {
+		t.Fatal("a worker was restarted under never")
+	}
+}
+
+// TestStartupFailureEndsBaton: a first-generation worker that exits before
+// it is ready ends baton with its code, without restarts.
+func TestStartupFailureEndsBaton(t *testing.T) {
+	b := StartBaton(t, Opt{Env: []string{"BATON_WORKERS=2", "BATON_READY=notify"}},
+		"sh", "-c", `if [ "$BATON_WORKER" = 0 ]; then exit 4; fi; exec sleep 1000`)
+	if code := b.Wait(); code != 4 {
+		t.Fatalf("exit %d, want 4", code)
+	}
+	b.Expect("worker failed before ready", "code", 4)
+}
+
+// TestShutdownCodeFromCurrentGeneration: on TERM with several workers the
+// status is the first non-zero among them (here, all die of TERM: 143).
+func TestShutdownCodeFromCurrentGeneration(t *testing.T) {
+	b := StartBaton(t, Opt{Env: []string{"BATON_WORKERS=3", "BATON_READY=delay:10ms"}}, "sleep", "1000")
+	b.Expect("generation ready")
+	b.Signal(unix.SIGTERM)
+	if code := b.Wait(); code != 143 {
+		t.Fatalf("exit %d, want 143", code)
+	}
+}
+
+// TestExitMap: BATON_EXIT_MAP remaps baton's status last (tini -e).
+func TestExitMap(t *testing.T) {
+	b := StartBaton(t, Opt{Env: []string{"BATON_EXIT_MAP=143:0,3:9"}}, "sleep", "1000")
+	b.Expect("worker started")
+	b.Signal(unix.SIGTERM)
+	if code := b.Wait(); code != 0 {
+		t.Fatalf("exit %d, want 143 mapped to 0", code)
+	}
+}
+
+// TestStopTimeoutKills: a worker that ignores TERM is killed after
+// BATON_STOP_TIMEOUT, and baton still exits with its status (137).
+func TestStopTimeoutKills(t *testing.T) {
+	b := StartBaton(t, Opt{Env: []string{"BATON_STOP_TIMEOUT=300ms"}}, "sh", "-c", "trap '' TERM; echo armed; while :; do sleep 1; done")
+	b.ExpectOut(0, "armed")
+	b.Signal(unix.SIGTERM)
+	b.Expect("stop timeout: killing what remains")
+	if code := b.Wait(); code != 137 {
+		t.Fatalf("exit %d, want 137", code)
+	}
+}

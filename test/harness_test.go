@@ -1,0 +1,408 @@
+package test
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// batonBin is the baton binary built once by TestMain.
+var batonBin string
+
+// deadline bounds every wait in these tests: time only ever bounds a
+// failure, it is never a reason to pass.
+const deadline = 30 * time.Second
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "baton-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	batonBin = filepath.Join(dir, "baton")
+	build := exec.Command("go", "build", "-trimpath", "-o", batonBin, "..")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build baton:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// python is Debian's python3 (gunicorn and uvicorn live there); any python3
+// runs the small test workers.
+func python(t testing.TB) string {
+	for _, p := range []string{"/usr/bin/python3", "python3"} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	t.Skip("python3 not found: the test workers are small Python scripts")
+	return ""
+}
+
+func testdata(name string) string {
+	p, _ := filepath.Abs(filepath.Join("testdata", name))
+	return p
+}
+
+// nsAttr returns the SysProcAttr that makes baton PID 1 of a new PID
+// namespace: directly as root, inside a new user namespace otherwise.
+// The skip ladder follows Go's own checkUserNS.
+func nsAttr(t testing.TB) *syscall.SysProcAttr {
+	if os.Geteuid() == 0 {
+		return &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID, Setpgid: true}
+	}
+	if _, err := os.Stat("/proc/self/ns/user"); err != nil {
+		t.Skip("not root and no user namespaces (/proc/self/ns/user missing): cannot make baton PID 1")
+	}
+	if b, err := os.ReadFile("/proc/sys/user/max_user_namespaces"); err == nil && strings.TrimSpace(string(b)) == "0" {
+		t.Skip("not root and user.max_user_namespaces=0: cannot make baton PID 1")
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/unprivileged_userns_clone"); err == nil && strings.TrimSpace(string(b)) == "0" {
+		t.Skip("not root and kernel.unprivileged_userns_clone=0: cannot make baton PID 1")
+	}
+	return &syscall.SysProcAttr{
+		Cloneflags:  unix.CLONE_NEWPID | unix.CLONE_NEWUSER,
+		Setpgid:     true,
+		UidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}},
+		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
+	}
+}
+
+// Event is one JSON log line of baton's.
+type Event map[string]any
+
+// Msg is the event's message.
+func (e Event) Msg() string { s, _ := e["message"].(string); return s }
+
+// Int returns a numeric field (JSON numbers decode as float64).
+func (e Event) Int(k string) int {
+	f, ok := e[k].(float64)
+	if !ok {
+		return -1
+	}
+	return int(f)
+}
+
+// Str returns a string field.
+func (e Event) Str(k string) string { s, _ := e[k].(string); return s }
+
+// lines collects a stream's lines and lets tests wait for one.
+type lines struct {
+	mu     sync.Mutex
+	all    []string
+	events []Event
+	grew   chan struct{} // closed and replaced on every new line
+	closed bool
+}
+
+func newLines(r io.Reader) *lines {
+	l := &lines{grew: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 64*1024), 1<<20)
+		for sc.Scan() {
+			text := sc.Text()
+			var ev Event
+			if json.Unmarshal([]byte(text), &ev) != nil || ev.Msg() == "" {
+				ev = nil
+			}
+			l.mu.Lock()
+			l.all = append(l.all, text)
+			if ev != nil {
+				l.events = append(l.events, ev)
+			}
+			close(l.grew)
+			l.grew = make(chan struct{})
+			l.mu.Unlock()
+		}
+		l.mu.Lock()
+		l.closed = true
+		close(l.grew)
+		l.mu.Unlock()
+	}()
+	return l
+}
+
+// waitFor waits until pred holds for the snapshot, or fails the test.
+func (l *lines) waitFor(t testing.TB, what string, timeout time.Duration, pred func(all []string, events []Event) bool) {
+	t.Helper()
+	end := time.After(timeout)
+	for {
+		l.mu.Lock()
+		ok := pred(l.all, l.events)
+		grew, closed := l.grew, l.closed
+		l.mu.Unlock()
+		if ok {
+			return
+		}
+		if closed {
+			t.Fatalf("stream ended before %s", what)
+		}
+		select {
+		case <-grew:
+		case <-end:
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+	}
+}
+
+// Baton is a running baton under test.
+type Baton struct {
+	t      testing.TB
+	cmd    *exec.Cmd
+	Err    *lines // stderr: baton's JSON and the workers' stderr
+	Out    *lines // stdout: the workers' stdout
+	done   chan struct{}
+	code   int
+	cursor int // index into Err.events for Expect
+}
+
+// Opt configures StartBaton.
+type Opt struct {
+	Env     []string // added to a minimal environment
+	NoPIDNS bool     // run as a plain child (not PID 1)
+	Stdin   *os.File
+	Sys     *syscall.SysProcAttr
+	Bin     string // another init instead of baton (anchor comparisons)
+}
+
+// StartBaton runs baton with args as PID 1 of a new PID namespace.
+func StartBaton(t testing.TB, opt Opt, args ...string) *Baton {
+	t.Helper()
+	bin := batonBin
+	if opt.Bin != "" {
+		bin = opt.Bin
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "BATON_LOG_FORMAT=json"}, opt.Env...)
+	switch {
+	case opt.Sys != nil:
+		cmd.SysProcAttr = opt.Sys
+	case opt.NoPIDNS:
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	default:
+		cmd.SysProcAttr = nsAttr(t)
+	}
+	if opt.Stdin != nil {
+		cmd.Stdin = opt.Stdin
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr, cmd.Stdout = errW, outW
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	errW.Close()
+	outW.Close()
+	b := &Baton{t: t, cmd: cmd, Err: newLines(errR), Out: newLines(outR), done: make(chan struct{})}
+	go func() {
+		err := cmd.Wait()
+		b.code = cmd.ProcessState.ExitCode()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				b.code = 128 + int(ws.Signal())
+			}
+		}
+		close(b.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-b.done:
+		default:
+			_ = cmd.Process.Kill()
+			<-b.done
+		}
+		if t.Failed() {
+			b.Err.mu.Lock()
+			t.Logf("baton stderr (%d lines, last 60):\n%s", len(b.Err.all), strings.Join(tail(b.Err.all, 60), "\n"))
+			b.Err.mu.Unlock()
+			b.Out.mu.Lock()
+			t.Logf("workers' stdout (last 30):\n%s", strings.Join(tail(b.Out.all, 30), "\n"))
+			b.Out.mu.Unlock()
+		}
+	})
+	return b
+}
+
+func tail(s []string, n int) []string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// PID is baton's pid as the test sees it.
+func (b *Baton) PID() int { return b.cmd.Process.Pid }
+
+// Signal sends sig to baton from outside its namespace, as docker kill does.
+func (b *Baton) Signal(sig syscall.Signal) {
+	b.t.Helper()
+	if err := syscall.Kill(b.PID(), sig); err != nil {
+		b.t.Fatalf("kill %d %v: %v", b.PID(), sig, err)
+	}
+}
+
+// Wait waits for baton to exit and returns its status.
+func (b *Baton) Wait() int {
+	b.t.Helper()
+	select {
+	case <-b.done:
+		return b.code
+	case <-time.After(deadline):
+		b.t.Fatalf("baton did not exit within %v", deadline)
+		return -1
+	}
+}
+
+// Exited returns the exit channel.
+func (b *Baton) Exited() <-chan struct{} { return b.done }
+
+// Expect waits for the next event (after the previous Expect's) with
+// message msg whose fields match kv (pairs of key, value; ints compare as
+// numbers).
+func (b *Baton) Expect(msg string, kv ...any) Event {
+	b.t.Helper()
+	var found Event
+	b.Err.waitFor(b.t, fmt.Sprintf("log %q %v", msg, kv), deadline, func(_ []string, evs []Event) bool {
+		for i := b.cursor; i < len(evs); i++ {
+			if evs[i].Msg() == msg && match(evs[i], kv) {
+				found, b.cursor = evs[i], i+1
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// Count returns how many events so far have message msg and match kv.
+func (b *Baton) Count(msg string, kv ...any) int {
+	b.Err.mu.Lock()
+	defer b.Err.mu.Unlock()
+	n := 0
+	for _, ev := range b.Err.events {
+		if ev.Msg() == msg && match(ev, kv) {
+			n++
+		}
+	}
+	return n
+}
+
+// Events returns a copy of the events so far.
+func (b *Baton) Events() []Event {
+	b.Err.mu.Lock()
+	defer b.Err.mu.Unlock()
+	return append([]Event(nil), b.Err.events...)
+}
+
+func match(ev Event, kv []any) bool {
+	for i := 0; i+1 < len(kv); i += 2 {
+		k := kv[i].(string)
+		switch want := kv[i+1].(type) {
+		case int:
+			if ev.Int(k) != want {
+				return false
+			}
+		case string:
+			if ev.Str(k) != want {
+				return false
+			}
+		case bool:
+			if v, _ := ev[k].(bool); v != want {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ExpectOut waits for a stdout line with prefix, starting after line from,
+// and returns the line and its index.
+func (b *Baton) ExpectOut(from int, prefix string) (string, int) {
+	b.t.Helper()
+	var line string
+	idx := -1
+	b.Out.waitFor(b.t, fmt.Sprintf("stdout line %q", prefix), deadline, func(all []string, _ []Event) bool {
+		for i := from; i < len(all); i++ {
+			if strings.HasPrefix(all[i], prefix) {
+				line, idx = all[i], i
+				return true
+			}
+		}
+		return false
+	})
+	return line, idx
+}
+
+// OutLines returns a copy of the stdout lines so far.
+func (b *Baton) OutLines() []string {
+	b.Out.mu.Lock()
+	defer b.Out.mu.Unlock()
+	return append([]string(nil), b.Out.all...)
+}
+
+// WaitOutClosed waits until every writer of stdout has gone (baton and
+// everything that inherited it).
+func (b *Baton) WaitOutClosed() {
+	b.t.Helper()
+	end := time.After(deadline)
+	for {
+		b.Out.mu.Lock()
+		grew, closed := b.Out.grew, b.Out.closed
+		b.Out.mu.Unlock()
+		if closed {
+			return
+		}
+		select {
+		case <-grew:
+		case <-end:
+			b.t.Fatalf("stdout still open after %v", deadline)
+		}
+	}
+}
+
+// zombiesUnder counts zombie processes whose parent is pid, from /proc.
+func zombiesUnder(pid int) int {
+	ents, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) > 2 && f[0] == "Z" && f[1] == fmt.Sprint(pid) {
+			n++
+		}
+	}
+	return n
+}
