@@ -406,3 +406,28 @@ func zombiesUnder(pid int) int {
 	}
 	return n
 }
+
+// childrenOf lists the host pids whose parent is pid, from /proc (a Go
+// parent's children are spread over its threads' children files).
+func childrenOf(pid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) > 1 && f[1] == fmt.Sprint(pid) {
+			var c int
+			fmt.Sscanf(e.Name(), "%d", &c)
+			out = append(out, c)
+		}
+	}
+	return out
+}

@@ -1,0 +1,224 @@
+package test
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// runBatonPlain runs baton to completion as a plain child and returns its
+// exit code and stderr.
+func runBatonPlain(t *testing.T, env []string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(batonBin, args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH")}, env...)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("run baton: %v", err)
+		}
+		code = ee.ExitCode()
+	}
+	return code, out.String(), errb.String()
+}
+
+// TestBadInput: every variable's malformed value gives exit 2, one line
+// naming the variable, and no worker started.
+func TestBadInput(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	secret := "0123456789abcdefSECRET-TAIL"
+	cases := []struct{ name, value, want string }{
+		{"BATON_LISTEN", "foo://x:1", "BATON_LISTEN"},
+		{"BATON_LISTEN", "localhost", "BATON_LISTEN"},
+		{"BATON_LISTEN", busy.Addr().String(), busy.Addr().String()}, // bind failure names the address
+		{"BATON_WORKERS", "0", "BATON_WORKERS"},
+		{"BATON_WORKERS", "many", "BATON_WORKERS"},
+		{"BATON_READY", "sometimes", "BATON_READY"},
+		{"BATON_READY", "delay:soon", "BATON_READY"},
+		{"BATON_READY_TIMEOUT", "soon", "BATON_READY_TIMEOUT"},
+		{"BATON_RELOAD_SIGNAL", "NOPE", "BATON_RELOAD_SIGNAL"},
+		{"BATON_RELOAD_SIGNAL", "TERM", "BATON_RELOAD_SIGNAL"},
+		{"BATON_STOP_SIGNAL", "KILL", "BATON_STOP_SIGNAL"},
+		{"BATON_STOP_TIMEOUT", "-1s", "BATON_STOP_TIMEOUT"},
+		{"BATON_SHUTDOWN_DELAY", "later", "BATON_SHUTDOWN_DELAY"},
+		{"BATON_SIGNAL_MAP", "TERM", "BATON_SIGNAL_MAP"},
+		{"BATON_SIGNAL_MAP", "TERM:BOGUS", "BATON_SIGNAL_MAP"},
+		{"BATON_RESTART", "sometimes", "BATON_RESTART"},
+		{"BATON_RESTART_LIMIT", "5", "BATON_RESTART_LIMIT"},
+		{"BATON_EXIT_MAP", "143", "BATON_EXIT_MAP"},
+		{"BATON_EXIT_MAP", "143:999", "BATON_EXIT_MAP"},
+		{"BATON_USER", "no-such-user-here", "BATON_USER"},
+		{"BATON_USER", "1000:", "BATON_USER"},
+		{"BATON_ULIMITS", "nofile=abc", "BATON_ULIMITS"},
+		{"BATON_ULIMITS", "bogus=1:2", "BATON_ULIMITS"},
+		{"BATON_MAX_RSS", "lots", "BATON_MAX_RSS"},
+		{"BATON_MAX_AGE", "old", "BATON_MAX_AGE"},
+		{"BATON_WATCH", ",,", "BATON_WATCH"},
+		{"BATON_HTTP_ADDR", "nocolon", "BATON_HTTP_ADDR"},
+		{"BATON_SUBREAPER", "maybe", "BATON_SUBREAPER"},
+		{"BATON_LOG_LEVEL", "loud", "BATON_LOG_LEVEL"},
+		{"BATON_LOG_FORMAT", "xml", "BATON_LOG_FORMAT"},
+		{"BATON_FOO", "1", "BATON_FOO"},
+		{"BATON_READY_TIMEOUT", secret, "BATON_READY_TIMEOUT"},
+	}
+	seen := map[string]bool{}
+	for _, c := range cases {
+		seen[c.name] = true
+		t.Run(c.name+"="+c.value, func(t *testing.T) {
+			marker := filepath.Join(t.TempDir(), "started")
+			code, _, stderr := runBatonPlain(t, []string{c.name + "=" + c.value}, "--", "touch", marker)
+			if code != 2 {
+				t.Errorf("exit %d, want 2", code)
+			}
+			lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+			if len(lines) != 1 || !strings.Contains(lines[0], c.want) {
+				t.Errorf("stderr %q: want one line naming %s", stderr, c.want)
+			}
+			if strings.Contains(stderr, "SECRET-TAIL") {
+				t.Errorf("stderr quotes more than 16 characters of the value: %q", stderr)
+			}
+			if _, err := os.Stat(marker); err == nil {
+				t.Errorf("a worker was started")
+			}
+		})
+	}
+	// Every variable baton documents must be in the table above.
+	_, help, _ := runBatonPlain(t, nil, "help")
+	for _, f := range strings.Fields(help) {
+		if strings.HasPrefix(f, "BATON_") && !seen[f] {
+			t.Errorf("%s has no bad-input case", f)
+		}
+	}
+}
+
+// TestUnprefixedVariablesIgnored: envconfig falls back to bare names for
+// tagged fields; none of baton's may, so USER, PORT, LISTEN, WORKERS and
+// friends must not change anything.
+func TestUnprefixedVariablesIgnored(t *testing.T) {
+	b := StartBaton(t, Opt{Env: []string{
+		"USER=nobody", "PORT=1", "LISTEN=127.0.0.1:1", "WORKERS=3", "READY=notify", "RESTART=always",
+		"ULIMITS=nofile=1:1", "STOP_SIGNAL=KILL", "EXIT_MAP=0:9", "LOG_LEVEL=loud", "HTTP_ADDR=x", "WATCH=/nonexistent",
+	}}, "sh", "-c", "exit 0")
+	if code := b.Wait(); code != 0 {
+		t.Fatalf("exit %d, want 0", code)
+	}
+	if n := b.Count("worker started"); n != 1 {
+		t.Fatalf("%d workers started, want 1", n)
+	}
+	if b.Count("listener opened") != 0 {
+		t.Fatal("a listener was opened from an unprefixed variable")
+	}
+}
+
+// TestEmptyMeansUnset: BATON_X= applies the default.
+func TestEmptyMeansUnset(t *testing.T) {
+	code, _, stderr := runBatonPlain(t, []string{"BATON_LOG_LEVEL=", "BATON_WORKERS=", "BATON_LOG_FORMAT=json"}, "--", "sh", "-c", "exit 4")
+	if code != 4 {
+		t.Fatalf("exit %d, want 4; stderr %s", code, stderr)
+	}
+}
+
+// TestCommandNotSubcommand: after --, a program name is never a
+// subcommand; before it, the subcommands work.
+func TestCommandNotSubcommand(t *testing.T) {
+	dir := t.TempDir()
+	for _, name := range []string{"version", "help", "reload", "health", "demo", "hello"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\necho user-program-"+name+"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := []string{"PATH=" + dir + ":" + os.Getenv("PATH"), "BATON_LOG_FORMAT=json"}
+	for _, name := range []string{"version", "help", "reload", "health", "demo", "hello"} {
+		code, out, _ := runBatonPlain(t, env, "--", name)
+		if code != 0 || strings.TrimSpace(out) != "user-program-"+name {
+			t.Errorf("baton -- %s: exit %d, stdout %q; want the user's program", name, code, out)
+		}
+	}
+	code, out, _ := runBatonPlain(t, nil, "version")
+	if code != 0 || !strings.HasPrefix(out, "baton ") {
+		t.Errorf("baton version: exit %d, %q", code, out)
+	}
+	code, out, _ = runBatonPlain(t, nil, "--help")
+	if code != 0 || !strings.Contains(out, "BATON_LISTEN") {
+		t.Errorf("baton --help: exit %d, no variable list", code)
+	}
+	code, _, stderr := runBatonPlain(t, nil, "--bogus")
+	if code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+		t.Errorf("baton --bogus: exit %d, stderr %q; want 2 and one line", code, stderr)
+	}
+}
+
+// TestTTYForeground: when stdin is baton's controlling terminal, the worker
+// gets the terminal's foreground, so Ctrl-C reaches it directly.
+func TestTTYForeground(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a PID namespace with a controlling terminal")
+	}
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminals here: %v", err)
+	}
+	defer m.Close()
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	b := StartBaton(t, Opt{Stdin: s, Sys: &syscall.SysProcAttr{
+		Cloneflags: unix.CLONE_NEWPID, Setsid: true, Setctty: true, Ctty: 0,
+	}}, python(t), testdata("sigworker.py"))
+	line, _ := b.ExpectOut(0, "ready ")
+	var pid, pgid int
+	fmt.Sscanf(line, "ready pid=%d pgid=%d", &pid, &pgid)
+	fg, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPGRP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The master reports the foreground group in the test's namespace.
+	wantHost := hostPIDOf(t, b.PID())
+	if fg != wantHost {
+		t.Fatalf("terminal foreground group %d, want the worker's (%d)", fg, wantHost)
+	}
+	if _, err := m.Write([]byte{3}); err != nil { // Ctrl-C
+		t.Fatal(err)
+	}
+	b.ExpectOut(0, "sig SIGINT ")
+	if code := b.Wait(); code != 0 {
+		t.Fatalf("exit %d, want the worker's 0", code)
+	}
+	if b.Count("shutdown begun") != 0 {
+		t.Fatal("Ctrl-C went to baton, not to the worker")
+	}
+}
+
+// hostPIDOf returns the host pid of baton's only child (the worker).
+func hostPIDOf(t *testing.T, parent int) int {
+	t.Helper()
+	kids := childrenOf(parent)
+	if len(kids) != 1 {
+		t.Fatalf("baton has children %v, want exactly one", kids)
+	}
+	return kids[0]
+}
