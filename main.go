@@ -9,10 +9,7 @@
 package main
 
 import (
-	"context"
-
 	"fmt"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
@@ -36,13 +33,6 @@ var version = "0.1.0-dev"
 // Exit statuses of baton itself (a worker's status is passed through).
 const (
 	exitUsage = 2 // bad configuration or command line: nothing was started
-)
-
-// watchDebounce is the quiet period after a file event before BATON_WATCH
-// re-hashes; watchPoll is the polling interval where inotify is unavailable.
-const (
-	watchDebounce = 500 * time.Millisecond
-	watchPoll     = 2 * time.Second
 )
 
 // subcommands are the first arguments baton keeps for itself; anything
@@ -202,6 +192,11 @@ func supervise(argv []string) int {
 	// Subscribing costs ~50 µs a signal; do the rest beside the start.
 	go signal.Notify(sigs, otherSignals()...)
 
+	// Descriptors baton inherited without close-on-exec (a parent's
+	// leftovers) must not reach the workers: they get fds 0-2 and the
+	// listeners, nothing else.
+	closeInheritedOnExec()
+
 	cfg, err := loadConfig()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "baton:", err)
@@ -327,16 +322,16 @@ func supervise(argv []string) int {
 		defer ctl.Close()
 	}
 	if cfg.HTTPAddr != "" {
-		srv, err := handoff.ServeHTTP(sup, string(cfg.HTTPAddr))
+		hl, err := handoff.ServeHTTP(sup, string(cfg.HTTPAddr))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "baton: BATON_HTTP_ADDR:", err)
 			return exitUsage
 		}
-		log.Info().Str("addr", srv.Addr).Msg("http serving")
-		defer shutdownHTTP(srv)
+		log.Info().Str("addr", hl.Addr().String()).Msg("http serving")
+		defer hl.Close()
 	}
 	if len(cfg.Watch) > 0 {
-		w, err := watch.New(cfg.Watch, watch.Options{Debounce: watchDebounce, PollInterval: watchPoll})
+		w, err := watch.New(cfg.Watch, watch.Options{})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "baton: BATON_WATCH:", err)
 			return exitUsage
@@ -345,6 +340,11 @@ func supervise(argv []string) int {
 		go func() {
 			for range w.Changes() {
 				reloads <- "watch"
+			}
+		}()
+		go func() {
+			for err := range w.Errors() {
+				log.Warn().Err(err).Msg("watch")
 			}
 		}()
 	}
@@ -361,12 +361,6 @@ func isUrgent(sig unix.Signal) bool {
 		}
 	}
 	return false
-}
-
-func shutdownHTTP(srv *http.Server) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	_ = srv.Shutdown(ctx) // baton is exiting; an unfinished scrape does not matter
 }
 
 // workerEnv is baton's environment without its own configuration and
@@ -414,4 +408,22 @@ func newLogger(cfg *config) zerolog.Logger {
 		w = zerolog.New(zerolog.ConsoleWriter{Out: out, TimeFormat: "15:04:05.000"})
 	}
 	return w.Level(zerolog.Level(cfg.LogLevel)).With().Timestamp().Logger()
+}
+
+// closeInheritedOnExec marks every descriptor above 2 close-on-exec.
+// close_range(2) does it in one call on Linux 5.11+; older kernels get a
+// walk over /proc/self/fd.
+func closeInheritedOnExec() {
+	if err := unix.CloseRange(3, ^uint(0), unix.CLOSE_RANGE_CLOEXEC); err == nil {
+		return
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return // no /proc: nothing better to do than the kernel's default
+	}
+	for _, e := range ents {
+		if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
+			unix.CloseOnExec(fd)
+		}
+	}
 }

@@ -158,10 +158,15 @@ server.on('error', (e) => {
   process.exit(1);
 });
 
-server.listen({ fd: 3 }, () => {
-  log(`listening on fd 3 (${JSON.stringify(server.address())})`);
-  notifyReady();
-});
+// WORKER_BOOT_DELAY_MS delays listen and READY=1 for generations after the
+// first: a slow new generation, during which the old one must keep answering.
+const BOOT_DELAY_MS = GEN !== '1' ? Number.parseInt(process.env.WORKER_BOOT_DELAY_MS || '0', 10) : 0;
+setTimeout(() => {
+  server.listen({ fd: 3 }, () => {
+    log(`listening on fd 3 (${JSON.stringify(server.address())})`);
+    notifyReady();
+  });
+}, BOOT_DELAY_MS);
 
 function drain(sig) {
   if (draining) return;

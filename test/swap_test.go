@@ -1,0 +1,365 @@
+package test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/demo"
+	"github.com/baton-init/baton/handoff"
+)
+
+// serve starts baton with one listener on a free loopback port and waits
+// for the first generation to be ready. It returns the bound address.
+func serve(t *testing.T, env []string, args ...string) (*Baton, string) {
+	t.Helper()
+	env = append([]string{"BATON_LISTEN=127.0.0.1:0"}, env...)
+	b := StartBaton(t, Opt{Env: env}, args...)
+	ev := b.Expect("listener opened")
+	b.Expect("generation ready")
+	return b, ev.Str("addr")
+}
+
+// load runs demo.Load (no retries at all) until stop is called.
+func load(t *testing.T, addr string, clients int) (stop func() *demo.Result) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan *demo.Result, 1)
+	go func() {
+		done <- demo.Load(ctx, demo.LoadConfig{Addr: addr, Clients: clients, KeepAlive: 0.5, Timeout: 5 * time.Second})
+	}()
+	return func() *demo.Result {
+		cancel()
+		select {
+		case r := <-done:
+			return r
+		case <-time.After(deadline):
+			t.Fatal("load did not stop")
+			return nil
+		}
+	}
+}
+
+func checkNoFailures(t *testing.T, r *demo.Result) {
+	t.Helper()
+	t.Logf("%d requests, %d failed %v, generations %v", r.Requests, r.Failures, r.ByKind, r.Generations)
+	if r.Requests == 0 {
+		t.Fatal("no requests were made")
+	}
+	if r.Failures != 0 {
+		t.Fatalf("%d failed requests: %v %v", r.Failures, r.ByKind, r.Errors)
+	}
+}
+
+// settle waits until baton reports no starting or retiring worker and
+// exactly n serving, then checks its children and zombies.
+func settle(t *testing.T, b *Baton, n int) {
+	t.Helper()
+	addr := handoff.ControlAddr(strconv.Itoa(b.PID()))
+	end := time.Now().Add(deadline)
+	for {
+		st, err := handoff.AskStatus(addr)
+		if err == nil && st.Starting == 0 && st.Retiring == 0 && st.Serving == n {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("baton did not settle at %d serving workers: %+v %v", n, st, err)
+		}
+		// Polling a state with a bound, not waiting for an event.
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The status counts what the loop knows; the kernel must agree.
+	if kids := childrenOf(b.PID()); len(kids) != n {
+		t.Fatalf("baton has %d children %v, want %d", len(kids), kids, n)
+	}
+	if z := zombiesUnder(b.PID()); z != 0 {
+		t.Fatalf("%d zombies under baton", z)
+	}
+}
+
+// TestZeroDropSwaps: continuous load, keep-alive and fresh connections, no
+// client retries, through 20 reloads: 0 failed requests, every generation
+// answered, and exactly BATON_WORKERS workers and no zombie at the end.
+func TestZeroDropSwaps(t *testing.T) {
+	b, addr := serve(t, []string{"BATON_WORKERS=2", "BATON_READY=notify"}, batonBin, "hello")
+	stop := load(t, addr, 32)
+	for gen := 2; gen <= 21; gen++ {
+		b.Signal(unix.SIGHUP)
+		b.Expect("swap complete", "gen", gen)
+	}
+	// Let the last generation answer, then stop: a barrier on its traffic.
+	waitGenerationServes(t, addr, "21")
+	r := stop()
+	checkNoFailures(t, r)
+	for gen := 1; gen <= 21; gen++ {
+		if r.Generations[strconv.Itoa(gen)] == 0 {
+			t.Errorf("generation %d never answered", gen)
+		}
+	}
+	settle(t, b, 2)
+	b.Signal(unix.SIGTERM)
+	if code := b.Wait(); code != 0 {
+		t.Fatalf("exit %d, want 0", code)
+	}
+}
+
+// waitGenerationServes waits until a fresh request is answered by gen.
+func waitGenerationServes(t *testing.T, addr, gen string) {
+	t.Helper()
+	end := time.Now().Add(deadline)
+	c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	for time.Now().Before(end) {
+		resp, err := c.Get("http://" + addr + "/")
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.Header.Get("X-Baton-Generation") == gen {
+				return
+			}
+		}
+	}
+	t.Fatalf("generation %s never answered", gen)
+}
+
+// TestRollback: a new generation that exits at boot, or never becomes
+// ready, is stopped while the old one keeps serving with 0 failed requests;
+// baton stays up and the next good reload succeeds.
+func TestRollback(t *testing.T) {
+	for _, mode := range []string{"exits-at-boot", "never-ready"} {
+		t.Run(mode, func(t *testing.T) {
+			broken := filepath.Join(t.TempDir(), "broken")
+			script := fmt.Sprintf(`if [ -e %s ]; then
+  if [ %q = exits-at-boot ]; then echo "boot failed" >&2; exit 1; fi
+  export HELLO_BOOT_DELAY=1h
+fi
+exec %s hello`, broken, mode, batonBin)
+			b, addr := serve(t, []string{"BATON_WORKERS=2", "BATON_READY=notify", "BATON_READY_TIMEOUT=1s", "BATON_STOP_TIMEOUT=2s"}, "sh", "-c", script)
+			stop := load(t, addr, 16)
+			if err := os.WriteFile(broken, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			b.Signal(unix.SIGHUP)
+			ev := b.Expect("swap aborted", "gen", 2)
+			t.Logf("rollback reason: %s", ev.Str("reason"))
+			os.Remove(broken)
+			b.Signal(unix.SIGHUP)
+			b.Expect("swap complete", "gen", 3)
+			waitGenerationServes(t, addr, "3")
+			r := stop()
+			checkNoFailures(t, r)
+			if r.Generations["2"] != 0 {
+				t.Fatalf("the broken generation answered %d requests", r.Generations["2"])
+			}
+			settle(t, b, 2)
+		})
+	}
+}
+
+// TestHUPStorm: 50 reloads within a second under load coalesce; the end
+// state is one generation of exactly N workers, no leaked process, and no
+// failed request.
+func TestHUPStorm(t *testing.T) {
+	b, addr := serve(t, []string{"BATON_WORKERS=2", "BATON_READY=notify"}, batonBin, "hello")
+	stop := load(t, addr, 16)
+	tick := time.NewTicker(20 * time.Millisecond)
+	for i := 0; i < 50; i++ {
+		<-tick.C
+		b.Signal(unix.SIGHUP)
+	}
+	tick.Stop()
+	settle(t, b, 2)
+	r := stop()
+	checkNoFailures(t, r)
+	begun, coalesced := b.Count("swap begun"), b.Count("reload coalesced")
+	t.Logf("50 HUPs: %d swaps begun, %d coalesced", begun, coalesced)
+	if begun >= 50 || coalesced == 0 {
+		t.Fatalf("reloads were not coalesced: %d swaps for 50 HUPs", begun)
+	}
+	if n := b.Count("swap aborted"); n != 0 {
+		t.Fatalf("%d swaps aborted", n)
+	}
+}
+
+// TestStuckWorkerKilled: an old worker that ignores the stop signal, and
+// its children, are killed after the stop timeout.
+func TestStuckWorkerKilled(t *testing.T) {
+	b := StartBaton(t, Opt{Env: []string{"BATON_RELOAD_SIGNAL=HUP", "BATON_READY=delay:50ms", "BATON_STOP_TIMEOUT=500ms"}},
+		"sh", "-c", `trap '' TERM; sleep 1000 & sleep 1001 & echo "stuck $$"; wait`)
+	b.Expect("generation ready")
+	old := hostPIDOf(t, b.PID())
+	b.Signal(unix.SIGHUP)
+	b.Expect("swap complete", "gen", 2)
+	b.Expect("worker killed after stop timeout", "gen", 1)
+	b.Expect("worker exited", "gen", 1)
+	// The old group must be empty: the sleeps were in it and ignored TERM.
+	end := time.Now().Add(deadline)
+	for len(groupMembers(old)) > 0 {
+		if time.Now().After(end) {
+			t.Fatalf("old process group %d still has %v", old, groupMembers(old))
+		}
+		time.Sleep(10 * time.Millisecond) // bounded poll of /proc
+	}
+	b.Signal(unix.SIGTERM)
+	b.Wait()
+}
+
+// groupMembers lists host pids in process group pgid (zombies excluded).
+func groupMembers(pgid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		bs, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		s := string(bs)
+		i := strings.LastIndexByte(s, ')')
+		f := strings.Fields(s[i+1:])
+		if len(f) > 2 && f[0] != "Z" && f[2] == strconv.Itoa(pgid) {
+			n, _ := strconv.Atoi(e.Name())
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// TestWorkerHygiene: a worker sees exactly fds 0-2 and its listeners,
+// LISTEN_PID is its own pid, names and generation are set, baton's own
+// configuration is gone, its signal mask is empty and nothing is ignored;
+// and baton's listener fds are the same inodes, with O_NONBLOCK unchanged,
+// after 20 swaps.
+func TestWorkerHygiene(t *testing.T) {
+	env := []string{"BATON_LISTEN=web=127.0.0.1:0,127.0.0.1:0", "BATON_WORKERS=1", "BATON_READY=delay:20ms", "BATON_LOG_LEVEL=info"}
+	// The signal state is read by sh before it execs Python, which itself
+	// ignores SIGPIPE and SIGXFSZ at start-up.
+	b := StartBaton(t, Opt{Env: env}, "sh", testdata("execwith-sigstatus.sh"), python(t), testdata("hygiene.py"))
+	b.Expect("generation ready")
+	first, idx := b.ExpectOut(0, "hygiene ")
+	t.Log(first)
+	rep := parseReport(first)
+	checks := map[string]string{
+		"fds": "0,1,2,3,4", "listen_pid_ok": "yes", "listen_fds": "2", "listen_fdnames": "web:unknown",
+		"gen": "1", "worker": "0", "baton_vars": "BATON_GENERATION,BATON_WORKER", "sigblk": "0000000000000000",
+		"sigign": "0000000000000000", "notify": "set", "fd3_nonblock": "yes",
+	}
+	for k, want := range checks {
+		if rep[k] != want {
+			t.Errorf("%s = %q, want %q", k, rep[k], want)
+		}
+	}
+	before := listenerState(t, b.PID(), rep["fd3_ino"], rep["fd4_ino"])
+	for gen := 2; gen <= 21; gen++ {
+		b.Signal(unix.SIGHUP)
+		b.Expect("swap complete", "gen", gen)
+	}
+	last, _ := b.ExpectOut(idx+1, "hygiene gen=21 ")
+	rep21 := parseReport(last)
+	if rep21["fd3_ino"] != rep["fd3_ino"] || rep21["fd4_ino"] != rep["fd4_ino"] {
+		t.Fatalf("generation 21 got other sockets: %s vs %s", last, first)
+	}
+	after := listenerState(t, b.PID(), rep["fd3_ino"], rep["fd4_ino"])
+	if before != after {
+		t.Fatalf("baton's listeners changed across 20 swaps:\nbefore %s\nafter  %s", before, after)
+	}
+	b.Signal(unix.SIGTERM)
+	b.Wait()
+}
+
+func parseReport(line string) map[string]string {
+	out := map[string]string{}
+	for _, f := range strings.Fields(line)[1:] {
+		k, v, _ := strings.Cut(f, "=")
+		out[k] = v
+	}
+	return out
+}
+
+// listenerState describes baton's descriptors for the given socket inodes:
+// fd number and file status flags, e.g. "5:04002 6:04002".
+func listenerState(t *testing.T, pid int, inodes ...string) string {
+	t.Helper()
+	var parts []string
+	for _, ino := range inodes {
+		found := ""
+		ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range ents {
+			link, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name()))
+			if link == "socket:["+ino+"]" {
+				info, _ := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, e.Name()))
+				flags := ""
+				for _, l := range strings.Split(string(info), "\n") {
+					if strings.HasPrefix(l, "flags:") {
+						flags = strings.TrimSpace(strings.TrimPrefix(l, "flags:"))
+					}
+				}
+				v, _ := strconv.ParseInt(flags, 8, 64)
+				if v&unix.O_NONBLOCK == 0 {
+					t.Fatalf("baton's listener fd %s is blocking (flags %s)", e.Name(), flags)
+				}
+				found += e.Name() + ":" + flags
+			}
+		}
+		if found == "" {
+			t.Fatalf("baton holds no descriptor for socket inode %s", ino)
+		}
+		parts = append(parts, found)
+	}
+	return strings.Join(parts, " ")
+}
+
+// TestOldNodeAnswersWhileNewBoots: while a slow new Node generation boots,
+// the old one keeps answering keep-alive requests promptly (a shared
+// socket switched to blocking mode would stall it inside accept()).
+func TestOldNodeAnswersWhileNewBoots(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node not installed")
+	}
+	w, _ := filepath.Abs("workers/node")
+	b, addr := serve(t, []string{"BATON_WORKERS=2", "BATON_READY=notify", "WORKER_BOOT_DELAY_MS=1500"},
+		python(t), filepath.Join(w, "notify_exec.py"), node, filepath.Join(w, "server.js"))
+	b.Signal(unix.SIGHUP)
+	b.Expect("worker started", "gen", 2)
+	// While generation 2 boots, time requests on one keep-alive connection
+	// and on fresh ones.
+	ka := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1}, Timeout: 5 * time.Second}
+	fresh := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	var worst time.Duration
+	n := 0
+	for b.Count("swap complete", "gen", 2) == 0 {
+		for _, c := range []*http.Client{ka, fresh} {
+			start := time.Now()
+			resp, err := c.Get("http://" + addr + "/")
+			if err != nil {
+				t.Fatalf("request during boot: %v", err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			worst = max(worst, time.Since(start))
+			n++
+		}
+	}
+	t.Logf("%d requests while generation 2 booted; slowest %v", n, worst)
+	if n < 20 {
+		t.Fatalf("only %d requests during a 1.5 s boot", n)
+	}
+	if worst > 250*time.Millisecond {
+		t.Fatalf("the old generation stalled: slowest request %v", worst)
+	}
+	b.Signal(syscall.SIGTERM)
+	b.Wait()
+}

@@ -1,0 +1,477 @@
+// Package watch owns BATON_WATCH: it decides when the content of a set of files or directories
+// has really changed, so that the supervisor can swap to a new worker generation.
+//
+// It owns the whole question "did the content change?" and nothing else: it does not reload,
+// log, or know about workers. It delivers one notification per real change:
+//
+//   - Filesystem events (inotify via fsnotify) only trigger a re-hash; the decision is made by
+//     comparing a content hash (file names + contents, following symlinks), so a touch, a chmod
+//     or a rewrite with identical bytes is not a change.
+//   - Events are debounced: a burst of events (an editor's save, a Kubernetes ConfigMap update)
+//     is hashed once after the burst is quiet.
+//   - Watches sit on directories, never on files: the parent of a watched file, the watched
+//     directory and its subdirectories, every directory in which a symlink on the way was read
+//     (`..data` of a ConfigMap, a `current -> v2` link). An atomic rename-over or a symlink swap
+//     replaces the inode, which a watch on the file itself would lose.
+//   - If inotify cannot be used (instance or watch limits, unsupported filesystem) or ForcePoll
+//     is set, it re-hashes every PollInterval instead.
+package watch
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+const (
+	// DefaultDebounce is used when Options.Debounce is zero. Long enough to cover an editor's
+	// write+rename or a kubelet ConfigMap update (a few ms), short enough that a reload feels
+	// immediate.
+	DefaultDebounce = 250 * time.Millisecond
+	// DefaultPollInterval is used when Options.PollInterval is zero. Polling re-reads every
+	// watched file, so it should not be too eager; ConfigMap propagation itself takes seconds
+	// to a minute, so 2s adds little.
+	DefaultPollInterval = 2 * time.Second
+
+	// maxWaitFactor caps the debounce: when events never stop (a log file written continuously
+	// next to the watched config), content is still re-hashed every maxWaitFactor*Debounce
+	// instead of never.
+	maxWaitFactor = 4
+	// resyncRounds bounds how often a re-hash is repeated at once because new directories had
+	// to be watched; see rehashWatching.
+	resyncRounds = 4
+	// errorBuffer is the capacity of the Errors channel; further errors are dropped.
+	errorBuffer = 16
+)
+
+// Options tunes a Watcher. The zero value is usable.
+type Options struct {
+	// Debounce is the quiet period after the last filesystem event before content is
+	// re-hashed. Zero means DefaultDebounce. In polling mode a change must also be stable for
+	// Debounce before it is reported, so a file caught half-written is not reported twice.
+	Debounce time.Duration
+	// PollInterval is how often content is re-hashed when inotify is unavailable or ForcePoll
+	// is set. Zero means DefaultPollInterval. The fallback is always available: a watcher that
+	// silently stops watching would be worse than one that polls.
+	PollInterval time.Duration
+	// ForcePoll skips inotify entirely, for filesystems where inotify does not see changes
+	// made elsewhere (NFS, some FUSE / 9p / virtiofs host mounts).
+	ForcePoll bool
+}
+
+// hooks lets the tests observe and fault-inject the watcher; the zero value is production.
+type hooks struct {
+	// newFS replaces fsnotify.NewWatcher.
+	newFS func() (*fsnotify.Watcher, error)
+	// rehashed is called from the watcher goroutine after every comparison of a fresh hash
+	// with the last reported one; start is when the hash began, changed whether it was
+	// reported. It must not block.
+	rehashed func(start time.Time, sum [32]byte, changed bool)
+	// beforeSync is called between hashing and adjusting the watches, the window in which
+	// a change in a not-yet-watched directory would be missed.
+	beforeSync func(dirs map[string]struct{})
+}
+
+// Watcher reports content changes of a set of files/directories.
+//
+// All filesystem work happens on one goroutine started by New, which owns the last group of
+// fields; Close is the only method that synchronizes with it.
+type Watcher struct {
+	paths    []string // absolute and clean
+	debounce time.Duration
+	maxWait  time.Duration
+	poll     time.Duration
+	hooks    hooks
+
+	changes   chan struct{}
+	errs      chan error
+	stop      chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+	closeErr  error // written by run before done is closed
+
+	// Owned by the run goroutine (or by New before it starts).
+	fs       *fsnotify.Watcher // nil when polling
+	ids      map[string]fileID // identity of each watched directory when its watch was added
+	sum      [32]byte          // hash of the content last reported (or the baseline)
+	lastErrs map[string]bool   // errors reported by the previous hash, to report each once
+}
+
+// New starts watching paths. debounce is the quiet period after the last filesystem event before
+// content is re-hashed; poll, if >0, is the polling interval used when inotify is unavailable
+// (or forced by Options). Errors name the path. Zero Options fields mean DefaultDebounce and
+// DefaultPollInterval; the polling fallback is always enabled.
+//
+// Relative paths are taken relative to the current directory. A watched path need not exist
+// (its creation is a change), but its parent directory must: a missing parent at startup is
+// almost always a typo in BATON_WATCH, and failing loudly beats watching nothing. (At run time
+// the watcher copes with the parent disappearing and coming back.)
+//
+// The initial content is the baseline: it is not reported as a change.
+func New(paths []string, opt Options) (*Watcher, error) {
+	return newWatcher(paths, opt, hooks{})
+}
+
+func newWatcher(paths []string, opt Options, h hooks) (*Watcher, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("watch: no paths given")
+	}
+	abs := make([]string, 0, len(paths))
+	for _, p := range paths {
+		if p == "" {
+			return nil, errors.New("watch: empty path")
+		}
+		a, err := filepath.Abs(p)
+		if err != nil {
+			return nil, fmt.Errorf("watch %s: %w", p, err)
+		}
+		parent := filepath.Dir(a)
+		fi, err := os.Stat(parent)
+		if err != nil {
+			return nil, fmt.Errorf("watch %s: parent directory: %w", p, err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("watch %s: parent %s is not a directory", p, parent)
+		}
+		abs = append(abs, a)
+	}
+	w := &Watcher{
+		paths:    abs,
+		debounce: opt.Debounce,
+		poll:     opt.PollInterval,
+		hooks:    h,
+		changes:  make(chan struct{}, 1),
+		errs:     make(chan error, errorBuffer),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+		ids:      make(map[string]fileID),
+	}
+	if w.debounce <= 0 {
+		w.debounce = DefaultDebounce
+	}
+	if w.poll <= 0 {
+		w.poll = DefaultPollInterval
+	}
+	w.maxWait = maxWaitFactor * w.debounce
+	if h.newFS == nil {
+		w.hooks.newFS = fsnotify.NewWatcher
+	}
+
+	var s snapshot
+	rehashSoon := false
+	if !opt.ForcePoll {
+		fw, err := w.hooks.newFS()
+		if err != nil {
+			w.fallback(fmt.Errorf("watch: inotify unavailable: %w", err))
+		} else {
+			w.fs = fw
+			// The baseline is hashed after the watches are in place, so nothing that changes
+			// after New returns can be missed.
+			s, rehashSoon, _ = w.rehashWatching()
+		}
+	}
+	if w.fs == nil {
+		s, _ = hashPaths(w.paths, nil)
+	}
+	w.sum = s.sum
+	w.reportErrs(s.errs)
+	go w.run(rehashSoon)
+	return w, nil
+}
+
+// Changes delivers one value per real content change (after debounce + hash comparison).
+//
+// The channel has a buffer of one and is never closed: if the receiver falls behind, further
+// changes coalesce into the pending value (the receiver only needs to know "something changed
+// since you last looked"), and a select on it after Close simply never fires.
+func (w *Watcher) Changes() <-chan struct{} { return w.changes }
+
+// Errors is optional reporting (never blocks the watcher; drop when full).
+//
+// It carries unreadable files (each distinct error once, until it goes away), inotify errors
+// and the switch to polling. The channel is never closed.
+func (w *Watcher) Errors() <-chan error { return w.errs }
+
+// Close stops the watcher and waits until its goroutine and the inotify instance are gone.
+// It may be called more than once; later calls return the first result.
+func (w *Watcher) Close() error {
+	w.closeOnce.Do(func() { close(w.stop) })
+	<-w.done
+	return w.closeErr
+}
+
+// run is the watcher goroutine: it turns filesystem events and poll ticks into hash
+// comparisons. rehashSoon asks for one debounced re-hash at start.
+func (w *Watcher) run(rehashSoon bool) {
+	defer close(w.done)
+
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	var (
+		pending   bool      // timer armed
+		first     time.Time // first event of the current burst, for maxWait
+		candidate [32]byte  // polling: the new hash that must still be there when timer fires
+		ticker    *time.Ticker
+		tickC     <-chan time.Time
+	)
+	defer func() {
+		if ticker != nil {
+			ticker.Stop()
+		}
+	}()
+	// kick (re)arms the debounce timer for an event.
+	kick := func() {
+		now := time.Now()
+		if !pending {
+			pending = true
+			first = now
+		}
+		d := w.debounce
+		if left := first.Add(w.maxWait).Sub(now); left < d {
+			d = max(left, 0)
+		}
+		timer.Reset(d)
+	}
+	// ensurePolling starts the ticker once the inotify instance is gone.
+	ensurePolling := func() {
+		if w.fs == nil && ticker == nil {
+			ticker = time.NewTicker(w.poll)
+			tickC = ticker.C
+			pending = false
+			timer.Stop()
+		}
+	}
+	ensurePolling()
+	if rehashSoon && w.fs != nil {
+		kick()
+	}
+
+	for {
+		var (
+			evC  <-chan fsnotify.Event
+			errC <-chan error
+		)
+		if w.fs != nil {
+			evC, errC = w.fs.Events, w.fs.Errors
+		}
+		select {
+		case <-w.stop:
+			if w.fs != nil {
+				w.closeErr = w.fs.Close()
+				w.fs = nil
+			}
+			return
+
+		case _, ok := <-evC:
+			if !ok {
+				w.fallback(errors.New("watch: inotify stopped delivering events"))
+				ensurePolling()
+				continue
+			}
+			// Every event in a watched directory is a reason to look, whatever its name: in a
+			// ConfigMap update the watched name `key` never changes, only `..data` does. The
+			// hash comparison filters out the irrelevant ones.
+			kick()
+
+		case err, ok := <-errC:
+			if !ok {
+				w.fallback(errors.New("watch: inotify stopped delivering events"))
+				ensurePolling()
+				continue
+			}
+			// On a queue overflow events were lost, so look anyway; other errors may have
+			// hidden events too, and looking is cheap.
+			w.report(fmt.Errorf("watch: inotify: %w", err))
+			kick()
+
+		case <-timer.C:
+			if w.fs != nil {
+				pending = false
+				start := time.Now()
+				s, again, ok := w.rehashWatching()
+				if !ok {
+					continue // being closed: the next select sees stop and cleans up
+				}
+				w.reportErrs(s.errs)
+				w.compare(start, s.sum)
+				if w.fs == nil {
+					ensurePolling()
+				} else if again {
+					kick()
+				}
+				continue
+			}
+			// Polling: report the candidate only if the content stayed the same for a whole
+			// debounce period, otherwise keep waiting for it to settle.
+			start := time.Now()
+			s, ok := hashPaths(w.paths, w.stop)
+			if !ok {
+				continue
+			}
+			w.reportErrs(s.errs)
+			switch {
+			case s.sum == w.sum: // changed back
+				pending = false
+				w.compare(start, s.sum)
+			case s.sum == candidate:
+				pending = false
+				w.compare(start, s.sum)
+			default:
+				candidate = s.sum
+				timer.Reset(w.debounce)
+				w.rehashed(start, s.sum, false)
+			}
+
+		case <-tickC:
+			if pending {
+				continue // a change is settling; the timer will look
+			}
+			start := time.Now()
+			s, ok := hashPaths(w.paths, w.stop)
+			if !ok {
+				continue
+			}
+			w.reportErrs(s.errs)
+			if s.sum != w.sum {
+				candidate = s.sum
+				pending = true
+				timer.Reset(w.debounce)
+			}
+			w.rehashed(start, s.sum, false)
+		}
+	}
+}
+
+// compare reports a change if sum differs from the last reported content.
+func (w *Watcher) compare(start time.Time, sum [32]byte) {
+	changed := sum != w.sum
+	if changed {
+		w.sum = sum
+		select {
+		case w.changes <- struct{}{}:
+		default: // one is already pending; the receiver will see the latest content anyway
+		}
+	}
+	w.rehashed(start, sum, changed)
+}
+
+func (w *Watcher) rehashed(start time.Time, sum [32]byte, changed bool) {
+	if w.hooks.rehashed != nil {
+		w.hooks.rehashed(start, sum, changed)
+	}
+}
+
+// rehashWatching hashes the content and makes the inotify watches match the directories the hash
+// depended on. A directory that had to be newly watched may have changed between the hash and
+// the watch, unseen; so the hash is repeated until no new watch was needed, and the caller is
+// told (again=true) to look once more later if that did not settle within resyncRounds. If
+// inotify fails, it falls back to polling (w.fs becomes nil) and the snapshot is still valid.
+// ok is false only if the watcher is being closed.
+func (w *Watcher) rehashWatching() (s snapshot, again, ok bool) {
+	for range resyncRounds {
+		s, ok = hashPaths(w.paths, w.stop)
+		if !ok {
+			return s, false, false
+		}
+		if w.hooks.beforeSync != nil {
+			w.hooks.beforeSync(s.dirs)
+		}
+		added, err := w.sync(s.dirs)
+		if err != nil {
+			w.fallback(err)
+			return s, false, true
+		}
+		if !added {
+			return s, false, true
+		}
+	}
+	return s, true, true
+}
+
+// sync adds and removes inotify watches so that exactly the directories in want are watched. It
+// reports whether any watch was (re)added. A directory that vanished in the meantime is skipped
+// (its removal is itself an event in a watched parent); any other failure, such as the inotify
+// watch limit, is returned so the caller can fall back to polling.
+func (w *Watcher) sync(want map[string]struct{}) (added bool, err error) {
+	have := make(map[string]bool)
+	for _, p := range w.fs.WatchList() {
+		have[p] = true
+	}
+	seen := make(map[fileID]bool, len(want))
+	keep := make(map[string]bool, len(want))
+	for _, dir := range sortedDirs(want) {
+		fi, err := os.Stat(dir)
+		if err != nil || !fi.IsDir() {
+			added = true // it changed under us: look again
+			continue
+		}
+		id, _ := idOf(fi)
+		// Two names for one directory (bind mounts) share one inotify watch, which fsnotify
+		// lists under the first name only; watching the second would look new every time.
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		keep[dir] = true
+		// Re-add when the directory at this path is not the one we watch: inotify watches an
+		// inode, and the path may now name a new directory (deleted and recreated).
+		if have[dir] && w.ids[dir] == id {
+			continue
+		}
+		if err := w.fs.Add(dir); err != nil {
+			if absent(err) {
+				added = true
+				continue
+			}
+			return added, fmt.Errorf("watch: inotify on %s: %w", dir, err)
+		}
+		w.ids[dir] = id
+		added = true
+	}
+	for p := range have {
+		if !keep[p] {
+			// May fail if the kernel already dropped the watch (directory deleted): fine.
+			_ = w.fs.Remove(p)
+			delete(w.ids, p)
+		}
+	}
+	return added, nil
+}
+
+// fallback switches to polling for good: inotify limits do not go away by themselves, and
+// flapping between modes would only add ways to miss a change.
+func (w *Watcher) fallback(reason error) {
+	if w.fs != nil {
+		_ = w.fs.Close()
+		w.fs = nil
+	}
+	w.report(fmt.Errorf("%w; falling back to polling every %s", reason, w.poll))
+}
+
+// reportErrs reports the errors of one hash that were not already reported by the previous one,
+// so a permanently unreadable file is reported once, not on every event.
+func (w *Watcher) reportErrs(errs []error) {
+	cur := make(map[string]bool, len(errs))
+	for _, err := range errs {
+		msg := err.Error()
+		cur[msg] = true
+		if !w.lastErrs[msg] {
+			w.report(fmt.Errorf("watch: %w", err))
+		}
+	}
+	w.lastErrs = cur
+}
+
+// report never blocks: Errors is optional.
+func (w *Watcher) report(err error) {
+	select {
+	case w.errs <- err:
+	default:
+	}
+}
