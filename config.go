@@ -30,7 +30,7 @@ type config struct {
 	Workers       handoff.Count        `default:"1" desc:"workers per generation"`
 	Ready         handoff.ReadyMode    `default:"auto" desc:"when a new worker is ready: notify (READY=1), delay:DUR, auto (READY=1 or 2s up, until a worker has sent READY=1)"`
 	ReadyTimeout  handoff.Duration     `split_words:"true" default:"60s" desc:"a new generation not ready by then is rolled back"`
-	ReloadSignal  handoff.ReloadSignal `split_words:"true" default:"HUP" desc:"signal that starts a generation swap; none disables reloads (the signal is then forwarded)"`
+	ReloadSignal  handoff.ReloadSignal `split_words:"true" default:"HUP" desc:"signal that starts a generation swap; none disables reloads and forwards it (plain init mode defaults to none: HUP goes to the app, as under tini)"`
 	StopSignal    handoff.Signal       `split_words:"true" default:"TERM" desc:"signal that asks a retiring worker to finish; when set, it also replaces the shutdown signal baton received"`
 	StopTimeout   handoff.Duration     `split_words:"true" default:"8s" desc:"grace before SIGKILL to a worker's process group (retiring and shutdown)"`
 	ShutdownDelay handoff.Duration     `split_words:"true" default:"0" desc:"on shutdown, keep serving this long while reporting not-ready"`

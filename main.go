@@ -72,7 +72,7 @@ func run(args []string) int {
 	case "hello":
 		return demo.Hello(args[1:])
 	case "demo":
-		return 1 // DEMO-PENDING demo.Run(args[1:], os.Stdout, os.Stderr)
+		return demo.Run(args[1:], os.Stdout, os.Stderr)
 	}
 	if strings.HasPrefix(args[0], "-") {
 		fmt.Fprintf(os.Stderr, "baton: unknown option %q (put the command after --; see baton help)\n", clipValue(args[0]))
@@ -275,10 +275,13 @@ func supervise(argv []string) int {
 		go n.Run(notes)
 	}
 
-	self, err := os.Executable()
-	if err != nil || len(ls) > 0 || len(cfg.Ulimits) > 0 {
-		// /proc/self/exe works even where the binary was replaced on disk.
-		self = "/proc/self/exe"
+	// The shim re-executes baton itself: /proc/self/exe still works when
+	// the binary was replaced on disk; without /proc, the path it ran from.
+	self := "/proc/self/exe"
+	if _, err := os.Stat(self); err != nil {
+		if self, err = os.Executable(); err != nil {
+			self = os.Args[0]
+		}
 	}
 	fds := make([]int, len(ls))
 	names := make([]string, len(ls))

@@ -1,0 +1,466 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// listenFdsStart is the first inherited listener (SD_LISTEN_FDS_START).
+	listenFdsStart = 3
+	// defaultDrain is the grace during which a retiring worker keeps
+	// answering on its open connections with "Connection: close". PITFALLS.md
+	// measured 0 failures with about 500 ms; it only has to outlast one
+	// request round trip per keep-alive client, and it ends early once the
+	// worker has no connection left.
+	defaultDrain = 500 * time.Millisecond
+	// shutdownTimeout bounds the final http.Server.Shutdown. baton sends
+	// SIGKILL after BATON_STOP_TIMEOUT (8 s by default) anyway.
+	shutdownTimeout = 5 * time.Second
+	// defaultAddr is where a standalone hello listens without $PORT.
+	defaultAddr = "127.0.0.1:8080"
+)
+
+// Hello runs the built-in demo worker (`baton hello`) and returns its exit
+// status: 0 after a clean drain, 1 if it cannot serve, 2 for a usage error.
+//
+// Listeners: with LISTEN_FDS=n it serves on the inherited descriptors
+// 3..3+n-1, and only if LISTEN_PID is its own pid (a mismatch is an error,
+// never a reason to bind somewhere else, which is how gunicorn ends up
+// silently serving 127.0.0.1:8000). Without LISTEN_FDS it listens itself on
+// :$PORT, or on 127.0.0.1:8080.
+//
+// Every response is 200 with X-Baton-Generation ($BATON_GENERATION, "0"
+// outside baton), X-Baton-Pid and the body
+// "hello from generation G worker W pid P\n", for any method and path.
+//
+// Readiness: READY=1 goes to $NOTIFY_SOCKET once the listeners are being
+// served. HELLO_BOOT_DELAY (a duration) delays that, to play a slow boot.
+//
+// Drain, on SIGTERM, SIGINT or SIGQUIT (HELLO_DRAIN sets the grace, default
+// 500ms; 0 turns it into a plain Shutdown):
+//
+//  1. close the listeners: this worker stops accepting, and since the socket
+//     is shared by every generation, connections still queued in the kernel
+//     are accepted by the new generation instead;
+//  2. keep answering requests on the connections already open, each response
+//     with "Connection: close", until none is left or the grace is over;
+//  3. http.Server.Shutdown, then exit 0.
+//
+// A second signal cuts the grace short.
+//
+// Why not just call http.Server.Shutdown at once? Because it drops requests,
+// in two ways, and neither can be fixed by the client without retrying:
+//
+//   - Shutdown closes every idle keep-alive connection immediately. An idle
+//     connection is one the client has just got a response on and, under
+//     load, is about to reuse: its next request may already be on the wire,
+//     or written a microsecond after the close. The client then reads EOF
+//     (our FIN arrived first) or ECONNRESET (the request reached a closed
+//     socket, or the kernel reset a socket closed with unread data in its
+//     receive queue) with no response byte at all. That is the keep-alive
+//     close race, and HTTP/1.1 gives the server no way to close an idle
+//     connection without it (RFC 9112 section 9.3.1 leaves recovery to
+//     client retries, which are only safe for idempotent requests).
+//   - Once Shutdown has begun, a connection that reads a complete request
+//     drops it without a response: net/http's conn.serve checks
+//     `if c.server.shuttingDown() { return }` right after readRequest (added
+//     for golang/go#65802 so that Go clients can retry). That hits fresh
+//     connections too: one accepted just before the listener closed, whose
+//     request arrives a moment later, is read, then closed unanswered: EOF
+//     with no bytes, on a connection that was never reused, so not even Go's
+//     own client retries it.
+//
+// Both disappear when no request can arrive on a connection that gets closed:
+// during the grace the server is not "shutting down" (only its listeners are
+// closed), so every request read is answered, and "Connection: close" tells
+// each client, inside a response it already has, not to reuse the connection;
+// the client reconnects and lands on the new generation. By the time Shutdown
+// runs, only connections that stayed idle for the whole grace remain, and
+// under load there are none.
+func Hello(args []string) int {
+	// Subscribe before anything else: until then the Go runtime's default
+	// for these signals is to exit with status 2, so a TERM that arrives
+	// while we boot would not count as a clean stop.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, unix.SIGTERM, unix.SIGINT, unix.SIGQUIT)
+	defer signal.Stop(sigs)
+
+	fs := flag.NewFlagSet("hello", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), helloUsage)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "hello: unexpected argument %q\n", fs.Arg(0))
+		fs.Usage()
+		return 2
+	}
+
+	w, err := newHelloWorker(os.Getenv)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "hello: %v\n", err)
+		return 2
+	}
+	return w.run(sigs)
+}
+
+const helloUsage = `usage: baton hello
+
+The built-in demo worker: an HTTP server that drains correctly.
+Listens on LISTEN_FDS (with LISTEN_PID = its pid), else on :$PORT or ` + defaultAddr + `.
+Sends READY=1 to $NOTIFY_SOCKET. Drains on SIGTERM, SIGINT, SIGQUIT.
+
+  HELLO_BOOT_DELAY   wait this long before serving and READY=1 (default 0)
+  HELLO_DRAIN        grace for open connections after the stop signal (default 500ms)
+`
+
+// helloWorker is one run of Hello: its identity, knobs and state.
+type helloWorker struct {
+	gen, worker string
+	pid         int
+	bootDelay   time.Duration
+	drain       time.Duration
+	notify      string // NOTIFY_SOCKET
+	getenv      func(string) string
+}
+
+func newHelloWorker(getenv func(string) string) (*helloWorker, error) {
+	w := &helloWorker{
+		gen:    envOr(getenv, "BATON_GENERATION", "0"),
+		worker: envOr(getenv, "BATON_WORKER", "0"),
+		pid:    os.Getpid(),
+		drain:  defaultDrain,
+		notify: getenv("NOTIFY_SOCKET"),
+		getenv: getenv,
+	}
+	var err error
+	if w.bootDelay, err = envDuration(getenv, "HELLO_BOOT_DELAY", 0); err != nil {
+		return nil, err
+	}
+	if w.drain, err = envDuration(getenv, "HELLO_DRAIN", defaultDrain); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *helloWorker) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "hello: generation %s worker %s pid %d %s\n",
+		w.gen, w.worker, w.pid, fmt.Sprintf(format, args...))
+}
+
+func (w *helloWorker) run(sigs <-chan os.Signal) int {
+	if w.bootDelay > 0 {
+		w.logf("booting for %v", w.bootDelay)
+		t := time.NewTimer(w.bootDelay)
+		select {
+		case <-t.C:
+		case sig := <-sigs:
+			t.Stop()
+			w.logf("stopped by %s while booting", sigName(sig))
+			return 0
+		}
+	}
+
+	lns, how, err := helloListeners(w.getenv)
+	if err != nil {
+		w.logf("cannot serve: %v", err)
+		return 1
+	}
+
+	h := newHelloHandler(w.gen, w.worker, w.pid)
+	conns := newConnCounter()
+	srv := &http.Server{
+		Handler:           h,
+		ConnState:         conns.track,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          log.New(os.Stderr, "hello: ", 0),
+	}
+
+	serveErrs := make(chan error, len(lns))
+	var serving sync.WaitGroup
+	addrs := make([]string, len(lns))
+	for i, ln := range lns {
+		addrs[i] = ln.Addr().String()
+		serving.Go(func() { serveErrs <- srv.Serve(ln) })
+	}
+
+	// The listeners are being served (anything that connects from now on is
+	// queued by the kernel and accepted), so this worker is ready.
+	if err := sdNotify(w.notify, "READY=1"); err != nil {
+		w.logf("%v", err)
+	}
+	w.logf("serving on %s (%s)", strings.Join(addrs, ", "), how)
+
+	var sig os.Signal
+	select {
+	case sig = <-sigs:
+	case err := <-serveErrs:
+		// Serve returns only when its listener fails: nothing to drain.
+		w.logf("serve: %v", err)
+		_ = srv.Close() // exiting anyway; the error would add nothing
+		return 1
+	}
+
+	// 1. From now on every response carries "Connection: close" (before the
+	//    listeners close, so no connection accepted later escapes it).
+	h.draining.Store(true)
+	_ = sdNotify(w.notify, "STOPPING=1") // informational; baton may be gone
+	w.logf("draining on %s, grace %v", sigName(sig), w.drain)
+
+	// 2. Stop accepting. Closing our descriptor does not touch the shared
+	//    socket (baton and the other generation hold it), so its accept queue
+	//    survives and the new generation takes what is queued. (UnixListener
+	//    from FileListener does not unlink the path on Close, either.)
+	for _, ln := range lns {
+		_ = ln.Close() // Serve reports the close itself; nothing to add
+	}
+	// Wait for the Serve loops: a connection accepted just before the close
+	// is registered by Serve (ConnState StateNew) before it returns, so the
+	// count below is complete.
+	serving.Wait()
+
+	// 3. Grace: answer on open connections until none is left or time is up.
+	grace := time.NewTimer(w.drain)
+	defer grace.Stop()
+	conns.draining()
+wait:
+	for conns.open() > 0 {
+		select {
+		case <-conns.zero:
+		case <-grace.C:
+			break wait
+		case sig := <-sigs:
+			w.logf("second %s: cutting the grace short", sigName(sig))
+			break wait
+		}
+	}
+
+	// 4. Only now Shutdown: it closes the connections that stayed idle for
+	//    the whole grace and waits for the few still answering.
+	left := conns.open()
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		w.logf("shutdown: %v", err)
+		_ = srv.Close() // best effort; we exit 1 either way
+		return 1
+	}
+	w.logf("exiting: %d requests served, %d connections left after the grace", h.served.Load(), left)
+	return 0
+}
+
+// helloListeners returns the listeners hello serves and how it got them.
+func helloListeners(getenv func(string) string) ([]net.Listener, string, error) {
+	lns, err := inheritedListeners(getenv)
+	if err != nil {
+		return nil, "", err
+	}
+	if lns != nil {
+		return lns, "LISTEN_FDS", nil
+	}
+	addr := defaultAddr
+	if port := getenv("PORT"); port != "" {
+		addr = ":" + port
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", err
+	}
+	return []net.Listener{ln}, "own socket", nil
+}
+
+// inheritedListeners turns the descriptors announced by LISTEN_FDS into
+// listeners, as sd_listen_fds(unset_environment=1) does. It returns nil, nil
+// when LISTEN_FDS is unset. LISTEN_PID must be this process's pid: anything
+// else means the variables were meant for another process, and the
+// descriptors are not ours to use.
+//
+// About O_NONBLOCK, which must never change on the shared socket (every
+// generation shares its one open file description): baton creates the socket
+// non-blocking. os.NewFile sees that flag and records that it did not set it
+// itself, so the Fd() that net.FileListener calls inside does not switch the
+// description to blocking (Fd() only does that for files Go made non-blocking
+// itself, or for net.Conn.File / TCPListener.File results). net.FileListener
+// then dups the descriptor (close-on-exec) and sets O_NONBLOCK on the dup,
+// which on an already non-blocking description changes nothing. Nothing here
+// calls Fd() or touches the flags otherwise; demo's tests check that the
+// flags are the same afterwards.
+func inheritedListeners(getenv func(string) string) ([]net.Listener, error) {
+	nfds := getenv("LISTEN_FDS")
+	if nfds == "" {
+		return nil, nil
+	}
+	if pid := getenv("LISTEN_PID"); pid != strconv.Itoa(os.Getpid()) {
+		return nil, fmt.Errorf("LISTEN_PID=%q is not this process (%d): the LISTEN_FDS descriptors are not ours", pid, os.Getpid())
+	}
+	n, err := strconv.Atoi(nfds)
+	if err != nil || n < 1 {
+		return nil, fmt.Errorf("LISTEN_FDS=%q: want a positive count", nfds)
+	}
+	names := strings.Split(getenv("LISTEN_FDNAMES"), ":")
+	if len(names) != n {
+		names = nil
+	}
+	var lns []net.Listener
+	var skipped []string
+	for i := range n {
+		fd := listenFdsStart + i
+		name := "LISTEN_FD_" + strconv.Itoa(fd)
+		if names != nil {
+			name = names[i]
+		}
+		f := os.NewFile(uintptr(fd), name)
+		ln, err := net.FileListener(f)
+		// The listener holds its own dup; drop fd 3+i so it cannot leak
+		// into anything we might start.
+		_ = f.Close() // closing our copy of an inherited fd cannot fail usefully
+		if err != nil {
+			// A datagram socket (BATON_LISTEN=udp://...) is not for HTTP.
+			skipped = append(skipped, fmt.Sprintf("fd %d (%s): %v", fd, name, err))
+			continue
+		}
+		lns = append(lns, ln)
+	}
+	// As sd_listen_fds(1): these variables describe this process only.
+	for _, k := range []string{"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"} {
+		_ = os.Unsetenv(k) // cannot fail for a valid name
+	}
+	if len(lns) == 0 {
+		return nil, fmt.Errorf("no stream listener among LISTEN_FDS=%d: %s", n, strings.Join(skipped, "; "))
+	}
+	for _, s := range skipped {
+		fmt.Fprintf(os.Stderr, "hello: skipping %s\n", s)
+	}
+	return lns, nil
+}
+
+// helloHandler answers every request with the generation, worker and pid.
+// The header values and body are built once: a response allocates nothing
+// of ours.
+type helloHandler struct {
+	gen, pid, length []string
+	body             []byte
+	draining         atomic.Bool
+	served           atomic.Int64
+}
+
+var (
+	textPlain = []string{"text/plain; charset=utf-8"}
+	connClose = []string{"close"}
+)
+
+func newHelloHandler(gen, worker string, pid int) *helloHandler {
+	body := fmt.Sprintf("hello from generation %s worker %s pid %d\n", gen, worker, pid)
+	return &helloHandler{
+		gen:    []string{gen},
+		pid:    []string{strconv.Itoa(pid)},
+		length: []string{strconv.Itoa(len(body))},
+		body:   []byte(body),
+	}
+}
+
+func (h *helloHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The request body is left to net/http, which reads what remains of a
+	// small one (up to 256 KiB) after the handler so that the connection
+	// stays reusable.
+	hdr := w.Header()
+	// The slices are shared read-only between responses; net/http only
+	// reads header values when it writes them out.
+	hdr["X-Baton-Generation"] = h.gen
+	hdr["X-Baton-Pid"] = h.pid
+	hdr["Content-Type"] = textPlain
+	hdr["Content-Length"] = h.length
+	if h.draining.Load() {
+		// The heart of the drain: the client learns, in a response it
+		// already has, that this connection is done, so its next request
+		// goes on a new connection (to the new generation) instead of
+		// racing our close. net/http closes the connection after writing
+		// this response (closeAfterReply).
+		hdr["Connection"] = connClose
+	}
+	_, _ = w.Write(h.body) // a failed write is the client's loss, reported on its side
+	h.served.Add(1)
+}
+
+// connCounter counts a server's open connections through ConnState, and,
+// once draining, signals zero when the last one closes.
+type connCounter struct {
+	n     atomic.Int64
+	drain atomic.Bool
+	zero  chan struct{} // buffered, 1
+}
+
+func newConnCounter() *connCounter { return &connCounter{zero: make(chan struct{}, 1)} }
+
+func (c *connCounter) track(_ net.Conn, st http.ConnState) {
+	switch st {
+	case http.StateNew:
+		c.n.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		if c.n.Add(-1) == 0 && c.drain.Load() {
+			select {
+			case c.zero <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (c *connCounter) draining()   { c.drain.Store(true) }
+func (c *connCounter) open() int64 { return c.n.Load() }
+
+// sigName returns "SIGTERM" rather than os.Signal's "terminated".
+func sigName(sig os.Signal) string {
+	if s, ok := sig.(syscall.Signal); ok {
+		if name := unix.SignalName(s); name != "" {
+			return name
+		}
+	}
+	return sig.String()
+}
+
+func envOr(getenv func(string) string, key, def string) string {
+	if v := getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+// envDuration reads a duration in Go syntax or bare integer seconds, as
+// baton's own variables accept.
+func envDuration(getenv func(string) string, key string, def time.Duration) (time.Duration, error) {
+	v := getenv(key)
+	if v == "" {
+		return def, nil
+	}
+	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s=%q: want a duration such as 500ms or 2s", key, v)
+	}
+	return d, nil
+}
