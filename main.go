@@ -399,6 +399,7 @@ func newLogger(cfg *config) zerolog.Logger {
 		out = os.NewFile(uintptr(fd), "stderr")
 	}
 	zerolog.ErrorFieldName = "err"
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
 	zerolog.DurationFieldUnit = time.Millisecond
 	zerolog.DurationFieldInteger = false
 	var w = zerolog.New(out)

@@ -12,6 +12,12 @@ import (
 // readRSS returns a process's resident set size in bytes, from the second
 // field of /proc/PID/statm (in pages).
 func readRSS(pid int) (int64, error) {
+	// In a PID namespace without a /proc of its own (unshare -p without
+	// --mount-proc, a test harness), /proc/PID is some other process:
+	// better no number than a stranger's.
+	if self, err := os.Readlink("/proc/self"); err != nil || self != strconv.Itoa(os.Getpid()) {
+		return 0, fmt.Errorf("/proc does not show baton's PID namespace: RSS of %d unknown", pid)
+	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
 	if err != nil {
 		return 0, err

@@ -607,8 +607,14 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 
 // beginShutdown handles TERM, INT, QUIT (and an explicit stop signal).
 func (s *Supervisor) beginShutdown(sig unix.Signal) {
-	if s.draining || s.stopping {
+	if s.stopping {
 		s.forward(sig) // a second Ctrl-C goes through as is
+		return
+	}
+	if s.draining {
+		// A second shutdown signal during BATON_SHUTDOWN_DELAY: the
+		// operator is in a hurry, so stop now.
+		s.stopAll()
 		return
 	}
 	s.draining = true
@@ -678,31 +684,42 @@ func (s *Supervisor) recycleCheck() {
 	if s.stopping || s.draining || s.next != nil || s.replacing != nil {
 		return
 	}
+	// One at a time, the most deserving first: the oldest worker past its
+	// age, else the largest past BATON_MAX_RSS. Taking the first slot that
+	// qualifies would recycle slot 0 over and over when BATON_MAX_AGE is
+	// shorter than the check interval, and never the others.
 	now := s.Now()
-	for idx, w := range s.current.workers {
-		if w == nil || !w.ready {
+	var pick *worker
+	reason := ""
+	for _, w := range s.current.workers {
+		if w == nil || !w.ready || w.maxAge <= 0 || now.Sub(w.started) < w.maxAge {
 			continue
 		}
-		reason := ""
-		if w.maxAge > 0 && now.Sub(w.started) >= w.maxAge {
-			reason = "max age"
-		} else if s.MaxRSS > 0 {
-			if r, err := s.RSS(w.pid); err == nil && r > s.MaxRSS {
-				reason = "max rss"
+		if pick == nil || w.started.Before(pick.started) {
+			pick, reason = w, "max age"
+		}
+	}
+	if pick == nil && s.MaxRSS > 0 {
+		var worst int64
+		for _, w := range s.current.workers {
+			if w == nil || !w.ready {
+				continue
+			}
+			if r, err := s.RSS(w.pid); err == nil && r > s.MaxRSS && r > worst {
+				pick, reason, worst = w, "max rss", r
 			}
 		}
-		if reason == "" {
-			continue
-		}
-		s.Log.Info().Int("gen", w.gen.num).Int("worker", idx).Int("pid", w.pid).Str("reason", reason).Msg("recycle begun")
-		nw, err := s.startWorker(s.current, idx)
-		if err != nil {
-			s.Log.Error().Err(err).Int("gen", w.gen.num).Int("worker", idx).Msg("worker start failed")
-			return
-		}
-		s.replacing = nw
-		return // one at a time
 	}
+	if pick == nil {
+		return
+	}
+	s.Log.Info().Int("gen", pick.gen.num).Int("worker", pick.idx).Int("pid", pick.pid).Str("reason", reason).Msg("recycle begun")
+	nw, err := s.startWorker(s.current, pick.idx)
+	if err != nil {
+		s.Log.Error().Err(err).Int("gen", pick.gen.num).Int("worker", pick.idx).Msg("worker start failed")
+		return
+	}
+	s.replacing = nw
 }
 
 func (s *Supervisor) status() Status {

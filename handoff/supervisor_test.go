@@ -1,0 +1,199 @@
+//go:build linux
+
+package handoff
+
+import (
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/reaper"
+)
+
+// scriptedWorker records the signals its "process group" received.
+type scriptedWorker struct {
+	pid  int
+	mu   sync.Mutex
+	sigs []unix.Signal
+}
+
+func (w *scriptedWorker) PID() int { return w.pid }
+
+func (w *scriptedWorker) got() []unix.Signal {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]unix.Signal(nil), w.sigs...)
+}
+func (w *scriptedWorker) Signal(s unix.Signal) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.sigs = append(w.sigs, s)
+	return nil
+}
+
+// rig drives a Supervisor with no processes and no clock: exits are
+// scripted, timers fire only when the test fires them.
+type rig struct {
+	t       *testing.T
+	s       *Supervisor
+	sigs    chan os.Signal
+	notes   chan Note
+	started chan *scriptedWorker
+	exits   chan []reaper.Exit
+	timers  chan func()
+	done    chan int
+	nextPID int
+}
+
+func newRig(t *testing.T, opts Options) *rig {
+	r := &rig{t: t, sigs: make(chan os.Signal, 16), notes: make(chan Note, 16),
+		started: make(chan *scriptedWorker, 64), exits: make(chan []reaper.Exit, 1), timers: make(chan func(), 64),
+		done: make(chan int, 1), nextPID: 100}
+	s := New(opts, zerolog.Nop())
+	s.Start = func(gen, idx int) (Worker, error) {
+		r.nextPID++
+		w := &scriptedWorker{pid: r.nextPID}
+		r.started <- w
+		return w, nil
+	}
+	s.Reap = func() ([]reaper.Exit, error) {
+		select {
+		case e := <-r.exits:
+			return e, nil
+		default:
+			return nil, nil
+		}
+	}
+	s.HasChildren = func() bool { return false }
+	s.KillAll = func(unix.Signal) error { return nil }
+	s.Pgid = func(pid int) (int, error) { return pid, nil }
+	s.AfterFunc = func(d time.Duration, f func()) { r.timers <- f }
+	s.Notes = r.notes
+	r.s = s
+	go func() { r.done <- s.Run(r.sigs) }()
+	return r
+}
+
+func (r *rig) worker() *scriptedWorker {
+	r.t.Helper()
+	select {
+	case w := <-r.started:
+		return w
+	case <-time.After(5 * time.Second):
+		r.t.Fatal("no worker started")
+		return nil
+	}
+}
+
+func (r *rig) exit(pid, code int) {
+	r.exits <- []reaper.Exit{{PID: pid, Status: unix.WaitStatus(code << 8)}}
+	r.sigs <- unix.SIGCHLD
+}
+
+// waitStatus polls the loop until pred holds. Signals, notes and queries
+// arrive on different channels, so one query is not ordered after them.
+func (r *rig) waitStatus(what string, pred func(Status) bool) Status {
+	r.t.Helper()
+	end := time.Now().Add(5 * time.Second)
+	for {
+		st := r.status()
+		if pred(st) {
+			return st
+		}
+		if time.Now().After(end) {
+			r.t.Fatalf("%s: status stayed %+v", what, st)
+		}
+		time.Sleep(time.Millisecond) // bounded poll of the loop's state
+	}
+}
+
+func (r *rig) status() Status {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := r.s.Query(ctx)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return st
+}
+
+func baseOpts() Options {
+	return Options{Workers: 1, Ready: ReadyMode{Kind: "notify"}, ReadyTimeout: time.Minute,
+		ReloadSignal: unix.SIGHUP, StopSignal: unix.SIGTERM, StopTimeout: time.Second,
+		Restart: RestartOnFailure, RestartLimit: RestartLimit{Count: 5, Window: time.Minute}}
+}
+
+// TestSwapCoalescesAndRetires: HUPs during a swap become one more swap;
+// the old generation gets the stop signal only once the new one is ready.
+func TestSwapCoalescesAndRetires(t *testing.T) {
+	r := newRig(t, baseOpts())
+	w1 := r.worker()
+	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.sigs <- unix.SIGHUP
+	w2 := r.worker()
+	r.sigs <- unix.SIGHUP
+	r.sigs <- unix.SIGHUP
+	r.waitStatus("during swap", func(st Status) bool { return st.Gen == 1 && st.Stats.ReloadsCoalesced == 2 && st.Ready })
+	if len(w1.got()) != 0 {
+		t.Fatalf("old worker signalled before the new one was ready: %v", w1.got())
+	}
+	r.notes <- Note{PID: w2.pid, Ready: true}
+	w3 := r.worker() // the coalesced swap
+	r.waitStatus("after swap", func(st Status) bool { return st.Gen == 2 && st.Stats.ReloadsOK == 1 })
+	if len(w1.got()) != 1 || w1.got()[0] != unix.SIGTERM {
+		t.Fatalf("old worker got %v, want [SIGTERM]", w1.got())
+	}
+	r.notes <- Note{PID: w3.pid, Ready: true}
+	r.waitStatus("after coalesced swap", func(st Status) bool { return st.Gen == 3 && st.Stats.ReloadsOK == 2 })
+}
+
+// TestRollbackOnExitAndTimeout: a new worker that exits, or a generation
+// whose ready timer fires, is stopped; the old one stays current.
+func TestRollbackOnExitAndTimeout(t *testing.T) {
+	r := newRig(t, baseOpts())
+	w1 := r.worker()
+	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.sigs <- unix.SIGHUP
+	w2 := r.worker()
+	r.exit(w2.pid, 1)
+	r.waitStatus("after a crashed new worker", func(st Status) bool { return st.Gen == 1 && st.Stats.ReloadsFailed == 1 && st.Ready })
+	r.sigs <- unix.SIGHUP
+	w3 := r.worker()
+	// Fire timers until the ready timeout aborts generation 3.
+	for r.status().Stats.ReloadsFailed < 2 {
+		(<-r.timers)()
+	}
+	if len(w3.got()) == 0 || w3.got()[0] != unix.SIGTERM {
+		t.Fatalf("never-ready worker got %v, want SIGTERM", w3.got())
+	}
+	if len(w1.got()) != 0 {
+		t.Fatalf("old worker was signalled: %v", w1.got())
+	}
+}
+
+// TestExitCodeFirstNonZero: on shutdown, the status is the first non-zero
+// among the current generation's workers.
+func TestExitCodeFirstNonZero(t *testing.T) {
+	o := baseOpts()
+	o.Workers = 3
+	r := newRig(t, o)
+	ws := []*scriptedWorker{r.worker(), r.worker(), r.worker()}
+	r.sigs <- unix.SIGTERM
+	r.exit(ws[0].pid, 0)
+	r.exit(ws[1].pid, 3)
+	r.exit(ws[2].pid, 4)
+	select {
+	case code := <-r.done:
+		if code != 3 {
+			t.Fatalf("exit %d, want 3", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("supervisor did not finish")
+	}
+}
