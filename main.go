@@ -180,7 +180,12 @@ func otherSignals() []os.Signal {
 // is not.
 const sigBuffer = 2048
 
-// urgentSignals are subscribed before anything else.
+// lateSignalsAfter is when the non-urgent signals are subscribed.
+const lateSignalsAfter = 10 * time.Millisecond
+
+// urgentSignals are subscribed before anything else: the ones the runtime
+// would otherwise turn into exit 2 (TERM, INT, HUP) or a crash (QUIT), and
+// SIGCHLD.
 var urgentSignals = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGHUP, unix.SIGCHLD}
 
 func supervise(argv []string) int {
@@ -189,8 +194,6 @@ func supervise(argv []string) int {
 	// kernel drops for PID 1, and then to exit with status 2.
 	sigs := make(chan os.Signal, sigBuffer)
 	signal.Notify(sigs, urgentSignals...)
-	// Subscribing costs ~50 µs a signal; do the rest beside the start.
-	go signal.Notify(sigs, otherSignals()...)
 
 	// Descriptors baton inherited without close-on-exec (a parent's
 	// leftovers) must not reach the workers: they get fds 0-2 and the
@@ -319,11 +322,14 @@ func supervise(argv []string) int {
 	reloads := make(chan string, 16)
 	sup.Reloads = reloads
 
-	if ctl, err := handoff.ServeControl(sup, handoff.ControlAddr("self")); err != nil {
-		log.Warn().Err(err).Msg("control socket unavailable: baton health will fail")
-	} else {
-		defer ctl.Close()
-	}
+	// The control socket (baton health) is set up beside the first start,
+	// not before it: it is of no use until a worker is ready, and its first
+	// use of the network poller costs a few hundred microseconds.
+	go func() {
+		if _, err := handoff.ServeControl(sup, handoff.ControlAddr("self")); err != nil {
+			log.Warn().Err(err).Msg("control socket unavailable: baton health will fail")
+		}
+	}()
 	if cfg.HTTPAddr != "" {
 		hl, err := handoff.ServeHTTP(sup, string(cfg.HTTPAddr))
 		if err != nil {
@@ -352,6 +358,16 @@ func supervise(argv []string) int {
 		}()
 	}
 
+	// Subscribing costs about 50 µs a signal (each one is a round trip to
+	// the runtime's signal thread), 3 ms for all of them: more than tini's
+	// whole start. So the rest follow a moment later, off the start path;
+	// a short-lived command never pays for them. Until then the runtime
+	// drops them (USR1, WINCH, ...), as the kernel would have a moment
+	// earlier.
+	time.AfterFunc(lateSignalsAfter, func() {
+		signal.Notify(sigs, otherSignals()...)
+		log.Debug().Msg("signals subscribed")
+	})
 	log.Info().Int("pid", os.Getpid()).Str("version", version).Bool("pid1", pid1).Msg("baton started")
 	code := sup.Run(sigs)
 	return cfg.ExitMap.Apply(code)

@@ -5,15 +5,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,8 +26,9 @@ const (
 	// request round trip per keep-alive client, and it ends early once the
 	// worker has no connection left.
 	defaultDrain = 500 * time.Millisecond
-	// shutdownTimeout bounds the final http.Server.Shutdown. baton sends
-	// SIGKILL after BATON_STOP_TIMEOUT (8 s by default) anyway.
+	// shutdownTimeout bounds the wait, after the grace, for the requests
+	// still being answered. baton sends SIGKILL after BATON_STOP_TIMEOUT
+	// (8 s by default) anyway.
 	shutdownTimeout = 5 * time.Second
 	// defaultAddr is where a standalone hello listens without $PORT.
 	defaultAddr = "127.0.0.1:8080"
@@ -53,16 +51,25 @@ const (
 // served. HELLO_BOOT_DELAY (a duration) delays that, to play a slow boot.
 //
 // Drain, on SIGTERM, SIGINT or SIGQUIT (HELLO_DRAIN sets the grace, default
-// 500ms; 0 turns it into a plain Shutdown):
+// 500ms; 0 gives what a plain http.Server.Shutdown does):
 //
 //  1. close the listeners: this worker stops accepting, and since the socket
 //     is shared by every generation, connections still queued in the kernel
 //     are accepted by the new generation instead;
 //  2. keep answering requests on the connections already open, each response
-//     with "Connection: close", until none is left or the grace is over;
-//  3. http.Server.Shutdown, then exit 0.
+//     with "Connection: close" (the connection closes after it), until none
+//     is left or the grace is over; an idle connection is left open, since
+//     its client may be sending a request on it at that very moment;
+//  3. close the connections that stayed idle for the whole grace, wait for
+//     the requests still being answered (5 s at most), then exit 0.
 //
 // A second signal cuts the grace short.
+//
+// This is the recipe the README gives for a net/http server (demo's tests
+// run it with net/http and check that it loses nothing). hello itself does
+// not use net/http, which would make the baton binary 4 MB larger: it
+// serves with a minimal HTTP/1.1 server of its own (helloServer), which
+// knows each connection's state exactly, so the steps above are the same.
 //
 // Why not just call http.Server.Shutdown at once? Because it drops requests,
 // in two ways, and neither can be fixed by the client without retrying:
@@ -87,12 +94,12 @@ const (
 //     own client retries it.
 //
 // Both disappear when no request can arrive on a connection that gets closed:
-// during the grace the server is not "shutting down" (only its listeners are
+// during the grace the server is not shutting down (only its listeners are
 // closed), so every request read is answered, and "Connection: close" tells
 // each client, inside a response it already has, not to reuse the connection;
-// the client reconnects and lands on the new generation. By the time Shutdown
-// runs, only connections that stayed idle for the whole grace remain, and
-// under load there are none.
+// the client reconnects and lands on the new generation. By the time the idle
+// connections are closed, only those that stayed idle for the whole grace
+// remain, and under load there are none.
 func Hello(args []string) int {
 	// Subscribe before anything else: until then the Go runtime's default
 	// for these signals is to exit with status 2, so a TERM that arrives
@@ -189,21 +196,13 @@ func (w *helloWorker) run(sigs <-chan os.Signal) int {
 		return 1
 	}
 
-	h := newHelloHandler(w.gen, w.worker, w.pid)
-	conns := newConnCounter()
-	srv := &http.Server{
-		Handler:           h,
-		ConnState:         conns.track,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          log.New(os.Stderr, "hello: ", 0),
-	}
-
+	srv := newHelloServer(w.gen, w.worker, w.pid, w.logf)
 	serveErrs := make(chan error, len(lns))
 	var serving sync.WaitGroup
 	addrs := make([]string, len(lns))
 	for i, ln := range lns {
 		addrs[i] = ln.Addr().String()
-		serving.Go(func() { serveErrs <- srv.Serve(ln) })
+		serving.Go(func() { serveErrs <- srv.serve(ln) })
 	}
 
 	// The listeners are being served (anything that connects from now on is
@@ -217,15 +216,18 @@ func (w *helloWorker) run(sigs <-chan os.Signal) int {
 	select {
 	case sig = <-sigs:
 	case err := <-serveErrs:
-		// Serve returns only when its listener fails: nothing to drain.
+		// serve returns only when its listener fails: nothing to drain.
 		w.logf("serve: %v", err)
-		_ = srv.Close() // exiting anyway; the error would add nothing
+		for _, ln := range lns {
+			_ = ln.Close() // exiting anyway; the error would add nothing
+		}
+		srv.close()
 		return 1
 	}
 
 	// 1. From now on every response carries "Connection: close" (before the
 	//    listeners close, so no connection accepted later escapes it).
-	h.draining.Store(true)
+	srv.startDrain()
 	_ = sdNotify(w.notify, "STOPPING=1") // informational; baton may be gone
 	w.logf("draining on %s, grace %v", sigName(sig), w.drain)
 
@@ -234,21 +236,22 @@ func (w *helloWorker) run(sigs <-chan os.Signal) int {
 	//    survives and the new generation takes what is queued. (UnixListener
 	//    from FileListener does not unlink the path on Close, either.)
 	for _, ln := range lns {
-		_ = ln.Close() // Serve reports the close itself; nothing to add
+		_ = ln.Close() // serve reports the close itself; nothing to add
 	}
-	// Wait for the Serve loops: a connection accepted just before the close
-	// is registered by Serve (ConnState StateNew) before it returns, so the
-	// count below is complete.
+	// Wait for the serve loops: a connection accepted just before the close
+	// is tracked by serve before it returns, so the count below is complete.
 	serving.Wait()
 
 	// 3. Grace: answer on open connections until none is left or time is up.
+	//    An idle connection is left open: its client may be sending a
+	//    request on it right now, which will be answered (and the
+	//    connection closed after it).
 	grace := time.NewTimer(w.drain)
 	defer grace.Stop()
-	conns.draining()
 wait:
-	for conns.open() > 0 {
+	for srv.open() > 0 {
 		select {
-		case <-conns.zero:
+		case <-srv.zero:
 		case <-grace.C:
 			break wait
 		case sig := <-sigs:
@@ -257,17 +260,17 @@ wait:
 		}
 	}
 
-	// 4. Only now Shutdown: it closes the connections that stayed idle for
-	//    the whole grace and waits for the few still answering.
-	left := conns.open()
+	// 4. Only now close the connections that stayed idle for the whole
+	//    grace, and wait for the few still answering.
+	left := srv.open()
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil {
+	if err := srv.shutdown(ctx); err != nil {
 		w.logf("shutdown: %v", err)
-		_ = srv.Close() // best effort; we exit 1 either way
+		srv.close() // best effort; we exit 1 either way
 		return 1
 	}
-	w.logf("exiting: %d requests served, %d connections left after the grace", h.served.Load(), left)
+	w.logf("exiting: %d requests served, %d connections left after the grace", srv.served.Load(), left)
 	return 0
 }
 
@@ -355,81 +358,6 @@ func inheritedListeners(getenv func(string) string) ([]net.Listener, error) {
 	}
 	return lns, nil
 }
-
-// helloHandler answers every request with the generation, worker and pid.
-// The header values and body are built once: a response allocates nothing
-// of ours.
-type helloHandler struct {
-	gen, pid, length []string
-	body             []byte
-	draining         atomic.Bool
-	served           atomic.Int64
-}
-
-var (
-	textPlain = []string{"text/plain; charset=utf-8"}
-	connClose = []string{"close"}
-)
-
-func newHelloHandler(gen, worker string, pid int) *helloHandler {
-	body := fmt.Sprintf("hello from generation %s worker %s pid %d\n", gen, worker, pid)
-	return &helloHandler{
-		gen:    []string{gen},
-		pid:    []string{strconv.Itoa(pid)},
-		length: []string{strconv.Itoa(len(body))},
-		body:   []byte(body),
-	}
-}
-
-func (h *helloHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	// The request body is left to net/http, which reads what remains of a
-	// small one (up to 256 KiB) after the handler so that the connection
-	// stays reusable.
-	hdr := w.Header()
-	// The slices are shared read-only between responses; net/http only
-	// reads header values when it writes them out.
-	hdr["X-Baton-Generation"] = h.gen
-	hdr["X-Baton-Pid"] = h.pid
-	hdr["Content-Type"] = textPlain
-	hdr["Content-Length"] = h.length
-	if h.draining.Load() {
-		// The heart of the drain: the client learns, in a response it
-		// already has, that this connection is done, so its next request
-		// goes on a new connection (to the new generation) instead of
-		// racing our close. net/http closes the connection after writing
-		// this response (closeAfterReply).
-		hdr["Connection"] = connClose
-	}
-	_, _ = w.Write(h.body) // a failed write is the client's loss, reported on its side
-	h.served.Add(1)
-}
-
-// connCounter counts a server's open connections through ConnState, and,
-// once draining, signals zero when the last one closes.
-type connCounter struct {
-	n     atomic.Int64
-	drain atomic.Bool
-	zero  chan struct{} // buffered, 1
-}
-
-func newConnCounter() *connCounter { return &connCounter{zero: make(chan struct{}, 1)} }
-
-func (c *connCounter) track(_ net.Conn, st http.ConnState) {
-	switch st {
-	case http.StateNew:
-		c.n.Add(1)
-	case http.StateClosed, http.StateHijacked:
-		if c.n.Add(-1) == 0 && c.drain.Load() {
-			select {
-			case c.zero <- struct{}{}:
-			default:
-			}
-		}
-	}
-}
-
-func (c *connCounter) draining()   { c.drain.Store(true) }
-func (c *connCounter) open() int64 { return c.n.Load() }
 
 // sigName returns "SIGTERM" rather than os.Signal's "terminated".
 func sigName(sig os.Signal) string {

@@ -1,20 +1,22 @@
 package demo
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
-	"net/http"
-	"net/http/httptrace"
 	"os"
 	"slices"
-	"strings"
+	"strconv"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // LoadConfig describes the load [Load] generates.
@@ -40,9 +42,9 @@ type Result struct {
 	Failures int64 // requests without a complete 200 response
 	// ByKind splits Failures: "refused" (ECONNREFUSED), "reset"
 	// (ECONNRESET, EPIPE, ECONNABORTED), "eof" (connection closed before a
-	// complete response: io.EOF, io.ErrUnexpectedEOF, "server closed idle
-	// connection"), "timeout", "status" (a response other than 200),
-	// "other". Every kind is present, zero or not.
+	// complete response: io.EOF, io.ErrUnexpectedEOF), "timeout", "status"
+	// (a response other than 200), "other" (e.g. a malformed response).
+	// Every kind is present, zero or not.
 	ByKind map[string]int64
 	// Reused counts the failures that happened on a reused keep-alive
 	// connection: the keep-alive close races, as opposed to failures on a
@@ -72,8 +74,8 @@ var Kinds = [...]string{KindRefused, KindReset, KindEOF, KindTimeout, KindStatus
 
 const (
 	defaultTimeout = 5 * time.Second
-	// loadPayload is the body of every request; see newRequest for why
-	// there is one.
+	// loadPayload is the body of every request; see Load for why there is
+	// one.
 	loadPayload = "ping"
 )
 
@@ -83,23 +85,26 @@ const (
 // Loads at once.
 //
 // Load never retries, so a request lost by the server is counted, not
-// hidden:
-//   - each client has its own http.Transport, with one connection at most:
-//     keep-alive clients (MaxIdleConnsPerHost=1) reuse it, the others
-//     (DisableKeepAlives) open a fresh connection per request;
-//   - every request is a POST with a 4-byte body that cannot be rewound
-//     (GetBody is nil). net/http's Transport silently re-sends a request
-//     that failed on a reused connection (persistConn.shouldRetryRequest)
-//     when it never wrote a byte of it and the request has no body or a
-//     rewindable one, or when the request is replayable: GET, HEAD,
-//     OPTIONS, TRACE or an Idempotency-Key header, with no body or a
-//     rewindable one (Request.isReplayable). A POST with a non-rewindable
-//     body matches none of these, so the keep-alive close race surfaces as
-//     an error instead of a silent second attempt. A request on a fresh
-//     connection is never retried either (the transport does not retry
-//     when !pc.isReused()).
-//   - redirects are not followed (the Transport is used directly, not an
-//     http.Client), and proxies from the environment are ignored.
+// hidden. Each client is a minimal HTTP/1.1 client of its own (not
+// net/http, which would make the baton binary 4 MB larger), sending one
+// request at a time:
+//   - keep-alive clients keep one connection and send every request on it
+//     until a response says "Connection: close" or a request fails; then
+//     the next request goes on a new connection. Like net/http's Transport,
+//     a client does not send on a connection whose server has already
+//     closed it (its FIN has arrived) or sent it bytes nobody asked for: it
+//     opens a new one instead. Nothing was sent, so nothing is re-sent.
+//   - the other clients open a new connection per request and send
+//     "Connection: close";
+//   - every request is a POST with a 4-byte body, as a hint to anyone
+//     reading the server's logs that it must not be replayed. (net/http's
+//     Transport silently re-sends a request that failed on a reused
+//     connection when it is a GET, HEAD, OPTIONS or TRACE, or carries an
+//     Idempotency-Key, with no body or a rewindable one
+//     (persistConn.shouldRetryRequest, Request.isReplayable): a load test
+//     built on it with plain GETs hides exactly the keep-alive close race.
+//     demo's TestNetHTTPRetriesGET shows it.)
+//   - no redirects are followed and no proxy is used.
 func Load(ctx context.Context, cfg LoadConfig) *Result {
 	n := max(cfg.Clients, 1)
 	timeout := cfg.Timeout
@@ -117,7 +122,7 @@ func Load(ctx context.Context, cfg LoadConfig) *Result {
 			for ctx.Err() == nil {
 				c.do()
 			}
-			c.tr.CloseIdleConnections()
+			c.drop()
 		})
 	}
 	wg.Wait()
@@ -174,13 +179,20 @@ func (r *Result) Percentile(p float64, from, to time.Duration) time.Duration {
 // loadClient is one sequential client. Only its own goroutine touches it
 // until Load merges the counters, so the counters need no locks.
 type loadClient struct {
-	tr      *http.Transport
-	tmpl    *http.Request
-	base    context.Context
-	timeout time.Duration
-	record  bool
-	start   time.Time
-	reused  atomic.Bool // set by the GotConn trace hook
+	addr      string
+	keepAlive bool
+	timeout   time.Duration
+	record    bool
+	start     time.Time
+	dialer    net.Dialer
+	req       []byte // the whole request, written at once
+	conn      net.Conn
+	br        *bufio.Reader
+	lastGen   []byte                // the last X-Baton-Generation value, and as a string:
+	genStr    string                // a response allocates nothing while it does not change
+	peekFn    func(fd uintptr) bool // usable's probe, with its result and buffer:
+	quiet     bool
+	peekBuf   [1]byte
 
 	requests       int64
 	kinds          [len(Kinds)]int64  // indexed like Kinds
@@ -191,90 +203,225 @@ type loadClient struct {
 }
 
 func newLoadClient(addr string, keepAlive bool, timeout time.Duration, record bool, start time.Time) *loadClient {
-	c := &loadClient{
-		timeout: timeout,
-		record:  record,
-		start:   start,
-		gens:    make(map[string]int64, 8),
-		base:    context.Background(),
+	req := "POST / HTTP/1.1\r\nHost: " + addr + "\r\nUser-Agent: baton-demo\r\n" +
+		"Content-Type: text/plain\r\nContent-Length: " + strconv.Itoa(len(loadPayload)) + "\r\n"
+	if !keepAlive {
+		req += "Connection: close\r\n"
 	}
-	c.tr = &http.Transport{
-		Proxy: nil, // never a proxy from the environment
-		DialContext: (&net.Dialer{
-			Timeout:   timeout,
-			KeepAlive: -1, // no TCP keep-alive probes: connections are short
-		}).DialContext,
-		DisableKeepAlives:   !keepAlive,
-		DisableCompression:  true,
-		MaxIdleConns:        1,
-		MaxIdleConnsPerHost: 1,
+	req += "\r\n" + loadPayload
+	return &loadClient{
+		addr:      addr,
+		keepAlive: keepAlive,
+		timeout:   timeout,
+		record:    record,
+		start:     start,
+		// No TCP keep-alive probes: connections are short.
+		dialer: net.Dialer{KeepAlive: -1},
+		req:    []byte(req),
+		gens:   make(map[string]int64, 8),
 	}
-	if keepAlive {
-		// Set once per client, not per request: the trace reports whether
-		// the connection a request got was a reused one.
-		c.base = httptrace.WithClientTrace(c.base, &httptrace.ClientTrace{
-			GotConn: func(info httptrace.GotConnInfo) { c.reused.Store(info.Reused) },
-		})
-	}
-	tmpl, err := http.NewRequest(http.MethodPost, "http://"+addr+"/", nil)
-	if err != nil {
-		// Only a malformed address gets here; every request then fails
-		// the same way and is counted as "other".
-		tmpl = &http.Request{Method: http.MethodPost, Header: http.Header{}}
-	}
-	c.tmpl = tmpl
-	return c
 }
 
 // do sends one request and records its outcome.
 func (c *loadClient) do() {
 	t0 := time.Now()
-	ctx, cancel := context.WithTimeout(c.base, c.timeout)
-	req := c.tmpl.WithContext(ctx) // shallow copy: URL and Header shared, read-only
-	// A fresh body per request: the Transport may still be reading the
-	// previous one after RoundTrip returned an error. A NopCloser around a
-	// strings.Reader is a body net/http knows to be in memory, so it sends
-	// headers and body in one write (any other type costs a second write
-	// syscall: transferWriter.FlushHeaders).
-	req.Body = io.NopCloser(strings.NewReader(loadPayload))
-	req.ContentLength = int64(len(loadPayload))
-	req.GetBody = nil // not rewindable: never retried (see Load)
-	c.reused.Store(false)
-
-	kind := -1
-	var gen string
-	resp, err := c.tr.RoundTrip(req)
-	if err == nil {
-		gen = resp.Header.Get("X-Baton-Generation")
-		_, err = io.Copy(io.Discard, resp.Body)
-		_ = resp.Body.Close() // the body was read to EOF or failed; nothing to add
-		if err == nil && resp.StatusCode != http.StatusOK {
-			kind = kindIndex(KindStatus)
-			if c.errs[kind] == "" {
-				c.errs[kind] = resp.Status
-			}
-		}
-	}
-	if err != nil {
-		kind = classify(err)
-		if c.errs[kind] == "" {
-			c.errs[kind] = err.Error()
-		}
-	}
-	cancel()
+	gen, reused, err := c.roundTrip(t0.Add(c.timeout))
 	lat := time.Since(t0)
 
 	c.requests++
-	if kind >= 0 {
+	if err != nil {
+		kind := classify(err)
+		msg := err.Error()
+		var se *statusError
+		if errors.As(err, &se) {
+			kind, msg = kindIndex(KindStatus), se.status
+		}
+		if c.errs[kind] == "" {
+			c.errs[kind] = msg
+		}
 		c.kinds[kind]++
-		if c.reused.Load() {
+		if reused {
 			c.reusedFailures++
 		}
 	} else {
 		c.gens[gen]++
 	}
 	if c.record {
-		c.samples = append(c.samples, Sample{At: t0.Sub(c.start), Latency: lat, OK: kind < 0})
+		c.samples = append(c.samples, Sample{At: t0.Sub(c.start), Latency: lat, OK: err == nil})
+	}
+}
+
+// statusError is a complete response other than 200.
+type statusError struct{ status string } // "503 Service Unavailable"
+
+func (e *statusError) Error() string { return "status " + e.status }
+
+// roundTrip sends one request and reads its response, all before deadline.
+// reused reports whether the request went on a connection that had served
+// an earlier one.
+func (c *loadClient) roundTrip(deadline time.Time) (gen string, reused bool, err error) {
+	if c.conn != nil && !c.usable() {
+		c.drop()
+	}
+	reused = c.conn != nil
+	if c.conn == nil {
+		c.dialer.Deadline = deadline
+		conn, err := c.dialer.Dial("tcp", c.addr)
+		if err != nil {
+			return "", false, err
+		}
+		c.conn = conn
+		if c.br == nil {
+			c.br = bufio.NewReaderSize(conn, 4<<10)
+		} else {
+			c.br.Reset(conn)
+		}
+	}
+	if err := c.conn.SetDeadline(deadline); err != nil {
+		c.drop()
+		return "", reused, err
+	}
+	if _, err := c.conn.Write(c.req); err != nil {
+		c.drop()
+		return "", reused, err
+	}
+	gen, keep, err := c.readResponse()
+	var se *statusError
+	if (err != nil && !errors.As(err, &se)) || !keep || !c.keepAlive {
+		c.drop() // a response other than 200 was read completely: keep may hold
+	}
+	return gen, reused, err
+}
+
+// usable reports whether the kept connection can carry the next request:
+// nothing has arrived on it since the last response, neither bytes nor the
+// server's FIN nor a reset. It peeks without blocking (MSG_PEEK|
+// MSG_DONTWAIT), which is what net/http's Transport learns from the read
+// loop it keeps on every idle connection.
+func (c *loadClient) usable() bool {
+	if c.br.Buffered() > 0 {
+		return false // bytes nobody asked for: the stream is out of step
+	}
+	sc, ok := c.conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	c.quiet = false
+	if c.peekFn == nil { // made once: a closure per request would allocate
+		c.peekFn = func(fd uintptr) bool {
+			_, _, err := unix.Recvfrom(int(fd), c.peekBuf[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			// EAGAIN: nothing to read, the connection is open and quiet.
+			// A result (n > 0: bytes; n == 0: FIN) or another error (a
+			// reset) means it is not.
+			c.quiet = err == unix.EAGAIN || err == unix.EINTR
+			return true // never wait for readability
+		}
+	}
+	return rc.Read(c.peekFn) == nil && c.quiet
+}
+
+func (c *loadClient) drop() {
+	if c.conn != nil {
+		_ = c.conn.Close() // ours, and done; nothing to report
+		c.conn = nil
+	}
+}
+
+// readResponse reads one response and its body. keep reports whether the
+// connection may carry another request. A response other than 200 is a
+// *statusError, read completely (so the connection stays in step).
+func (c *loadClient) readResponse() (gen string, keep bool, err error) {
+	br := c.br
+	budget := maxHeader
+	for {
+		line, err := readLine(br, &budget)
+		if err != nil {
+			return "", false, err
+		}
+		// "HTTP/1.1 200 OK": version, status code, reason (may be empty).
+		if len(line) < 12 || string(line[:7]) != "HTTP/1." || (line[7] != '0' && line[7] != '1') ||
+			line[8] != ' ' || (len(line) > 12 && line[12] != ' ') {
+			return "", false, fmt.Errorf("%w: status line %q", errMalformed, line)
+		}
+		http11 := line[7] == '1'
+		code := 0
+		for _, d := range line[9:12] {
+			if d < '0' || d > '9' {
+				return "", false, fmt.Errorf("%w: status line %q", errMalformed, line)
+			}
+			code = code*10 + int(d-'0')
+		}
+		var status string
+		if code != 200 {
+			status = string(bytes.TrimSpace(line[9:]))
+		}
+
+		length := int64(-1)
+		chunked, closing, ka := false, false, false
+		gen = ""
+		for {
+			line, err := readLine(br, &budget)
+			if err != nil {
+				return "", false, eofIsUnexpected(err)
+			}
+			if len(line) == 0 {
+				break
+			}
+			name, value, err := splitHeader(line)
+			if err != nil {
+				return "", false, err
+			}
+			switch {
+			case equalFold(name, "x-baton-generation"):
+				if !bytes.Equal(value, c.lastGen) || c.genStr == "" {
+					c.lastGen = append(c.lastGen[:0], value...)
+					c.genStr = string(value)
+				}
+				gen = c.genStr
+			case equalFold(name, "content-length"):
+				n, err := parseContentLength(value)
+				if err != nil || (length >= 0 && n != length) {
+					return "", false, fmt.Errorf("%w: Content-Length %q", errMalformed, value)
+				}
+				length = n
+			case equalFold(name, "transfer-encoding"):
+				chunked = chunkedLast(value)
+				if !chunked {
+					return "", false, fmt.Errorf("%w: Transfer-Encoding %q", errMalformed, value)
+				}
+			case equalFold(name, "connection"):
+				closing = closing || hasToken(value, "close")
+				ka = ka || hasToken(value, "keep-alive")
+			}
+		}
+		if code >= 100 && code < 200 {
+			continue // an interim response (100 Continue): the real one follows
+		}
+
+		keep = !closing && (http11 || ka)
+		switch {
+		case code == 204 || code == 304:
+			// no body
+		case chunked:
+			err = discardChunked(br, nil)
+		case length >= 0:
+			err = discard(br, length, nil)
+		default:
+			// Delimited by the end of the connection.
+			keep = false
+			_, err = io.Copy(io.Discard, br)
+		}
+		if err != nil {
+			return "", false, err
+		}
+		if code != 200 {
+			return "", keep, &statusError{status: status}
+		}
+		return gen, keep, nil
 	}
 }
 
@@ -282,22 +429,17 @@ func kindIndex(kind string) int { return slices.Index(Kinds[:], kind) }
 
 // classify maps a request error to an index into Kinds.
 func classify(err error) int {
+	var se *statusError
 	switch {
+	case errors.As(err, &se):
+		return kindIndex(KindStatus)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return kindIndex(KindRefused)
 	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE), errors.Is(err, syscall.ECONNABORTED):
 		return kindIndex(KindReset)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded), isTimeout(err):
+	case errors.Is(err, os.ErrDeadlineExceeded), isTimeout(err):
 		return kindIndex(KindTimeout)
-	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
-		// net/http's errServerClosedIdle is not exported and wraps
-		// nothing: the server's FIN reached an idle connection just as
-		// it was picked for this request.
-		strings.Contains(err.Error(), "server closed idle connection"),
-		// The Transport's read loop saw the server close the connection
-		// and closed it while the request body was still being written:
-		// the write then fails with "use of closed network connection".
-		errors.Is(err, net.ErrClosed):
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return kindIndex(KindEOF)
 	default:
 		return kindIndex(KindOther)

@@ -25,28 +25,53 @@ func serve(t testing.TB, h http.Handler) string {
 	return ln.Addr().String()
 }
 
-// BenchmarkLoad measures how many requests per second Load drives against
-// the hello handler in the same process (client and server share the CPUs).
-func BenchmarkLoad(b *testing.B) {
-	for _, ka := range []float64{1, 0.5, 0} {
-		b.Run(fmt.Sprintf("keepalive=%v", ka), func(b *testing.B) {
-			addr := serve(b, newHelloHandler("1", "0", 1))
-			var total int64
-			var elapsed time.Duration
-			b.ReportAllocs()
-			for b.Loop() {
-				ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-				r := Load(ctx, LoadConfig{Addr: addr, Clients: 16, KeepAlive: ka, Timeout: 5 * time.Second})
-				cancel()
-				if r.Failures != 0 {
-					b.Fatalf("%d failures: %v", r.Failures, r.Errors)
-				}
-				total += r.Requests
-				elapsed += r.Elapsed
-			}
-			b.ReportMetric(float64(total)/elapsed.Seconds(), "req/s")
-		})
+// serveHello runs hello's own server (helloServer) on a fresh 127.0.0.1
+// listener for the test's duration.
+func serveHello(t testing.TB, gen string) (string, *helloServer) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	srv := newHelloServer(gen, "0", 42, t.Logf)
+	done := make(chan struct{})
+	go func() { defer close(done); srv.serve(ln) }()
+	t.Cleanup(func() { ln.Close(); <-done; srv.close() })
+	return ln.Addr().String(), srv
+}
+
+// BenchmarkLoad measures how many requests per second Load drives against
+// the hello server in the same process (client and server share the CPUs),
+// and, for comparison, against the same response from net/http.
+func BenchmarkLoad(b *testing.B) {
+	for _, server := range []string{"hello", "net/http"} {
+		for _, ka := range []float64{1, 0.5, 0} {
+			b.Run(fmt.Sprintf("server=%s/keepalive=%v", server, ka), func(b *testing.B) {
+				benchLoad(b, server, ka)
+			})
+		}
+	}
+}
+
+func benchLoad(b *testing.B, server string, ka float64) {
+	addr := serve(b, newNetHTTPHello("1", "0", 1))
+	if server == "hello" {
+		addr, _ = serveHello(b, "1")
+	}
+	var total int64
+	var elapsed time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		r := Load(ctx, LoadConfig{Addr: addr, Clients: 16, KeepAlive: ka, Timeout: 5 * time.Second})
+		cancel()
+		if r.Failures != 0 {
+			b.Fatalf("%d failures: %v", r.Failures, r.Errors)
+		}
+		total += r.Requests
+		elapsed += r.Elapsed
+	}
+	b.ReportMetric(float64(total)/elapsed.Seconds(), "req/s")
 }
 
 // rawServer accepts connections and hands each to handle, counting the
@@ -129,7 +154,8 @@ func TestClassify(t *testing.T) {
 	statusAddr := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "busy", http.StatusServiceUnavailable)
 	}))
-	okAddr := serve(t, newHelloHandler("5", "0", 42))
+	okAddr, _ := serveHello(t, "5")
+	netHTTPAddr := serve(t, newNetHTTPHello("5", "0", 42))
 
 	for _, tc := range []struct {
 		name, addr, want string
@@ -141,6 +167,7 @@ func TestClassify(t *testing.T) {
 		{"timeout", hangAddr, KindTimeout},
 		{"status", statusAddr, KindStatus},
 		{"ok", okAddr, ""},
+		{"ok from net/http", netHTTPAddr, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newLoadClient(tc.addr, false, 200*time.Millisecond, true, time.Now())
@@ -211,7 +238,7 @@ func TestNetHTTPRetriesGET(t *testing.T) {
 }
 
 func TestLoadRun(t *testing.T) {
-	addr := serve(t, newHelloHandler("2", "0", 42))
+	addr, _ := serveHello(t, "2")
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	r := Load(ctx, LoadConfig{Addr: addr, Clients: 4, KeepAlive: 0.5, Record: true})
@@ -254,5 +281,113 @@ func TestPercentile(t *testing.T) {
 		if got := r.Percentile(tc.p, tc.from, tc.to); got != tc.want {
 			t.Errorf("Percentile(%v, %v, %v) = %v, want %v", tc.p, tc.from, tc.to, got, tc.want)
 		}
+	}
+}
+
+// The client against the responses a server may legally send, and against
+// a server that closes its end between requests.
+func TestLoadClientProtocol(t *testing.T) {
+	const ok = "HTTP/1.1 200 OK\r\nX-Baton-Generation: 9\r\nContent-Length: 3\r\n\r\nok\n"
+	for _, tc := range []struct {
+		name     string
+		response string // to each request
+		after    func(c net.Conn)
+		closes   bool  // the server closes after each response
+		conns    int64 // connections the three requests should take
+	}{
+		{name: "content-length", response: ok, conns: 1},
+		{name: "chunked", response: "HTTP/1.1 200 OK\r\nx-baton-generation: 9\r\nTransfer-Encoding: chunked\r\n\r\n" +
+			"2;x=y\r\nok\r\n1\r\n\n\r\n0\r\nT: v\r\n\r\n", conns: 1},
+		{name: "100 continue first", response: "HTTP/1.1 100 Continue\r\n\r\n" + ok, conns: 1},
+		{name: "close-delimited", response: "HTTP/1.1 200 OK\r\nX-Baton-Generation: 9\r\n\r\nok\n", closes: true, conns: 3},
+		{name: "Connection: close", response: "HTTP/1.1 200 OK\r\nX-Baton-Generation: 9\r\nConnection: close\r\nContent-Length: 3\r\n\r\nok\n", closes: true, conns: 3},
+		{name: "HTTP/1.0", response: "HTTP/1.0 200 OK\r\nX-Baton-Generation: 9\r\nContent-Length: 3\r\n\r\nok\n", closes: true, conns: 3},
+		{name: "HTTP/1.0 keep-alive", response: "HTTP/1.0 200 OK\r\nX-Baton-Generation: 9\r\nConnection: keep-alive\r\nContent-Length: 3\r\n\r\nok\n", conns: 1},
+		// The server closes an idle connection (FIN) well before the next
+		// request: the client sees it and does not send on it.
+		{name: "server closes idle", response: ok, after: func(c net.Conn) { c.Close() }, conns: 3},
+		// Bytes nobody asked for: the connection is not reused.
+		{name: "unsolicited bytes", response: ok + "HTTP/1.1 200 OK\r\n", conns: 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var accepted atomic.Int64
+			addr, reqs := rawServer(t, func(c net.Conn, br *bufio.Reader, reqs *atomic.Int64) {
+				accepted.Add(1)
+				for readReq(br, reqs) {
+					io.WriteString(c, tc.response)
+					if tc.after != nil {
+						tc.after(c)
+						return
+					}
+					if tc.closes {
+						return // the response said so, or is delimited by the close
+					}
+				}
+			})
+			c := newLoadClient(addr, true, 5*time.Second, false, time.Now())
+			for i := range 3 {
+				if got := one(t, c); got != "" {
+					t.Fatalf("request %d: %q (%v)", i+1, got, c.errs)
+				}
+				time.Sleep(20 * time.Millisecond) // for the server's FIN to arrive, where there is one
+			}
+			c.drop()
+			if c.gens["9"] != 3 {
+				t.Errorf("generations %v, want 9:3", c.gens)
+			}
+			if n := reqs.Load(); n != 3 {
+				t.Errorf("server read %d requests, want 3", n)
+			}
+			if n := accepted.Load(); n != tc.conns {
+				t.Errorf("%d connections, want %d", n, tc.conns)
+			}
+		})
+	}
+}
+
+// A fresh-connection client says "Connection: close" and dials per request;
+// a status other than 200 is a failure that keeps the connection.
+func TestLoadClientFreshAndStatus(t *testing.T) {
+	var accepted atomic.Int64
+	var closeHdr atomic.Int64
+	addr, _ := rawServer(t, func(c net.Conn, br *bufio.Reader, reqs *atomic.Int64) {
+		accepted.Add(1)
+		for {
+			req, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, req.Body)
+			if req.Close {
+				closeHdr.Add(1)
+			}
+			io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy")
+			if req.Close {
+				return
+			}
+		}
+	})
+	fresh := newLoadClient(addr, false, 5*time.Second, false, time.Now())
+	keep := newLoadClient(addr, true, 5*time.Second, false, time.Now())
+	for range 3 {
+		if got := one(t, fresh); got != KindStatus {
+			t.Fatalf("fresh: %q, want status", got)
+		}
+		if got := one(t, keep); got != KindStatus {
+			t.Fatalf("keep-alive: %q, want status", got)
+		}
+	}
+	keep.drop()
+	if fresh.errs[kindIndex(KindStatus)] != "503 Service Unavailable" {
+		t.Errorf("status error %q", fresh.errs[kindIndex(KindStatus)])
+	}
+	if n := accepted.Load(); n != 4 {
+		t.Errorf("%d connections, want 4 (3 fresh, 1 kept)", n)
+	}
+	if n := closeHdr.Load(); n != 3 {
+		t.Errorf("%d requests with Connection: close, want 3", n)
+	}
+	if keep.reusedFailures != 2 {
+		t.Errorf("reused failures %d, want 2", keep.reusedFailures)
 	}
 }

@@ -18,7 +18,8 @@ import (
 
 // roleEnv makes the test binary play a part when the tests re-execute it
 // (the containerd/tableflip pattern): "hello" runs Hello, "naive" the naive
-// control worker, "fakebaton" a stand-in for baton (run_test.go).
+// control worker, "recipe" the README's net/http recipe (nethttp_test.go),
+// "fakebaton" a stand-in for baton (run_test.go).
 const roleEnv = "DEMO_TEST_ROLE"
 
 // shimPID as LISTEN_PID asks the re-executed binary to set LISTEN_PID to its
@@ -44,6 +45,8 @@ func TestMain(m *testing.M) {
 		os.Exit(Hello(args))
 	case "naive":
 		os.Exit(naiveWorker())
+	case "recipe":
+		os.Exit(recipeWorker())
 	case "fakebaton":
 		os.Exit(fakeBaton(args))
 	}
@@ -51,8 +54,8 @@ func TestMain(m *testing.M) {
 	os.Exit(3)
 }
 
-// naiveWorker is the control: the same handler and listeners as Hello, but
-// on SIGTERM it calls http.Server.Shutdown at once, the way most Go servers
+// naiveWorker is the control: the same response (as a net/http handler) and
+// listeners as Hello, but on SIGTERM it calls http.Server.Shutdown at once, the way most Go servers
 // are written. It shows what the drain in Hello is for. On exit it reports
 // how its connections ended (see connAudit).
 func naiveWorker() int {
@@ -69,7 +72,7 @@ func naiveWorker() int {
 		return 1
 	}
 	audit := newConnAudit()
-	h := newHelloHandler(w.gen, w.worker, w.pid)
+	h := newNetHTTPHello(w.gen, w.worker, w.pid)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 			audit.served(r)

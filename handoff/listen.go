@@ -123,6 +123,13 @@ func control(network, _ string, c syscall.RawConn) error {
 }
 
 func open(spec ListenSpec) (*Listener, error) {
+	// An IPv4 literal means IPv4, as it does for nginx: Go's "tcp" would
+	// turn 0.0.0.0 into a dual-stack [::] socket. ":8080" stays dual-stack.
+	if host, _, err := net.SplitHostPort(spec.Addr); err == nil && (spec.Network == "tcp" || spec.Network == "udp") {
+		if ip := net.ParseIP(host); ip != nil && ip.To4() != nil {
+			spec.Network += "4"
+		}
+	}
 	lc := net.ListenConfig{Control: control}
 	ctx := context.Background()
 	var (

@@ -216,6 +216,7 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 			w.initial = true
 		}
 	}
+	s.after(s.ReadyTimeout, timerEvent{kind: evReadyTimeout, gen: s.current.num})
 	if s.MaxRSS > 0 || s.MaxAge > 0 {
 		s.after(recycleEvery, timerEvent{kind: evRecycle})
 	}
@@ -565,6 +566,9 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 	case evReadyTimeout:
 		if s.next != nil && s.next.num == ev.gen {
 			s.abortSwap("not ready within BATON_READY_TIMEOUT")
+		} else if s.current.num == ev.gen && !s.current.ready && !s.stopping {
+			// Nothing to roll back to: keep waiting, reporting not-ready.
+			s.Log.Warn().Int("gen", ev.gen).Dur("elapsed", s.Now().Sub(s.current.begun)).Msg("generation not ready")
 		}
 	case evRestart:
 		g := s.current

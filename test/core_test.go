@@ -97,11 +97,12 @@ func TestExitCodeAmidOrphans(t *testing.T) {
 // TestSignalsReachWorkerGroup: every catchable signal 1-31 that baton does
 // not consume reaches the worker and its process group; SIGURG never does.
 func TestSignalsReachWorkerGroup(t *testing.T) {
-	b := StartBaton(t, Opt{}, python(t), testdata("sigworker.py"), "--children", "1")
+	b := StartBaton(t, Opt{Env: []string{"BATON_LOG_LEVEL=debug"}}, python(t), testdata("sigworker.py"), "--children", "1")
 	b.ExpectOut(0, "ready ")
-	_, from := b.ExpectOut(0, "child-ready ")
-	from = len(b.OutLines())
-	b.Expect("baton started")
+	b.ExpectOut(0, "child-ready ")
+	from := len(b.OutLines())
+	// The non-urgent signals are subscribed just after the start.
+	b.Expect("signals subscribed")
 	for s := syscall.Signal(1); s <= 31; s++ {
 		switch s {
 		case unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGURG, unix.SIGTERM, unix.SIGINT, unix.SIGQUIT:
