@@ -323,3 +323,26 @@ func TestStopTimeoutKills(t *testing.T) {
 		t.Fatalf("exit %d, want 137", code)
 	}
 }
+
+// TestSignalMap: BATON_SIGNAL_MAP rewrites a forwarded signal and drops
+// one with an empty target.
+func TestSignalMap(t *testing.T) {
+	b := StartBaton(t, Opt{Env: []string{"BATON_LOG_LEVEL=debug", "BATON_SIGNAL_MAP=USR1:USR2,WINCH:"}}, python(t), testdata("sigworker.py"))
+	b.ExpectOut(0, "ready ")
+	b.Expect("signals subscribed")
+	from := len(b.OutLines())
+	b.Signal(unix.SIGUSR1)
+	_, i := b.ExpectOut(from, "sig ")
+	if l := b.OutLines()[i]; !strings.HasPrefix(l, "sig SIGUSR2 ") {
+		t.Fatalf("USR1 arrived as %q, want SIGUSR2", l)
+	}
+	// WINCH is dropped: the barrier ALRM must be the very next line.
+	b.Signal(unix.SIGWINCH)
+	b.Signal(unix.SIGALRM)
+	_, j := b.ExpectOut(i+1, "sig ")
+	if l := b.OutLines()[j]; !strings.HasPrefix(l, "sig SIGALRM ") {
+		t.Fatalf("after a dropped WINCH the worker reported %q, want SIGALRM", l)
+	}
+	b.Signal(unix.SIGTERM)
+	b.Wait()
+}

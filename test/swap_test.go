@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -361,5 +362,40 @@ func TestOldNodeAnswersWhileNewBoots(t *testing.T) {
 		t.Fatalf("the old generation stalled: slowest request %v", worst)
 	}
 	b.Signal(syscall.SIGTERM)
+	b.Wait()
+}
+
+// TestUnixAndUDPListeners: unix and udp listeners are handed over too, a
+// stale unix socket file from an earlier run is replaced, and a socket file
+// that someone still serves is refused.
+func TestUnixAndUDPListeners(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "app.sock")
+	// A stale socket: bound, then its owner went away without unlinking.
+	stale, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
+	env := []string{"BATON_LISTEN=api=unix://" + sock + ",dns=udp://127.0.0.1:0", "BATON_READY=delay:20ms"}
+	b := StartBaton(t, Opt{Env: env}, "sh", testdata("execwith-sigstatus.sh"), python(t), testdata("hygiene.py"))
+	b.Expect("generation ready")
+	line, _ := b.ExpectOut(0, "hygiene ")
+	rep := parseReport(line)
+	if rep["listen_fdnames"] != "api:dns" || rep["fds"] != "0,1,2,3,4" {
+		t.Fatalf("worker saw %s", line)
+	}
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("the unix listener does not accept: %v", err)
+	}
+	c.Close()
+	// A second baton on the same path must refuse: the socket is in use.
+	code, _, stderr := runBatonPlain(t, []string{"BATON_LISTEN=unix://" + sock}, "--", "true")
+	if code != 2 || !strings.Contains(stderr, "in use") {
+		t.Fatalf("second baton on a live socket: exit %d, %q", code, stderr)
+	}
+	b.Signal(unix.SIGTERM)
 	b.Wait()
 }
