@@ -1,6 +1,6 @@
 // Package demo holds everything behind `baton hello` and `baton demo`:
 //
-//   - [Hello], the built-in demo worker. It is the reference recipe for a Go
+//   - [Hello], the built-in demo worker. It follows the recipe for a Go
 //     worker that drains without losing a request when baton retires its
 //     generation: it takes its listeners from LISTEN_FDS (the systemd
 //     convention baton speaks), sends READY=1 to NOTIFY_SOCKET once it
@@ -16,5 +16,10 @@
 // signals they need and unsubscribe on return. It does not import
 // go-systemd (the readiness message and the LISTEN_FDS parsing are a few
 // lines each, and the binary must stay small), nor zerolog (the worker
-// writes plain lines; the demo only parses baton's JSON).
+// writes plain lines; the demo only parses baton's JSON), nor net/http:
+// with crypto/tls, which it always links, net/http would add about 4 MB to
+// baton. Hello serves with a minimal HTTP/1.1 server and Load is a minimal
+// HTTP/1.1 client (http1.go, helloserver.go, load.go). The tests check both
+// against net/http, and run the README's net/http drain recipe and the naive
+// http.Server.Shutdown as workers next to Hello.
 package demo

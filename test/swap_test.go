@@ -358,7 +358,9 @@ func TestOldNodeAnswersWhileNewBoots(t *testing.T) {
 	if n < 20 {
 		t.Fatalf("only %d requests during a 1.5 s boot", n)
 	}
-	if worst > 250*time.Millisecond {
+	// A stall behind a blocking accept() lasts until the new generation
+	// listens (1.5 s here); the bound leaves room for a loaded CI machine.
+	if worst > 600*time.Millisecond {
 		t.Fatalf("the old generation stalled: slowest request %v", worst)
 	}
 	b.Signal(syscall.SIGTERM)

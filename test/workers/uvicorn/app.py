@@ -112,9 +112,16 @@ def _begin_drain(server, loop):
         return
     _state["draining"] = True
     log("SIGTERM, draining for %.3fs" % GRACE)
-    # Stop accepting: closes uvicorn's descriptor for the listener only.
-    for srv in getattr(server, "servers", None) or []:
-        srv.close()
+    # Stop accepting: take the listeners out of the event loop first, and
+    # close uvicorn's descriptors for them a moment later. Closing at once
+    # drops a connection accepted in this same loop step: Python 3.11's
+    # asyncio Server._attach asserts the server still has sockets, and the
+    # connection is lost without a word (the client is reset when we exit).
+    servers = getattr(server, "servers", None) or []
+    for srv in servers:
+        for sock in srv.sockets:
+            loop.remove_reader(sock.fileno())
+    loop.call_later(0.05, lambda: [s.close() for s in servers])
     # Then uvicorn's own shutdown: idle connections closed, active awaited.
     loop.call_later(GRACE, server.handle_exit, signal.SIGTERM, None)
 
