@@ -385,10 +385,16 @@ func (b *Baton) WaitOutClosed() {
 	}
 }
 
-// zombiesUnder counts zombie processes whose parent is pid, from /proc.
-func zombiesUnder(pid int) int {
+// procEntry is one process of /proc as the test (host) sees it.
+type procEntry struct {
+	pid, ppid, pgrp int
+	state           string
+}
+
+// processes lists every process from /proc/PID/stat.
+func processes() []procEntry {
 	ents, _ := os.ReadDir("/proc")
-	n := 0
+	var out []procEntry
 	for _, e := range ents {
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
 		if err != nil {
@@ -399,34 +405,35 @@ func zombiesUnder(pid int) int {
 		if i < 0 {
 			continue
 		}
-		f := strings.Fields(s[i+1:])
-		if len(f) > 2 && f[0] == "Z" && f[1] == fmt.Sprint(pid) {
+		// After the command: state, ppid, pgrp, ...
+		var p procEntry
+		if _, err := fmt.Sscanf(s[i+1:], " %s %d %d", &p.state, &p.ppid, &p.pgrp); err != nil {
+			continue
+		}
+		fmt.Sscanf(e.Name(), "%d", &p.pid)
+		out = append(out, p)
+	}
+	return out
+}
+
+// zombiesUnder counts zombie processes whose parent is pid.
+func zombiesUnder(pid int) int {
+	n := 0
+	for _, p := range processes() {
+		if p.ppid == pid && p.state == "Z" {
 			n++
 		}
 	}
 	return n
 }
 
-// childrenOf lists the host pids whose parent is pid, from /proc (a Go
-// parent's children are spread over its threads' children files).
+// childrenOf lists the host pids whose parent is pid (a Go parent's
+// children are spread over its threads' /proc children files).
 func childrenOf(pid int) []int {
-	ents, _ := os.ReadDir("/proc")
 	var out []int
-	for _, e := range ents {
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
-			continue
-		}
-		f := strings.Fields(s[i+1:])
-		if len(f) > 1 && f[1] == fmt.Sprint(pid) {
-			var c int
-			fmt.Sscanf(e.Name(), "%d", &c)
-			out = append(out, c)
+	for _, p := range processes() {
+		if p.ppid == pid {
+			out = append(out, p.pid)
 		}
 	}
 	return out

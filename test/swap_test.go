@@ -94,24 +94,32 @@ func settle(t *testing.T, b *Baton, n int) {
 // answered, and exactly BATON_WORKERS workers and no zombie at the end.
 func TestZeroDropSwaps(t *testing.T) {
 	b, addr := serve(t, []string{"BATON_WORKERS=2", "BATON_READY=notify"}, batonBin, "hello")
-	stop := load(t, addr, 32)
-	for gen := 2; gen <= 21; gen++ {
-		b.Signal(unix.SIGHUP)
-		b.Expect("swap complete", "gen", gen)
-	}
-	// Let the last generation answer, then stop: a barrier on its traffic.
-	waitGenerationServes(t, addr, "21")
-	r := stop()
-	checkNoFailures(t, r)
-	for gen := 1; gen <= 21; gen++ {
-		if r.Generations[strconv.Itoa(gen)] == 0 {
-			t.Errorf("generation %d never answered", gen)
-		}
-	}
+	reloadUnderLoad(t, b, addr, 32, 20)
 	settle(t, b, 2)
 	b.Signal(unix.SIGTERM)
 	if code := b.Wait(); code != 0 {
 		t.Fatalf("exit %d, want 0", code)
+	}
+}
+
+// reloadUnderLoad sends n reloads under load, each after the previous swap
+// completed, and checks that no request failed and every generation
+// answered.
+func reloadUnderLoad(t *testing.T, b *Baton, addr string, clients, n int) {
+	t.Helper()
+	stop := load(t, addr, clients)
+	for gen := 2; gen <= n+1; gen++ {
+		b.Signal(unix.SIGHUP)
+		b.Expect("swap complete", "gen", gen)
+	}
+	// Let the last generation answer, then stop: a barrier on its traffic.
+	waitGenerationServes(t, addr, strconv.Itoa(n+1))
+	r := stop()
+	checkNoFailures(t, r)
+	for gen := 1; gen <= n+1; gen++ {
+		if r.Generations[strconv.Itoa(gen)] == 0 {
+			t.Errorf("generation %d never answered", gen)
+		}
 	}
 }
 
@@ -217,19 +225,10 @@ func TestStuckWorkerKilled(t *testing.T) {
 
 // groupMembers lists host pids in process group pgid (zombies excluded).
 func groupMembers(pgid int) []int {
-	ents, _ := os.ReadDir("/proc")
 	var out []int
-	for _, e := range ents {
-		bs, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(bs)
-		i := strings.LastIndexByte(s, ')')
-		f := strings.Fields(s[i+1:])
-		if len(f) > 2 && f[0] != "Z" && f[2] == strconv.Itoa(pgid) {
-			n, _ := strconv.Atoi(e.Name())
-			out = append(out, n)
+	for _, p := range processes() {
+		if p.pgrp == pgid && p.state != "Z" {
+			out = append(out, p.pid)
 		}
 	}
 	return out

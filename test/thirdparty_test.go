@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -60,19 +59,7 @@ func TestThirdPartyWorkers(t *testing.T) {
 			if local != addr {
 				t.Fatalf("worker answers on %s, not on baton's socket %s", local, addr)
 			}
-			stop := load(t, addr, 16)
-			for gen := 2; gen <= 6; gen++ {
-				b.Signal(unix.SIGHUP)
-				b.Expect("swap complete", "gen", gen)
-			}
-			waitGenerationServes(t, addr, "6")
-			r := stop()
-			checkNoFailures(t, r)
-			for gen := 1; gen <= 6; gen++ {
-				if r.Generations[strconv.Itoa(gen)] == 0 {
-					t.Errorf("generation %d never answered", gen)
-				}
-			}
+			reloadUnderLoad(t, b, addr, 16, 5)
 			b.Signal(unix.SIGTERM)
 			if code := b.Wait(); code != 0 {
 				t.Fatalf("exit %d after TERM, want 0", code)
