@@ -400,3 +400,29 @@ func TestUnixAndUDPListeners(t *testing.T) {
 	b.Signal(unix.SIGTERM)
 	b.Wait()
 }
+
+// TestNotifyAttribution: READY=1 counts when it comes from the worker or a
+// process of its group, and is ignored from any other process.
+func TestNotifyAttribution(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	b := StartBaton(t, Opt{Stdin: r, Env: []string{"BATON_LISTEN=127.0.0.1:0", "BATON_READY=notify", "BATON_LOG_LEVEL=debug"}},
+		python(t), testdata("notifyfrom.py"))
+	r.Close()
+	line, _ := b.ExpectOut(0, "stranger ")
+	var stranger int
+	fmt.Sscanf(line, "stranger %d", &stranger)
+	b.Expect("notify ignored", "pid", stranger)
+	if n := b.Count("worker ready"); n != 0 {
+		t.Fatalf("a READY=1 from outside the worker's group made it ready")
+	}
+	// Now the helper in the worker's own group speaks for it.
+	fmt.Fprintln(w)
+	b.ExpectOut(0, "helper ")
+	b.Expect("worker ready", "gen", 1)
+	b.Signal(unix.SIGTERM)
+	b.Wait()
+}

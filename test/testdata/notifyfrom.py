@@ -1,0 +1,39 @@
+"""Sends READY=1 from a stranger first, then from a helper in the worker's
+own process group, then waits for TERM.
+
+The stranger is a child that called setsid(): same PID namespace, another
+process group, so baton must ignore it. The helper stays in the worker's
+group, so baton must count its READY=1 for the worker.
+"""
+import os, signal, socket, sys
+
+
+def send_ready():
+    addr = os.environ["NOTIFY_SOCKET"]
+    if addr.startswith("@"):
+        addr = "\0" + addr[1:]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.sendto(b"READY=1", addr)
+    s.close()
+
+
+def child(setsid):
+    pid = os.fork()
+    if pid == 0:
+        if setsid:
+            os.setsid()
+        send_ready()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+stranger = child(True)
+print("stranger %d" % stranger, flush=True)
+# Wait for the test to see baton ignore it before the helper speaks.
+sys.stdin.readline()
+helper = child(False)
+print("helper %d" % helper, flush=True)
+signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+while True:
+    signal.pause()
