@@ -197,3 +197,33 @@ func TestExitCodeFirstNonZero(t *testing.T) {
 		t.Fatal("supervisor did not finish")
 	}
 }
+
+// TestRestartOnFailureThenCleanExit: a ready worker that crashes is
+// restarted after its backoff; under on-failure a clean exit is not
+// restarted, and with every slot empty baton ends with 0.
+func TestRestartOnFailureThenCleanExit(t *testing.T) {
+	r := newRig(t, baseOpts())
+	w1 := r.worker()
+	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.exit(w1.pid, 3)
+	// Fire timers until the restart happens.
+	var w2 *scriptedWorker
+	for w2 == nil {
+		select {
+		case f := <-r.timers:
+			f()
+		case w2 = <-r.started:
+		}
+	}
+	r.waitStatus("restarted", func(st Status) bool { return st.Stats.Restarts == 1 })
+	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.exit(w2.pid, 0)
+	select {
+	case code := <-r.done:
+		if code != 0 {
+			t.Fatalf("exit %d, want 0", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("baton did not end after a clean exit under on-failure")
+	}
+}
