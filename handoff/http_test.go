@@ -650,3 +650,23 @@ func TestServeHTTPClose(t *testing.T) {
 		t.Fatal("no error for a bad address")
 	}
 }
+
+// FuzzReadRequest: no request bytes make the parser panic (a panic in any
+// goroutine of PID 1 takes the whole container down) or read past its
+// header budget.
+func FuzzReadRequest(f *testing.F) {
+	for _, seed := range []string{
+		"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
+		"\r\n\r\nHEAD /readyz HTTP/1.0\r\n\r\n",
+		"GET /healthz HTTP/2.0\r\n\r\n",
+		"GET\r\n\r\n",
+		"GET / HTTP/1.1\r\nX: " + strings.Repeat("a", 9000) + "\r\n\r\n",
+		"\x00\xff GET / HTTP/1.1\n\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		br := bufio.NewReaderSize(bytes.NewReader(data), 1024)
+		_, _ = readRequest(br)
+	})
+}
