@@ -18,7 +18,11 @@ import (
 // Note is one sd_notify datagram, attributed to the sending pid by the
 // kernel (SO_PASSCRED), never by anything the sender wrote.
 type Note struct {
-	PID      int
+	PID int
+	// PGID is the sender's process group as looked up the moment the
+	// datagram was read, 0 if the sender was already gone: a helper that
+	// speaks for a worker may exit right after sending.
+	PGID     int
 	Ready    bool   // READY=1
 	Stopping bool   // STOPPING=1
 	Status   string // STATUS=...
@@ -113,7 +117,11 @@ func (n *Notifier) Run(notes chan<- Note) {
 		if pid <= 0 {
 			continue // no credentials: cannot be attributed, so ignored
 		}
-		notes <- parseNote(pid, buf[:nb])
+		note := parseNote(pid, buf[:nb])
+		if pgid, err := unix.Getpgid(pid); err == nil {
+			note.PGID = pgid
+		}
+		notes <- note
 	}
 }
 

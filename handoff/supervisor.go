@@ -425,9 +425,14 @@ func (s *Supervisor) startWorker(g *generation, idx int) (*worker, error) {
 func (s *Supervisor) onNote(n Note) {
 	w := s.byPID[n.PID]
 	if w == nil {
-		// A process in the worker's group speaks for it (gunicorn's
-		// arbiter is the worker; a helper child may send for Node).
-		if pgid, err := s.Pgid(n.PID); err == nil {
+		// A process in the worker's group speaks for it (a helper child
+		// may send for Node). Its group was looked up when the datagram
+		// arrived; a sender gone even by then cannot be attributed.
+		pgid := n.PGID
+		if pgid == 0 {
+			pgid, _ = s.Pgid(n.PID)
+		}
+		if pgid > 0 {
 			w = s.byPID[pgid]
 		}
 	}

@@ -18,13 +18,21 @@ def send_ready():
 
 
 def child(setsid):
+    # The sender stays alive after sending: baton (like systemd with
+    # NotifyAccess=all) can only attribute a datagram to a live process.
+    r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        os.close(r)
         if setsid:
             os.setsid()
         send_ready()
-        os._exit(0)
-    os.waitpid(pid, 0)
+        os.write(w, b"x")
+        signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+        while True:
+            signal.pause()
+    os.close(w)
+    os.read(r, 1)
     return pid
 
 
