@@ -81,7 +81,7 @@ func run(args []string) int {
 		return demo.Run(args[1:], os.Stdout, os.Stderr)
 	}
 	if strings.HasPrefix(args[0], "-") {
-		fmt.Fprintf(os.Stderr, "baton: unknown option %q (put the command after --; see baton help)\n", clipValue(args[0]))
+		fmt.Fprintf(os.Stderr, "baton: unknown option %q (put the command after --; see baton help)\n", spawn.Clip(args[0]))
 		return exitUsage
 	}
 	return supervise(args)
@@ -100,11 +100,11 @@ func pidFlag(cmd string, args []string, def int) (int, error) {
 		case strings.HasPrefix(a, "pid="):
 			val = strings.TrimPrefix(a, "pid=")
 		default:
-			return 0, fmt.Errorf("%s: unknown argument %q (usage: baton %s [--pid PID])", cmd, clipValue(args[i]), cmd)
+			return 0, fmt.Errorf("%s: unknown argument %q (usage: baton %s [--pid PID])", cmd, spawn.Clip(args[i]), cmd)
 		}
 		n, err := strconv.Atoi(val)
 		if err != nil || n < 1 {
-			return 0, fmt.Errorf("%s: --pid wants a process id, got %q", cmd, clipValue(val))
+			return 0, fmt.Errorf("%s: --pid wants a process id, got %q", cmd, spawn.Clip(val))
 		}
 		pid = n
 	}
@@ -507,7 +507,7 @@ type httpAddr string
 
 func (a *httpAddr) Decode(v string) error {
 	if _, _, err := net.SplitHostPort(v); err != nil {
-		return fmt.Errorf("want host:port like :9090 or 127.0.0.1:9090, got %q", clipValue(v))
+		return fmt.Errorf("want host:port like :9090 or 127.0.0.1:9090, got %q", spawn.Clip(v))
 	}
 	*a = httpAddr(v)
 	return nil
@@ -521,7 +521,7 @@ func (t *tristate) Decode(v string) error {
 		*t = tristate(v)
 		return nil
 	}
-	return fmt.Errorf("want auto, true or false, got %q", clipValue(v))
+	return fmt.Errorf("want auto, true or false, got %q", spawn.Clip(v))
 }
 
 type logLevel zerolog.Level
@@ -533,7 +533,7 @@ func (l *logLevel) Decode(v string) error {
 		*l = logLevel(lv)
 		return nil
 	}
-	return fmt.Errorf("want debug, info, warn or error, got %q", clipValue(v))
+	return fmt.Errorf("want debug, info, warn or error, got %q", spawn.Clip(v))
 }
 
 type logFormat string
@@ -544,7 +544,7 @@ func (f *logFormat) Decode(v string) error {
 		*f = logFormat(v)
 		return nil
 	}
-	return fmt.Errorf("want json, console or auto, got %q", clipValue(v))
+	return fmt.Errorf("want json, console or auto, got %q", spawn.Clip(v))
 }
 
 // knownVars lists every BATON_* variable, with default and description.
@@ -594,14 +594,6 @@ func loadConfig() (*config, error) {
 		return nil, err
 	}
 	return &c, nil
-}
-
-func clipValue(v string) string {
-	const max = 16
-	if len(v) > max {
-		return v[:max] + "…"
-	}
-	return v
 }
 
 // writeHelp prints usage and every variable with its default.

@@ -3,7 +3,6 @@
 package handoff
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -11,6 +10,8 @@ import (
 
 	"github.com/docker/go-units"
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/spawn"
 )
 
 // Duration is a BATON_* duration: Go syntax (1.5s, 2m) or bare integer
@@ -26,7 +27,7 @@ func (d *Duration) Decode(v string) error {
 	}
 	t, err := time.ParseDuration(v)
 	if err != nil || t < 0 {
-		return fmt.Errorf("want a duration like 1.5s, 2m or 30 (seconds), got %q", clip(v))
+		return fmt.Errorf("want a duration like 1.5s, 2m or 30 (seconds), got %q", spawn.Clip(v))
 	}
 	*d = Duration(t)
 	return nil
@@ -55,7 +56,7 @@ func (r *ReadyMode) Decode(v string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("want notify, auto or delay:DURATION (e.g. delay:2s), got %q", clip(v))
+	return fmt.Errorf("want notify, auto or delay:DURATION (e.g. delay:2s), got %q", spawn.Clip(v))
 }
 
 // Signal is a signal name or number: TERM, SIGTERM, 15.
@@ -68,7 +69,7 @@ func ParseSignal(v string) (unix.Signal, error) {
 		if n >= 1 && n <= 64 {
 			return unix.Signal(n), nil
 		}
-		return 0, fmt.Errorf("signal number out of range 1..64: %q", clip(v))
+		return 0, fmt.Errorf("signal number out of range 1..64: %q", spawn.Clip(v))
 	}
 	if !strings.HasPrefix(s, "SIG") {
 		s = "SIG" + s
@@ -76,7 +77,7 @@ func ParseSignal(v string) (unix.Signal, error) {
 	if sig := unix.SignalNum(s); sig != 0 {
 		return sig, nil
 	}
-	return 0, fmt.Errorf("want a signal name like TERM or a number, got %q", clip(v))
+	return 0, fmt.Errorf("want a signal name like TERM or a number, got %q", spawn.Clip(v))
 }
 
 // Decode implements envconfig.Decoder.
@@ -121,7 +122,7 @@ func (m *SignalMap) Decode(v string) error {
 	for _, pair := range strings.Split(v, ",") {
 		from, to, ok := strings.Cut(strings.TrimSpace(pair), ":")
 		if !ok {
-			return fmt.Errorf("want FROM:TO pairs like TERM:QUIT,WINCH: (empty TO drops), got %q", clip(pair))
+			return fmt.Errorf("want FROM:TO pairs like TERM:QUIT,WINCH: (empty TO drops), got %q", spawn.Clip(pair))
 		}
 		f, err := ParseSignal(from)
 		if err != nil {
@@ -164,7 +165,7 @@ func (r *Restart) Decode(v string) error {
 		*r = Restart(v)
 		return nil
 	}
-	return fmt.Errorf("want on-failure, always or never, got %q", clip(v))
+	return fmt.Errorf("want on-failure, always or never, got %q", spawn.Clip(v))
 }
 
 // RestartLimit is BATON_RESTART_LIMIT: at most Count restarts within Window.
@@ -179,7 +180,7 @@ func (l *RestartLimit) Decode(v string) error {
 	n, err := strconv.Atoi(strings.TrimSpace(c))
 	var d Duration
 	if !ok || err != nil || n < 1 || d.Decode(w) != nil || d == 0 {
-		return fmt.Errorf("want COUNT/WINDOW like 5/60s (COUNT ≥ 1), got %q", clip(v))
+		return fmt.Errorf("want COUNT/WINDOW like 5/60s (COUNT ≥ 1), got %q", spawn.Clip(v))
 	}
 	*l = RestartLimit{Count: n, Window: time.Duration(d)}
 	return nil
@@ -196,7 +197,7 @@ func (m *ExitMap) Decode(v string) error {
 		f, err1 := strconv.Atoi(from)
 		t, err2 := strconv.Atoi(to)
 		if !ok || err1 != nil || err2 != nil || f < 0 || f > 255 || t < 0 || t > 255 {
-			return fmt.Errorf("want FROM:TO exit codes 0..255 like 143:0, got %q", clip(pair))
+			return fmt.Errorf("want FROM:TO exit codes 0..255 like 143:0, got %q", spawn.Clip(pair))
 		}
 		out[f] = t
 	}
@@ -222,14 +223,11 @@ const maxWorkers = 1024
 func (c *Count) Decode(v string) error {
 	n, err := strconv.Atoi(strings.TrimSpace(v))
 	if err != nil || n < 1 || n > maxWorkers {
-		return fmt.Errorf("want a whole number from 1 to %d, got %q", maxWorkers, clip(v))
+		return fmt.Errorf("want a whole number from 1 to %d, got %q", maxWorkers, spawn.Clip(v))
 	}
 	*c = Count(n)
 	return nil
 }
-
-// errNoWorker means a generation could not start a worker.
-var errNoWorker = errors.New("no worker started")
 
 func isShutdown(sig unix.Signal) bool {
 	return sig == unix.SIGTERM || sig == unix.SIGINT || sig == unix.SIGQUIT
@@ -248,7 +246,7 @@ func (s *Size) Decode(v string) error {
 	}
 	n, err := units.RAMInBytes(t)
 	if err != nil || n <= 0 {
-		return fmt.Errorf("want a size like 512MiB, 512Mi or 1g, got %q", clip(v))
+		return fmt.Errorf("want a size like 512MiB, 512Mi or 1g, got %q", spawn.Clip(v))
 	}
 	*s = Size(n)
 	return nil

@@ -295,7 +295,6 @@ func startFake(t *testing.T) (*Supervisor, *fakeWorld, chan Note, string, <-chan
 	sup.Reap = w.reap
 	sup.HasChildren = func() bool { return false }
 	sup.KillAll = func(unix.Signal) error { return nil }
-	sup.Pgid = func(pid int) (int, error) { return pid, nil }
 	sup.RSS = func(int) (int64, error) { return 0, nil }
 	sup.AfterFunc = w.afterFunc
 	sup.Notes = notes

@@ -12,6 +12,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/spawn"
 )
 
 // Listener is one socket baton holds for its whole life and hands to every
@@ -51,7 +53,7 @@ func (ls *Listeners) Decode(value string) error {
 		if i := strings.Index(item, "="); i >= 0 {
 			spec.Name, item = item[:i], item[i+1:]
 			if spec.Name == "" || strings.ContainsAny(spec.Name, ":/ ") {
-				return fmt.Errorf("listener name must be non-empty, without ':' '/' or spaces, in %q", clip(spec.Name+"="+item))
+				return fmt.Errorf("listener name must be non-empty, without ':' '/' or spaces, in %q", spawn.Clip(spec.Name+"="+item))
 			}
 		}
 		switch {
@@ -59,7 +61,7 @@ func (ls *Listeners) Decode(value string) error {
 			i := strings.Index(item, "://")
 			spec.Network, spec.Addr = item[:i], item[i+3:]
 			if !networks[spec.Network] {
-				return fmt.Errorf("unknown scheme %q: want tcp, tcp4, tcp6, udp, udp4, udp6 or unix", clip(spec.Network))
+				return fmt.Errorf("unknown scheme %q: want tcp, tcp4, tcp6, udp, udp4, udp6 or unix", spawn.Clip(spec.Network))
 			}
 		case strings.HasPrefix(item, "/") || strings.HasPrefix(item, "@"):
 			spec.Network, spec.Addr = "unix", item
@@ -71,7 +73,7 @@ func (ls *Listeners) Decode(value string) error {
 				return errors.New("unix listener needs a path")
 			}
 		} else if _, _, err := net.SplitHostPort(spec.Addr); err != nil {
-			return fmt.Errorf("want host:port for %s, got %q", spec.Network, clip(spec.Addr))
+			return fmt.Errorf("want host:port for %s, got %q", spec.Network, spawn.Clip(spec.Addr))
 		}
 		out = append(out, spec)
 	}
@@ -232,14 +234,4 @@ func unwrapOp(err error) error {
 		return op.Err
 	}
 	return err
-}
-
-// clip quotes at most the first 16 characters of a value: configuration
-// values can be secrets.
-func clip(v string) string {
-	const max = 16
-	if len(v) > max {
-		return v[:max] + "…"
-	}
-	return v
 }

@@ -3,21 +3,30 @@
 package handoff
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 )
 
+// errNoProc means /proc does not show baton's own PID namespace.
+var errNoProc = errors.New("/proc does not show baton's PID namespace")
+
+// rssReader returns the RSS reader for BATON_MAX_RSS. In a PID namespace
+// without a /proc of its own (unshare -p without --mount-proc, the test
+// harness), /proc/PID is some other process: better no number than a
+// stranger's. That is decided once, not on every check.
+func rssReader() func(pid int) (int64, error) {
+	if self, err := os.Readlink("/proc/self"); err != nil || self != strconv.Itoa(os.Getpid()) {
+		return func(int) (int64, error) { return 0, errNoProc }
+	}
+	return readRSS
+}
+
 // readRSS returns a process's resident set size in bytes, from the second
 // field of /proc/PID/statm (in pages).
 func readRSS(pid int) (int64, error) {
-	// In a PID namespace without a /proc of its own (unshare -p without
-	// --mount-proc, a test harness), /proc/PID is some other process:
-	// better no number than a stranger's.
-	if self, err := os.Readlink("/proc/self"); err != nil || self != strconv.Itoa(os.Getpid()) {
-		return 0, fmt.Errorf("/proc does not show baton's PID namespace: RSS of %d unknown", pid)
-	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
 	if err != nil {
 		return 0, err

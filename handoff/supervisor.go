@@ -67,7 +67,6 @@ type Supervisor struct {
 	Reap        func() ([]reaper.Exit, error)
 	HasChildren func() bool
 	KillAll     func(unix.Signal) error // kill(-1, sig): every process in the namespace but baton
-	Pgid        func(pid int) (int, error)
 	RSS         func(pid int) (int64, error)
 	AfterFunc   func(time.Duration, func())
 	Now         func() time.Time
@@ -89,16 +88,15 @@ type Supervisor struct {
 	seenNotify   bool
 	replacing    *worker // a recycle replacement waiting to be ready
 
-	draining      bool // shutdown requested: not ready, no reloads
-	stopping      bool // stop signal sent: waiting for processes to go
-	stopSig       unix.Signal
-	codeFixed     bool
-	exitCode      int
-	firstNonZero  int
-	done          bool
-	restartTimes  []time.Time
-	stats         Stats
-	lastSwapBegun time.Time
+	draining     bool // shutdown requested: not ready, no reloads
+	stopping     bool // stop signal sent: waiting for processes to go
+	stopSig      unix.Signal
+	codeFixed    bool
+	exitCode     int
+	firstNonZero int
+	done         bool
+	restartTimes []time.Time
+	stats        Stats
 }
 
 // Stats are counters for /metrics.
@@ -167,8 +165,7 @@ func New(opts Options, log zerolog.Logger) *Supervisor {
 		Reap:        reaper.Reap,
 		HasChildren: reaper.HasChildren,
 		KillAll:     func(sig unix.Signal) error { return unix.Kill(-1, sig) },
-		Pgid:        unix.Getpgid,
-		RSS:         rss,
+		RSS:         rssReader(),
 		AfterFunc:   func(d time.Duration, f func()) { time.AfterFunc(d, f) },
 		Now:         time.Now,
 		timers:      make(chan timerEvent, 1024),
@@ -320,15 +317,12 @@ func (s *Supervisor) onExit(e reaper.Exit) {
 	if owned {
 		g.workers[w.idx] = nil
 	}
+	if s.draining && g == s.current && code != 0 && s.firstNonZero == 0 {
+		s.firstNonZero = code // the status of a shutdown baton was asked for
+	}
 	switch {
-	case s.stopping || s.draining:
-		if g == s.current && code != 0 && s.firstNonZero == 0 {
-			s.firstNonZero = code
-		}
-		if s.draining && !s.stopping && g == s.current {
-			// Still serving through the shutdown delay: a crash is a crash.
-			s.onCurrentExit(w, code)
-		}
+	case s.stopping:
+		// Everything is going; checkDone decides when baton exits.
 	case w.retiring:
 	case w == s.replacing:
 		s.replacing = nil
@@ -426,15 +420,9 @@ func (s *Supervisor) onNote(n Note) {
 	w := s.byPID[n.PID]
 	if w == nil {
 		// A process in the worker's group speaks for it (a helper child
-		// may send for Node). Its group was looked up when the datagram
-		// arrived; a sender gone even by then cannot be attributed.
-		pgid := n.PGID
-		if pgid == 0 {
-			pgid, _ = s.Pgid(n.PID)
-		}
-		if pgid > 0 {
-			w = s.byPID[pgid]
-		}
+		// may send for Node). Its group was looked up by the notifier as
+		// the datagram arrived; a sender gone by then cannot be attributed.
+		w = s.byPID[n.PGID]
 	}
 	if w == nil {
 		s.Log.Debug().Int("pid", n.PID).Msg("notify ignored")
@@ -751,9 +739,4 @@ func (s *Supervisor) status() Status {
 	st.Healthy = st.Serving+st.Starting > 0 && !s.stopping
 	st.Ready = anyReady && !st.Stopping && s.current != nil && s.current.ready
 	return st
-}
-
-// rss reads a process's resident set size from /proc/PID/statm.
-func rss(pid int) (int64, error) {
-	return readRSS(pid)
 }

@@ -71,7 +71,6 @@ func newRig(t *testing.T, opts Options) *rig {
 	}
 	s.HasChildren = func() bool { return false }
 	s.KillAll = func(unix.Signal) error { return nil }
-	s.Pgid = func(pid int) (int, error) { return pid, nil }
 	s.AfterFunc = func(d time.Duration, f func()) { r.timers <- f }
 	s.Notes = r.notes
 	r.s = s

@@ -12,7 +12,6 @@ package reaper
 import (
 	"errors"
 	"fmt"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -90,13 +89,4 @@ func SetSubreaper() error {
 		return fmt.Errorf("prctl PR_SET_CHILD_SUBREAPER: %w", err)
 	}
 	return nil
-}
-
-// IsSubreaper reports whether the child subreaper bit is set.
-func IsSubreaper() (bool, error) {
-	var v int32
-	if err := unix.Prctl(unix.PR_GET_CHILD_SUBREAPER, uintptr(unsafe.Pointer(&v)), 0, 0, 0); err != nil {
-		return false, fmt.Errorf("prctl PR_GET_CHILD_SUBREAPER: %w", err)
-	}
-	return v != 0, nil
 }

@@ -37,7 +37,7 @@ func (u *User) Decode(v string) error {
 func ResolveUser(spec, passwdPath, groupPath string) (*Credential, error) {
 	name, group, hasGroup := strings.Cut(spec, ":")
 	if name == "" || (hasGroup && group == "") {
-		return nil, fmt.Errorf("want uid[:gid] or name[:group], got %q", clip(spec))
+		return nil, fmt.Errorf("want uid[:gid] or name[:group], got %q", Clip(spec))
 	}
 	users, _ := readColonFile(passwdPath) // missing file: numeric ids only
 	groups, _ := readColonFile(groupPath)
@@ -61,14 +61,14 @@ func ResolveUser(spec, passwdPath, groupPath string) (*Credential, error) {
 				uid, err1 := strconv.ParseUint(f[2], 10, 32)
 				gid, err2 := strconv.ParseUint(f[3], 10, 32)
 				if err1 != nil || err2 != nil {
-					return nil, fmt.Errorf("user %q has a malformed entry in %s", clip(name), passwdPath)
+					return nil, fmt.Errorf("user %q has a malformed entry in %s", Clip(name), passwdPath)
 				}
 				c.UID, c.GID, login, found = uint32(uid), uint32(gid), name, true
 				break
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("no user %q in %s", clip(name), passwdPath)
+			return nil, fmt.Errorf("no user %q in %s", Clip(name), passwdPath)
 		}
 	}
 	if hasGroup {
@@ -80,14 +80,14 @@ func ResolveUser(spec, passwdPath, groupPath string) (*Credential, error) {
 				if len(f) > 2 && f[0] == group {
 					g, err := strconv.ParseUint(f[2], 10, 32)
 					if err != nil {
-						return nil, fmt.Errorf("group %q has a malformed entry in %s", clip(group), groupPath)
+						return nil, fmt.Errorf("group %q has a malformed entry in %s", Clip(group), groupPath)
 					}
 					c.GID, found = uint32(g), true
 					break
 				}
 			}
 			if !found {
-				return nil, fmt.Errorf("no group %q in %s", clip(group), groupPath)
+				return nil, fmt.Errorf("no group %q in %s", Clip(group), groupPath)
 			}
 		}
 	}
@@ -135,10 +135,10 @@ func (u *Ulimits) Decode(v string) error {
 	for _, item := range strings.Split(v, ",") {
 		l, err := units.ParseUlimit(strings.TrimSpace(item))
 		if err != nil {
-			return fmt.Errorf("want name=soft[:hard] like nofile=65536:65536,core=0, got %q", clip(item))
+			return fmt.Errorf("want name=soft[:hard] like nofile=65536:65536,core=0, got %q", Clip(item))
 		}
 		if _, err := l.GetRlimit(); err != nil {
-			return fmt.Errorf("ulimit %q: %w", clip(item), err)
+			return fmt.Errorf("ulimit %q: %w", Clip(item), err)
 		}
 		out = append(out, l)
 	}
@@ -146,7 +146,9 @@ func (u *Ulimits) Decode(v string) error {
 	return nil
 }
 
-func clip(v string) string {
+// Clip quotes at most the first 16 characters of a configuration value,
+// for error messages: values can be secrets.
+func Clip(v string) string {
 	const max = 16
 	if len(v) > max {
 		return v[:max] + "…"

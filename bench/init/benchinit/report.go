@@ -58,7 +58,6 @@ func cmdReport(args []string) error {
 		startup, startCPU       []float64
 		trickle, trickleCPU     []float64
 		backlog, backlogCPU     []float64
-		eofLag                  []float64
 		failedT, failedB, nOrph int
 	}
 	var rows []*row
