@@ -104,7 +104,13 @@ func (o swapOutcome) String() string {
 // generation swap under load (16 clients, half keep-alive, no retries) loses
 // no request, and every generation answers.
 func TestDrainUnderLoadLosesNothing(t *testing.T) {
-	s := swapRun{role: "hello", workers: 2, swaps: 10, pace: 100 * time.Millisecond}
+	checkLossless(t, swapRun{role: "hello", workers: 2, swaps: 10, pace: 100 * time.Millisecond})
+}
+
+// checkLossless runs s and checks that no request failed, every
+// generation answered, the load really ran and every worker exited 0.
+func checkLossless(t *testing.T, s swapRun) {
+	t.Helper()
 	o := s.run(t)
 	t.Log(o)
 	if o.res.Failures != 0 {

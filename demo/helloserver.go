@@ -52,6 +52,9 @@ type helloServer struct {
 	conns   map[*helloConn]struct{}
 	closing bool          // shutdown began: idle connections are closed
 	zero    chan struct{} // buffered 1: the last connection closed
+	// changed, when set (tests), gets a token whenever a connection opens,
+	// closes or turns active, so a test can wait for the state it needs.
+	changed chan struct{}
 }
 
 // helloConn is one connection, served by one goroutine.
@@ -140,7 +143,18 @@ func (s *helloServer) track(c *helloConn) bool {
 		return false
 	}
 	s.conns[c] = struct{}{}
+	s.notify()
 	return true
+}
+
+// notify tells a waiting test that connection state changed.
+func (s *helloServer) notify() {
+	if s.changed != nil {
+		select {
+		case s.changed <- struct{}{}:
+		default:
+		}
+	}
 }
 
 func (s *helloServer) untrack(c *helloConn) {
@@ -148,6 +162,7 @@ func (s *helloServer) untrack(c *helloConn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	n := len(s.conns)
+	s.notify()
 	s.mu.Unlock()
 	if n == 0 {
 		select {
@@ -163,6 +178,7 @@ func (s *helloServer) activate(c *helloConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.active = !s.closing
+	s.notify()
 	return c.active
 }
 

@@ -246,17 +246,31 @@ func TestHelloServerDrain(t *testing.T) {
 			t.Fatal("Connection: close before the drain")
 		}
 	}
-	waitOpen := func(n int) {
+	// waitConns waits for the server's own count of open and active
+	// connections, woken by each change of connection state.
+	waitConns := func(open, active int) {
 		t.Helper()
-		deadline := time.Now().Add(testDeadline)
-		for srv.open() != n {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d connections open, want %d", srv.open(), n)
+		deadline := time.After(testDeadline)
+		for {
+			srv.mu.Lock()
+			o, a := len(srv.conns), 0
+			for c := range srv.conns {
+				if c.active {
+					a++
+				}
 			}
-			time.Sleep(time.Millisecond)
+			srv.mu.Unlock()
+			if o == open && a == active {
+				return
+			}
+			select {
+			case <-srv.changed:
+			case <-deadline:
+				t.Fatalf("%d connections open, %d active; want %d, %d", o, a, open, active)
+			}
 		}
 	}
-	waitOpen(3)
+	waitConns(3, 0)
 
 	srv.startDrain()
 	idle.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -264,10 +278,10 @@ func TestHelloServerDrain(t *testing.T) {
 		t.Error("draining: no Connection: close")
 	}
 	idle.expectEOF()
-	waitOpen(2)
+	waitConns(2, 0)
 
 	active.send("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\npi")
-	time.Sleep(50 * time.Millisecond) // let the server read what was sent (it then waits for the rest)
+	waitConns(2, 1) // the server has read the start of it and waits for the rest
 	done := make(chan error, 1)
 	go func() { done <- srv.shutdown(context.Background()) }()
 	later.expectEOF() // idle: closed by shutdown

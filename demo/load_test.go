@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -34,6 +35,7 @@ func serveHello(t testing.TB, gen string) (string, *helloServer) {
 		t.Fatal(err)
 	}
 	srv := newHelloServer(gen, "0", 42, t.Logf)
+	srv.changed = make(chan struct{}, 1)
 	done := make(chan struct{})
 	go func() { defer close(done); srv.serve(ln) }()
 	t.Cleanup(func() { ln.Close(); <-done; srv.close() })
@@ -329,7 +331,9 @@ func TestLoadClientProtocol(t *testing.T) {
 				if got := one(t, c); got != "" {
 					t.Fatalf("request %d: %q (%v)", i+1, got, c.errs)
 				}
-				time.Sleep(20 * time.Millisecond) // for the server's FIN to arrive, where there is one
+				if tc.after != nil {
+					waitFIN(t, c.conn) // the server's close must reach the client first
+				}
 			}
 			c.drop()
 			if c.gens["9"] != 3 {
@@ -389,5 +393,28 @@ func TestLoadClientFreshAndStatus(t *testing.T) {
 	}
 	if keep.reusedFailures != 2 {
 		t.Errorf("reused failures %d, want 2", keep.reusedFailures)
+	}
+}
+
+// waitFIN blocks until conn has something to read (here: the peer's FIN),
+// without consuming it, or fails the test after testDeadline.
+func waitFIN(t *testing.T, conn net.Conn) {
+	t.Helper()
+	if conn == nil {
+		t.Fatal("the client dropped the connection before the server closed it")
+	}
+	raw, err := conn.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(testDeadline))
+	defer conn.SetReadDeadline(time.Time{})
+	var buf [1]byte
+	err = raw.Read(func(fd uintptr) bool {
+		_, _, rerr := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return rerr != syscall.EAGAIN // readable (data, EOF or error): done; else wait
+	})
+	if err != nil {
+		t.Fatalf("waiting for the server's FIN: %v", err)
 	}
 }

@@ -104,20 +104,5 @@ func recipeWorker() int {
 // as TestDrainUnderLoadLosesNothing (and TestNaiveShutdownControl, which
 // shows that this run does catch losses).
 func TestRecipeDrainLosesNothing(t *testing.T) {
-	s := swapRun{role: "recipe", workers: 2, swaps: 10, pace: 100 * time.Millisecond}
-	o := s.run(t)
-	t.Log(o)
-	if o.res.Failures != 0 {
-		t.Errorf("%d requests failed: %v", o.res.Failures, o.res.ByKind)
-	}
-	for gen := 1; gen <= s.swaps+1; gen++ {
-		if o.res.Generations[strconv.Itoa(gen)] == 0 {
-			t.Errorf("generation %d never answered", gen)
-		}
-	}
-	for i, c := range o.codes {
-		if c != 0 {
-			t.Errorf("worker %d exited %d, want 0", i, c)
-		}
-	}
+	checkLossless(t, swapRun{role: "recipe", workers: 2, swaps: 10, pace: 100 * time.Millisecond})
 }

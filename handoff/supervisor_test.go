@@ -4,6 +4,7 @@ package handoff
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"sync"
 	"testing"
@@ -46,15 +47,29 @@ type rig struct {
 	started chan *scriptedWorker
 	exits   chan []reaper.Exit
 	timers  chan func()
+	logs    chan string // the message of every log event, in order
 	done    chan int
 	nextPID int
+}
+
+// logSink hands each log event's message to the test: the loop logs a
+// state change in the same step that makes it, so a message seen means
+// the state it announces is in place.
+type logSink chan string
+
+func (l logSink) Write(p []byte) (int, error) {
+	var ev struct{ Message string }
+	if json.Unmarshal(p, &ev) == nil {
+		l <- ev.Message
+	}
+	return len(p), nil
 }
 
 func newRig(t *testing.T, opts Options) *rig {
 	r := &rig{t: t, sigs: make(chan os.Signal, 16), notes: make(chan Note, 16),
 		started: make(chan *scriptedWorker, 64), exits: make(chan []reaper.Exit, 1), timers: make(chan func(), 64),
-		done: make(chan int, 1), nextPID: 100}
-	s := New(opts, zerolog.Nop())
+		logs: make(chan string, 4096), done: make(chan int, 1), nextPID: 100}
+	s := New(opts, zerolog.New(logSink(r.logs)))
 	s.Start = func(gen, idx int) (Worker, error) {
 		r.nextPID++
 		w := &scriptedWorker{pid: r.nextPID}
@@ -94,20 +109,29 @@ func (r *rig) exit(pid, code int) {
 	r.sigs <- unix.SIGCHLD
 }
 
-// waitStatus polls the loop until pred holds. Signals, notes and queries
-// arrive on different channels, so one query is not ordered after them.
-func (r *rig) waitStatus(what string, pred func(Status) bool) Status {
+// expect waits for the next log event with message msg, skipping others.
+// Signals, notes and queries reach the loop on different channels, so a
+// query is only ordered after a change once the change's event was seen.
+func (r *rig) expect(msg string) {
 	r.t.Helper()
-	end := time.Now().Add(5 * time.Second)
+	deadline := time.After(5 * time.Second)
 	for {
-		st := r.status()
-		if pred(st) {
-			return st
+		select {
+		case m := <-r.logs:
+			if m == msg {
+				return
+			}
+		case <-deadline:
+			r.t.Fatalf("no %q logged", msg)
 		}
-		if time.Now().After(end) {
-			r.t.Fatalf("%s: status stayed %+v", what, st)
-		}
-		time.Sleep(time.Millisecond) // bounded poll of the loop's state
+	}
+}
+
+// expectStatus checks a status snapshot taken after the events awaited.
+func (r *rig) expectStatus(what string, pred func(Status) bool) {
+	r.t.Helper()
+	if st := r.status(); !pred(st) {
+		r.t.Fatalf("%s: status %+v", what, st)
 	}
 }
 
@@ -138,18 +162,22 @@ func TestSwapCoalescesAndRetires(t *testing.T) {
 	w2 := r.worker()
 	r.sigs <- unix.SIGHUP
 	r.sigs <- unix.SIGHUP
-	r.waitStatus("during swap", func(st Status) bool { return st.Gen == 1 && st.Stats.ReloadsCoalesced == 2 && st.Ready })
+	r.expect("reload coalesced")
+	r.expect("reload coalesced")
+	r.expectStatus("during swap", func(st Status) bool { return st.Gen == 1 && st.Stats.ReloadsCoalesced == 2 && st.Ready })
 	if len(w1.got()) != 0 {
 		t.Fatalf("old worker signalled before the new one was ready: %v", w1.got())
 	}
 	r.notes <- Note{PID: w2.pid, Ready: true}
-	w3 := r.worker() // the coalesced swap
-	r.waitStatus("after swap", func(st Status) bool { return st.Gen == 2 && st.Stats.ReloadsOK == 1 })
+	w3 := r.worker() // the coalesced swap, begun in the step that completed the first
+	r.expect("swap complete")
+	r.expectStatus("after swap", func(st Status) bool { return st.Gen == 2 && st.Stats.ReloadsOK == 1 })
 	if len(w1.got()) != 1 || w1.got()[0] != unix.SIGTERM {
 		t.Fatalf("old worker got %v, want [SIGTERM]", w1.got())
 	}
 	r.notes <- Note{PID: w3.pid, Ready: true}
-	r.waitStatus("after coalesced swap", func(st Status) bool { return st.Gen == 3 && st.Stats.ReloadsOK == 2 })
+	r.expect("swap complete")
+	r.expectStatus("after coalesced swap", func(st Status) bool { return st.Gen == 3 && st.Stats.ReloadsOK == 2 })
 }
 
 // TestRollbackOnExitAndTimeout: a new worker that exits, or a generation
@@ -161,13 +189,23 @@ func TestRollbackOnExitAndTimeout(t *testing.T) {
 	r.sigs <- unix.SIGHUP
 	w2 := r.worker()
 	r.exit(w2.pid, 1)
-	r.waitStatus("after a crashed new worker", func(st Status) bool { return st.Gen == 1 && st.Stats.ReloadsFailed == 1 && st.Ready })
+	r.expect("swap aborted")
+	r.expectStatus("after a crashed new worker", func(st Status) bool { return st.Gen == 1 && st.Stats.ReloadsFailed == 1 && st.Ready })
 	r.sigs <- unix.SIGHUP
 	w3 := r.worker()
 	// Fire timers until the ready timeout aborts generation 3.
-	for r.status().Stats.ReloadsFailed < 2 {
-		(<-r.timers)()
+	deadline := time.After(5 * time.Second)
+	for aborted := false; !aborted; {
+		select {
+		case f := <-r.timers:
+			f()
+		case m := <-r.logs:
+			aborted = m == "swap aborted"
+		case <-deadline:
+			t.Fatal("generation 3 was not rolled back")
+		}
 	}
+	r.expectStatus("after a never-ready generation", func(st Status) bool { return st.Gen == 1 && st.Stats.ReloadsFailed == 2 })
 	if len(w3.got()) == 0 || w3.got()[0] != unix.SIGTERM {
 		t.Fatalf("never-ready worker got %v, want SIGTERM", w3.got())
 	}
@@ -214,7 +252,8 @@ func TestRestartOnFailureThenCleanExit(t *testing.T) {
 		case w2 = <-r.started:
 		}
 	}
-	r.waitStatus("restarted", func(st Status) bool { return st.Stats.Restarts == 1 })
+	// w2 was started by the restart timer, after the restart was counted.
+	r.expectStatus("restarted", func(st Status) bool { return st.Stats.Restarts == 1 })
 	r.notes <- Note{PID: w2.pid, Ready: true}
 	r.exit(w2.pid, 0)
 	select {

@@ -63,24 +63,35 @@ func checkNoFailures(t *testing.T, r *demo.Result) {
 	}
 }
 
-// settle waits until baton reports no starting or retiring worker and
-// exactly n serving, then checks its children and zombies.
+// settle waits, on baton's own log, until no swap is pending, every
+// retired worker has exited and exactly n workers are live; then it checks
+// baton's status and what the kernel says: n children and no zombie.
 func settle(t *testing.T, b *Baton, n int) {
 	t.Helper()
-	addr := handoff.ControlAddr(strconv.Itoa(b.PID()))
-	end := time.Now().Add(deadline)
-	for {
-		st, err := handoff.AskStatus(addr)
-		if err == nil && st.Starting == 0 && st.Retiring == 0 && st.Serving == n {
-			break
+	b.Err.waitFor(t, fmt.Sprintf("baton to settle at %d workers", n), deadline, func(_ []string, evs []Event) bool {
+		live, retiring, pending := map[int]bool{}, map[int]bool{}, map[int]bool{}
+		for _, ev := range evs {
+			switch ev.Msg() {
+			case "worker started":
+				live[ev.Int("pid")] = true
+			case "worker retiring":
+				retiring[ev.Int("pid")] = true
+			case "worker exited":
+				delete(live, ev.Int("pid"))
+				delete(retiring, ev.Int("pid"))
+			case "swap begun":
+				pending[ev.Int("gen")] = true
+			case "swap complete", "swap aborted":
+				delete(pending, ev.Int("gen"))
+			}
 		}
-		if time.Now().After(end) {
-			t.Fatalf("baton did not settle at %d serving workers: %+v %v", n, st, err)
-		}
-		// Polling a state with a bound, not waiting for an event.
-		time.Sleep(20 * time.Millisecond)
+		return len(live) == n && len(retiring) == 0 && len(pending) == 0
+	})
+	st, err := handoff.AskStatus(handoff.ControlAddr(strconv.Itoa(b.PID())))
+	if err != nil || st.Starting != 0 || st.Retiring != 0 || st.Serving != n {
+		t.Fatalf("baton's status %+v (%v), want %d serving and nothing else", st, err, n)
 	}
-	// The status counts what the loop knows; the kernel must agree.
+	// The log says what the loop did; the kernel must agree.
 	if kids := childrenOf(b.PID()); len(kids) != n {
 		t.Fatalf("baton has %d children %v, want %d", len(kids), kids, n)
 	}
@@ -208,21 +219,31 @@ func TestHUPStorm(t *testing.T) {
 // TestStuckWorkerKilled: an old worker that ignores the stop signal, and
 // its children, are killed after the stop timeout.
 func TestStuckWorkerKilled(t *testing.T) {
-	b := StartBaton(t, Opt{Env: []string{"BATON_RELOAD_SIGNAL=HUP", "BATON_READY=delay:50ms", "BATON_STOP_TIMEOUT=500ms"}},
-		"sh", "-c", `trap '' TERM; sleep 1000 & sleep 1001 & echo "stuck $$"; wait`)
+	b := StartBaton(t, Opt{Env: []string{"BATON_RELOAD_SIGNAL=HUP", "BATON_READY=delay:50ms", "BATON_STOP_TIMEOUT=500ms", "BATON_LOG_LEVEL=debug"}},
+		"sh", "-c", `trap '' TERM; sleep 1000 & a=$!; sleep 1001 & echo "stuck $BATON_GENERATION $a $!"; wait`)
 	b.Expect("generation ready")
+	line, _ := b.ExpectOut(0, "stuck 1 ")
+	var a, c int
+	fmt.Sscanf(line, "stuck 1 %d %d", &a, &c)
 	old := hostPIDOf(t, b.PID())
 	b.Signal(unix.SIGHUP)
 	b.Expect("swap complete", "gen", 2)
 	b.Expect("worker killed after stop timeout", "gen", 1)
-	b.Expect("worker exited", "gen", 1)
-	// The old group must be empty: the sleeps were in it and ignored TERM.
-	end := time.Now().Add(deadline)
-	for len(groupMembers(old)) > 0 {
-		if time.Now().After(end) {
-			t.Fatalf("old process group %d still has %v", old, groupMembers(old))
-		}
-		time.Sleep(10 * time.Millisecond) // bounded poll of /proc
+	b.Expect("worker exited", "gen", 1, "code", 137)
+	// The sleeps were in the old group and ignored TERM too: SIGKILL to the
+	// group ended them, and baton reaped them as orphans.
+	for _, pid := range []int{a, c} {
+		b.Err.waitFor(t, fmt.Sprintf("orphan %d reaped", pid), deadline, func(_ []string, evs []Event) bool {
+			for _, ev := range evs {
+				if ev.Msg() == "orphan reaped" && ev.Int("pid") == pid && ev.Int("code") == 137 {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	if m := groupMembers(old); len(m) > 0 {
+		t.Fatalf("old process group %d still has %v", old, m)
 	}
 	b.Signal(unix.SIGTERM)
 	b.Wait()
