@@ -9,12 +9,13 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/signal"
+	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -487,21 +488,23 @@ type config struct {
 	LogFormat     logFormat            `split_words:"true" default:"auto" desc:"json, console, or auto (console on a TTY)"`
 }
 
-// knownKeys are the variables config reads. They are spelled out because
-// asking envconfig (Usagef, a text/template) costs a few hundred
-// microseconds at every start; TestKnownKeys checks the two agree.
-var knownKeys = map[string]bool{
-	"BATON_LISTEN": true, "BATON_WORKERS": true, "BATON_READY": true, "BATON_READY_TIMEOUT": true,
-	"BATON_RELOAD_SIGNAL": true, "BATON_STOP_SIGNAL": true, "BATON_STOP_TIMEOUT": true,
-	"BATON_SHUTDOWN_DELAY": true, "BATON_SIGNAL_MAP": true, "BATON_RESTART": true,
-	"BATON_RESTART_LIMIT": true, "BATON_EXIT_MAP": true, "BATON_USER": true, "BATON_ULIMITS": true,
-	"BATON_MAX_RSS": true, "BATON_MAX_AGE": true, "BATON_WATCH": true, "BATON_HTTP_ADDR": true,
-	"BATON_SUBREAPER": true, "BATON_LOG_LEVEL": true, "BATON_LOG_FORMAT": true,
+// configKeys are the variables config reads, in the order of its fields.
+// They are spelled out because asking envconfig for them (Usagef) would
+// link text/template into baton and slow every start; TestConfigKeys
+// checks that they, the defaults and the descriptions agree with
+// envconfig's own listing.
+var configKeys = []string{
+	"BATON_LISTEN", "BATON_WORKERS", "BATON_READY", "BATON_READY_TIMEOUT",
+	"BATON_RELOAD_SIGNAL", "BATON_STOP_SIGNAL", "BATON_STOP_TIMEOUT",
+	"BATON_SHUTDOWN_DELAY", "BATON_SIGNAL_MAP", "BATON_RESTART",
+	"BATON_RESTART_LIMIT", "BATON_EXIT_MAP", "BATON_USER", "BATON_ULIMITS",
+	"BATON_MAX_RSS", "BATON_MAX_AGE", "BATON_WATCH", "BATON_HTTP_ADDR",
+	"BATON_SUBREAPER", "BATON_LOG_LEVEL", "BATON_LOG_FORMAT",
 }
 
 // setByBaton are variables baton sets for its own workers; a baton running
 // under another baton must not call them unknown.
-var setByBaton = map[string]bool{"BATON_GENERATION": true, "BATON_WORKER": true}
+var setByBaton = []string{"BATON_GENERATION", "BATON_WORKER"}
 
 type httpAddr string
 
@@ -547,17 +550,14 @@ func (f *logFormat) Decode(v string) error {
 	return fmt.Errorf("want json, console or auto, got %q", spawn.Clip(v))
 }
 
-// knownVars lists every BATON_* variable, with default and description.
+// knownVars lists every BATON_* variable with its default and meaning,
+// taken from config's field tags.
 func knownVars() [][3]string {
-	var buf bytes.Buffer
-	// Usagef only fails on a bad template; ours is fixed.
-	_ = envconfig.Usagef(envPrefix, &config{}, &buf, "{{range .}}{{usage_key .}}\x1f{{usage_default .}}\x1f{{usage_description .}}\n{{end}}")
-	var out [][3]string
-	for _, line := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
-		f := strings.SplitN(line, "\x1f", 3)
-		if len(f) == 3 {
-			out = append(out, [3]string{f[0], f[1], f[2]})
-		}
+	t := reflect.TypeFor[config]()
+	out := make([][3]string, t.NumField())
+	for i := range out {
+		f := t.Field(i)
+		out[i] = [3]string{configKeys[i], f.Tag.Get("default"), f.Tag.Get("desc")}
 	}
 	return out
 }
@@ -566,6 +566,7 @@ func knownVars() [][3]string {
 // naming the variable and what it accepts.
 func loadConfig() (*config, error) {
 	var unknown []string
+	set := false
 	for _, kv := range os.Environ() {
 		k, v, _ := strings.Cut(kv, "=")
 		if !strings.HasPrefix(k, envPrefix+"_") {
@@ -577,13 +578,22 @@ func loadConfig() (*config, error) {
 			os.Unsetenv(k)
 			continue
 		}
-		if !knownKeys[k] && !setByBaton[k] {
+		switch {
+		case slices.Contains(configKeys, k):
+			set = true
+		case !slices.Contains(setByBaton, k):
 			unknown = append(unknown, k)
 		}
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)
 		return nil, fmt.Errorf("unknown variable %s (see baton help for the list)", strings.Join(unknown, ", "))
+	}
+	if !set {
+		// Nothing to read: the defaults alone, without envconfig's
+		// reflection and regexps on every start (TestDefaultConfig checks
+		// they are what envconfig makes of an empty environment).
+		return defaultConfig(), nil
 	}
 	var c config
 	if err := envconfig.Process(envPrefix, &c); err != nil {
@@ -594,6 +604,23 @@ func loadConfig() (*config, error) {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// defaultConfig is config with every field at its default tag, decoded by
+// the field's own Decode, as envconfig would.
+func defaultConfig() *config {
+	var c config
+	v := reflect.ValueOf(&c).Elem()
+	for i := range v.NumField() {
+		def := v.Type().Field(i).Tag.Get("default")
+		if def == "" {
+			continue
+		}
+		// The defaults are fixed and valid (TestDefaultConfig), so the
+		// error cannot happen.
+		_ = v.Field(i).Addr().Interface().(envconfig.Decoder).Decode(def)
+	}
+	return &c
 }
 
 // writeHelp prints usage and every variable with its default.

@@ -4,7 +4,6 @@ package handoff
 
 import (
 	"bytes"
-	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -68,7 +67,10 @@ func NewNotifier(dirs []string, uid, gid int) (*Notifier, error) {
 		return n, nil
 	}
 	var b [8]byte
-	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on Linux
+	// getrandom, the source of crypto/rand, without its package start-up
+	// cost; a short read or error leaves zeros, and a name that is taken
+	// fails the bind below.
+	_, _ = unix.Getrandom(b[:], 0)
 	return listenNotify(fmt.Sprintf("@baton/%d/%s", os.Getpid(), hex.EncodeToString(b[:])))
 }
 

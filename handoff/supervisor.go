@@ -336,7 +336,9 @@ func (s *Supervisor) onExit(e reaper.Exit) {
 
 func (s *Supervisor) onCurrentExit(w *worker, code int) {
 	g := w.gen
-	if w.initial && !w.everReady {
+	if w.initial && !w.everReady && s.Restart != RestartNever {
+		// A pool that never came up is a failed deployment, not a crash
+		// to retry. Under never (tini's mode) an exit is just the end.
 		s.Log.Error().Int("gen", g.num).Int("worker", w.idx).Int("code", code).Msg("worker failed before ready")
 		s.end(code)
 		return

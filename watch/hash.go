@@ -1,9 +1,9 @@
 package watch
 
 import (
-	"crypto/sha256"
 	"errors"
 	"hash"
+	"hash/fnv"
 	"io"
 	"io/fs"
 	"os"
@@ -18,12 +18,19 @@ import (
 // cannot hang the watcher.
 const maxSymlinks = 40
 
+// digest is a content hash: FNV-1a, 128 bits. It detects edits, it is not
+// a security boundary (whoever can write the watched files can trigger a
+// reload anyway), and unlike crypto/sha256 it costs baton nothing at start.
+type digest = [16]byte
+
+func newHash() hash.Hash { return fnv.New128a() }
+
 // snapshot is the result of hashing every watched path once.
 type snapshot struct {
 	// sum covers names and contents of every regular file reachable from the watched paths,
 	// plus the presence/kind of each watched path itself. Nothing else (no mtimes, modes or
 	// inode numbers): a touch must not look like a change.
-	sum [sha256.Size]byte
+	sum digest
 	// dirs are the symlink-free directories whose entries the sum depended on: where an inotify
 	// watch must sit so that any change to sum produces an event.
 	dirs map[string]struct{}
@@ -52,7 +59,7 @@ type hasher struct {
 // closed while it ran; stop may be nil.
 func hashPaths(paths []string, stop <-chan struct{}) (snapshot, bool) {
 	hs := &hasher{
-		h:         sha256.New(),
+		h:         newHash(),
 		dirs:      make(map[string]struct{}),
 		stop:      stop,
 		ancestors: make(map[fileID]bool),
@@ -215,7 +222,7 @@ func (hs *hasher) file(real, rel string) (missing bool) {
 	if !fi.Mode().IsRegular() {
 		return false
 	}
-	fh := sha256.New()
+	fh := newHash()
 	if _, err := io.Copy(fh, f); err != nil {
 		hs.fail(rel, err)
 		return false

@@ -71,7 +71,7 @@ type hooks struct {
 	// rehashed is called from the watcher goroutine after every comparison of a fresh hash
 	// with the last reported one; start is when the hash began, changed whether it was
 	// reported. It must not block.
-	rehashed func(start time.Time, sum [32]byte, changed bool)
+	rehashed func(start time.Time, sum digest, changed bool)
 	// beforeSync is called between hashing and adjusting the watches, the window in which
 	// a change in a not-yet-watched directory would be missed.
 	beforeSync func(dirs map[string]struct{})
@@ -98,7 +98,7 @@ type Watcher struct {
 	// Owned by the run goroutine (or by New before it starts).
 	fs       *fsnotify.Watcher // nil when polling
 	ids      map[string]fileID // identity of each watched directory when its watch was added
-	sum      [32]byte          // hash of the content last reported (or the baseline)
+	sum      digest            // hash of the content last reported (or the baseline)
 	lastErrs map[string]bool   // errors reported by the previous hash, to report each once
 }
 
@@ -216,7 +216,7 @@ func (w *Watcher) run(rehashSoon bool) {
 	var (
 		pending   bool      // timer armed
 		first     time.Time // first event of the current burst, for maxWait
-		candidate [32]byte  // polling: the new hash that must still be there when timer fires
+		candidate digest    // polling: the new hash that must still be there when timer fires
 		ticker    *time.Ticker
 		tickC     <-chan time.Time
 	)
@@ -349,7 +349,7 @@ func (w *Watcher) run(rehashSoon bool) {
 }
 
 // compare reports a change if sum differs from the last reported content.
-func (w *Watcher) compare(start time.Time, sum [32]byte) {
+func (w *Watcher) compare(start time.Time, sum digest) {
 	changed := sum != w.sum
 	if changed {
 		w.sum = sum
@@ -361,7 +361,7 @@ func (w *Watcher) compare(start time.Time, sum [32]byte) {
 	w.rehashed(start, sum, changed)
 }
 
-func (w *Watcher) rehashed(start time.Time, sum [32]byte, changed bool) {
+func (w *Watcher) rehashed(start time.Time, sum digest, changed bool) {
 	if w.hooks.rehashed != nil {
 		w.hooks.rehashed(start, sum, changed)
 	}

@@ -23,7 +23,7 @@ const testDebounce = 100 * time.Millisecond
 
 type result struct {
 	start   time.Time
-	sum     [32]byte
+	sum     digest
 	changed bool
 }
 
@@ -39,7 +39,7 @@ type harness struct {
 func start(t *testing.T, paths []string, opt Options, h hooks) *harness {
 	t.Helper()
 	hn := &harness{t: t, results: make(chan result, 1<<14)}
-	h.rehashed = func(start time.Time, sum [32]byte, changed bool) {
+	h.rehashed = func(start time.Time, sum digest, changed bool) {
 		select {
 		case hn.results <- result{start, sum, changed}:
 		default:
@@ -62,7 +62,7 @@ func start(t *testing.T, paths []string, opt Options, h hooks) *harness {
 // expectChange waits for the next reported change and checks that it is the change to want (the
 // hash of the content now on disk), i.e. that no spurious or intermediate change came first, and
 // that it was delivered on Changes.
-func (hn *harness) expectChange(want [32]byte) {
+func (hn *harness) expectChange(want digest) {
 	hn.t.Helper()
 	timeout := time.After(deadline)
 	for {
@@ -111,7 +111,7 @@ func (hn *harness) expectNoChangeAfter(ts time.Time) {
 	}
 }
 
-func hashOf(t *testing.T, paths ...string) [32]byte {
+func hashOf(t *testing.T, paths ...string) digest {
 	t.Helper()
 	abs := make([]string, len(paths))
 	for i, p := range paths {
@@ -397,7 +397,7 @@ func TestChangeWhileAddingWatch(t *testing.T) {
 	write(t, filepath.Join(dir, "a"), "a")
 	newDir := filepath.Join(dir, "new")
 	g := filepath.Join(newDir, "g")
-	final := make(chan [32]byte, 1)
+	final := make(chan digest, 1)
 	// Runs on the watcher goroutine after the hash that first sees newDir and before newDir is
 	// watched: this write produces no event anywhere the watcher listens, so only re-hashing
 	// after adding the watch can see it.
