@@ -191,9 +191,9 @@ const sigBuffer = 2048
 const lateSignalsAfter = 10 * time.Millisecond
 
 // urgentSignals are subscribed before anything else: the ones the runtime
-// would otherwise turn into exit 2 (TERM, INT, HUP) or a crash (QUIT), and
-// SIGCHLD.
-var urgentSignals = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGHUP, unix.SIGCHLD}
+// would otherwise turn into exit 2 (TERM, INT, HUP) or a crash (QUIT).
+// SIGCHLD follows once the first worker is started (Supervisor.Started).
+var urgentSignals = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGHUP}
 
 func supervise(argv []string) int {
 	// First thing: until a signal has a subscriber, the Go runtime's
@@ -285,14 +285,6 @@ func supervise(argv []string) int {
 		go n.Run(notes)
 	}
 
-	// The shim re-executes baton itself: /proc/self/exe still works when
-	// the binary was replaced on disk; without /proc, the path it ran from.
-	self := "/proc/self/exe"
-	if _, err := os.Stat(self); err != nil {
-		if self, err = os.Executable(); err != nil {
-			self = os.Args[0]
-		}
-	}
 	fds := make([]int, len(ls))
 	names := make([]string, len(ls))
 	for i, l := range ls {
@@ -319,7 +311,6 @@ func supervise(argv []string) int {
 			Rlimits:    cfg.Ulimits,
 			Cred:       cfg.User.Cred,
 			Foreground: foreground && idx == 0,
-			Self:       self,
 		})
 	}
 
@@ -329,14 +320,28 @@ func supervise(argv []string) int {
 	reloads := make(chan string, 16)
 	sup.Reloads = reloads
 
-	// The control socket (baton health) is set up beside the first start,
-	// not before it: it is of no use until a worker is ready, and its first
-	// use of the network poller costs a few hundred microseconds.
-	go func() {
-		if _, err := handoff.ServeControl(sup, handoff.ControlAddr("self")); err != nil {
-			log.Warn().Err(err).Msg("control socket unavailable: baton health will fail")
-		}
-	}()
+	// Set-up that need not delay the first worker is done while it execs.
+	sup.Started = func() {
+		signal.Notify(sigs, unix.SIGCHLD) // the loop reaps right after
+		// The control socket (baton health) is of no use until a worker is
+		// ready, and its first use of the network poller costs a few
+		// hundred microseconds.
+		go func() {
+			if _, err := handoff.ServeControl(sup, handoff.ControlAddr("self")); err != nil {
+				log.Warn().Err(err).Msg("control socket unavailable: baton health will fail")
+			}
+		}()
+		// Subscribing costs 30-70 µs a signal on a 2-CPU VM (each one is a
+		// round trip to the runtime's signal thread), 3 ms for all of them:
+		// more than tini's whole start. So the rest follow a moment later;
+		// a short-lived command never pays for them. Until then the runtime
+		// drops them (USR1, WINCH, ...), as the kernel would have a moment
+		// earlier.
+		time.AfterFunc(lateSignalsAfter, func() {
+			signal.Notify(sigs, otherSignals()...)
+			log.Debug().Msg("signals subscribed")
+		})
+	}
 	if cfg.HTTPAddr != "" {
 		hl, err := handoff.ServeHTTP(sup, string(cfg.HTTPAddr))
 		if err != nil {
@@ -364,17 +369,6 @@ func supervise(argv []string) int {
 			}
 		}()
 	}
-
-	// Subscribing costs about 50 µs a signal (each one is a round trip to
-	// the runtime's signal thread), 3 ms for all of them: more than tini's
-	// whole start. So the rest follow a moment later, off the start path;
-	// a short-lived command never pays for them. Until then the runtime
-	// drops them (USR1, WINCH, ...), as the kernel would have a moment
-	// earlier.
-	time.AfterFunc(lateSignalsAfter, func() {
-		signal.Notify(sigs, otherSignals()...)
-		log.Debug().Msg("signals subscribed")
-	})
 	log.Info().Int("pid", os.Getpid()).Str("version", version).Bool("pid1", pid1).Msg("baton started")
 	code := sup.Run(sigs)
 	return cfg.ExitMap.Apply(code)
@@ -423,6 +417,9 @@ func newLogger(cfg *config) zerolog.Logger {
 	}
 	zerolog.ErrorFieldName = "err"
 	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
+	// UTC, like docker logs' own timestamps; it also spares every start
+	// reading and parsing /etc/localtime.
+	zerolog.TimestampFunc = func() time.Time { return time.Now().UTC() }
 	zerolog.DurationFieldUnit = time.Millisecond
 	zerolog.DurationFieldInteger = false
 	var w = zerolog.New(out)

@@ -77,6 +77,13 @@ type Supervisor struct {
 	Notes   <-chan Note
 	Reloads <-chan string
 
+	// Started, if set, runs once right after the first workers were
+	// started, for set-up that need not delay them; the loop reaps once
+	// after it. main subscribes SIGCHLD there, so a worker can exec while
+	// baton does it (a SIGCHLD from before the subscription is not needed:
+	// that reap finds the exit).
+	Started func()
+
 	timers  chan timerEvent
 	queries chan chan Status
 
@@ -159,18 +166,21 @@ type timerEvent struct {
 // New returns a Supervisor wired to the real kernel; the caller sets
 // Start, Notes and Reloads.
 func New(opts Options, log zerolog.Logger) *Supervisor {
-	return &Supervisor{
+	s := &Supervisor{
 		Options:     opts,
 		Log:         log,
 		Reap:        reaper.Reap,
 		HasChildren: reaper.HasChildren,
 		KillAll:     func(sig unix.Signal) error { return unix.Kill(-1, sig) },
-		RSS:         rssReader(),
 		AfterFunc:   func(d time.Duration, f func()) { time.AfterFunc(d, f) },
 		Now:         time.Now,
 		timers:      make(chan timerEvent, 1024),
 		queries:     make(chan chan Status),
 	}
+	if opts.MaxRSS > 0 {
+		s.RSS = rssReader() // only read when BATON_MAX_RSS is set
+	}
+	return s
 }
 
 // Query asks the loop for a status snapshot. It fails if the loop does not
@@ -212,6 +222,10 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 		} else {
 			w.initial = true
 		}
+	}
+	if s.Started != nil {
+		s.Started()
+		s.reap()
 	}
 	s.after(s.ReadyTimeout, timerEvent{kind: evReadyTimeout, gen: s.current.num})
 	if s.MaxRSS > 0 || s.MaxAge > 0 {

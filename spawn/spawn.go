@@ -64,7 +64,8 @@ type Spec struct {
 	Cred      *Credential
 	// Foreground gives the worker's process group the terminal on fd 0.
 	Foreground bool
-	// Self is the path baton re-executes as the shim ("/proc/self/exe").
+	// Self is the path baton re-executes as the shim; empty means
+	// SelfPath(), looked up only when a worker needs the shim.
 	Self string
 }
 
@@ -152,6 +153,9 @@ func Start(s Spec) (*Proc, error) {
 	argv0, argv := path, s.Args
 	if s.needsShim() {
 		argv0 = s.Self
+		if argv0 == "" {
+			argv0 = SelfPath()
+		}
 		argv = s.shimArgs(path)
 		// The shim drops privileges itself, after raising rlimits as root.
 	} else if s.Cred != nil {
@@ -173,6 +177,20 @@ func Start(s Spec) (*Proc, error) {
 	// The handle syscall.StartProcess returns is unused on Linux (it is the
 	// pid again); nothing needs releasing.
 	return &Proc{pid: pid}, nil
+}
+
+// SelfPath is the path baton re-executes itself from: /proc/self/exe,
+// which still works when the binary was replaced on disk, or without /proc
+// the path it was started as.
+func SelfPath() string {
+	const self = "/proc/self/exe"
+	if _, err := os.Stat(self); err == nil {
+		return self
+	}
+	if p, err := os.Executable(); err == nil {
+		return p
+	}
+	return os.Args[0]
 }
 
 func (s Spec) shimArgs(path string) []string {
