@@ -30,6 +30,7 @@ import (
 	"github.com/baton-init/baton/demo"
 	"github.com/baton-init/baton/handoff"
 	"github.com/baton-init/baton/reaper"
+	"github.com/baton-init/baton/reaper/oneproc"
 	"github.com/baton-init/baton/spawn"
 	"github.com/baton-init/baton/watch"
 )
@@ -77,8 +78,10 @@ func run(args []string) int {
 	case "health":
 		return cmdHealth(args[1:])
 	case "hello":
+		restoreProcs()
 		return demo.Hello(args[1:])
 	case "demo":
+		restoreProcs()
 		return demo.Run(args[1:], os.Stdout, os.Stderr)
 	}
 	if strings.HasPrefix(args[0], "-") {
@@ -86,6 +89,13 @@ func run(args []string) int {
 		return exitUsage
 	}
 	return supervise(args)
+}
+
+// restoreProcs undoes oneproc for the subcommands that serve requests:
+// they get the GOMAXPROCS their environment asks for, or Go's default.
+func restoreProcs() {
+	n, _ := strconv.Atoi(os.Getenv("GOMAXPROCS")) // not a number: the default
+	oneproc.Restore(n)
 }
 
 // pidFlag parses an optional "--pid N" (or -pid N, --pid=N).

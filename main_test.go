@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -59,5 +60,24 @@ func TestDefaultConfig(t *testing.T) {
 	}
 	if reflect.DeepEqual(want, config{}) {
 		t.Error("envconfig applied no default at all: the comparison proves nothing")
+	}
+}
+
+// TestProcs: baton runs on one P (reaper/oneproc); the serving subcommands
+// go back to what their environment asks for.
+func TestProcs(t *testing.T) {
+	t.Cleanup(func() { runtime.GOMAXPROCS(1) })
+	if n := runtime.GOMAXPROCS(0); n != 1 {
+		t.Fatalf("GOMAXPROCS %d at start, want 1", n)
+	}
+	t.Setenv("GOMAXPROCS", "3")
+	restoreProcs()
+	if n := runtime.GOMAXPROCS(0); n != 3 {
+		t.Errorf("GOMAXPROCS=3 in the environment: got %d", n)
+	}
+	t.Setenv("GOMAXPROCS", "")
+	restoreProcs()
+	if n := runtime.GOMAXPROCS(0); n != runtime.NumCPU() && n < 2 {
+		t.Errorf("no GOMAXPROCS in the environment: got %d, want the default (%d CPUs)", n, runtime.NumCPU())
 	}
 }
