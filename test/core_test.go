@@ -47,6 +47,11 @@ func TestExitCodes(t *testing.T) {
 					t.Fatalf("error %q does not say %q", ev.Str("err"), c.msg)
 				}
 			}
+			// Plain init mode is tini's: an exit is the end, not a failed
+			// deployment.
+			if n := b.Count("worker failed before ready"); n != 0 {
+				t.Fatalf("plain mode logged %d 'worker failed before ready'", n)
+			}
 		})
 	}
 }
