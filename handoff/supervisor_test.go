@@ -265,3 +265,32 @@ func TestRestartOnFailureThenCleanExit(t *testing.T) {
 		t.Fatal("baton did not end after a clean exit under on-failure")
 	}
 }
+
+// TestStartedHookThenReap: main subscribes SIGCHLD in Started, after the
+// first worker was started. A worker that exited before that sends no
+// SIGCHLD baton will see, so the loop must reap once after the hook.
+func TestStartedHookThenReap(t *testing.T) {
+	s := New(Options{Workers: 1, Restart: RestartNever, ReadyTimeout: time.Minute, StopTimeout: time.Second}, zerolog.Nop())
+	var hooked bool
+	s.Start = func(gen, idx int) (Worker, error) { return &scriptedWorker{pid: 42}, nil }
+	s.Reap = func() ([]reaper.Exit, error) {
+		if !hooked {
+			return nil, nil // the worker is still running at the first reap
+		}
+		hooked = false
+		return []reaper.Exit{{PID: 42, Status: unix.WaitStatus(7 << 8)}}, nil
+	}
+	s.Started = func() { hooked = true } // the worker exits before SIGCHLD is subscribed
+	s.HasChildren = func() bool { return false }
+	s.AfterFunc = func(time.Duration, func()) {}
+	done := make(chan int, 1)
+	go func() { done <- s.Run(make(chan os.Signal)) }()
+	select {
+	case code := <-done:
+		if code != 7 {
+			t.Fatalf("exit %d, want the worker's 7", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the loop missed an exit that came before SIGCHLD was subscribed")
+	}
+}
