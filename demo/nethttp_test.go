@@ -3,10 +3,12 @@ package demo
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -76,21 +78,39 @@ func recipeWorker() int {
 	app := newNetHTTPHello(w.gen, w.worker, w.pid)
 
 	var draining atomic.Bool
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if draining.Load() {
-			w.Header().Set("Connection", "close") // this client: reconnect for your next request
-		}
-		app.ServeHTTP(w, r)
-	})}
-	go srv.Serve(ln)
+	var open sync.WaitGroup // connections not closed yet
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if draining.Load() {
+				w.Header().Set("Connection", "close") // this client: reconnect for your next request
+			}
+			app.ServeHTTP(w, r)
+		}),
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			switch s {
+			case http.StateNew:
+				open.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				open.Done()
+			}
+		},
+	}
+	served := make(chan struct{})
+	go func() { _ = srv.Serve(ln); close(served) }()
 	if err := sdNotify(w.notify, "READY=1"); err != nil {
 		fmt.Fprintln(os.Stderr, "recipe:", err)
 	}
 
 	<-sigs
 	draining.Store(true)
-	ln.Close()                         // 1. stop accepting; the new generation takes the queue
-	time.Sleep(500 * time.Millisecond) // 2. keep answering open connections, with Connection: close
+	ln.Close() // 1. stop accepting; the new generation takes the queue
+	<-served   //    Serve has counted every connection it accepted
+	gone := make(chan struct{})
+	go func() { open.Wait(); close(gone) }()
+	select { // 2. keep answering, with Connection: close, until the clients are gone (at most 500 ms)
+	case <-gone:
+	case <-time.After(500 * time.Millisecond):
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil { // 3. only now: nothing is left to race

@@ -65,7 +65,9 @@ func (l logSink) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func newRig(t *testing.T, opts Options) *rig {
+// newRig starts the loop; setup, if given, runs just before it, for seams
+// the rig itself does not set.
+func newRig(t *testing.T, opts Options, setup ...func(*rig)) *rig {
 	r := &rig{t: t, sigs: make(chan os.Signal, 16), notes: make(chan Note, 16),
 		started: make(chan *scriptedWorker, 64), exits: make(chan []reaper.Exit, 1), timers: make(chan func(), 64),
 		logs: make(chan string, 4096), done: make(chan int, 1), nextPID: 100}
@@ -89,6 +91,9 @@ func newRig(t *testing.T, opts Options) *rig {
 	s.AfterFunc = func(d time.Duration, f func()) { r.timers <- f }
 	s.Notes = r.notes
 	r.s = s
+	for _, f := range setup {
+		f(r)
+	}
 	go func() { r.done <- s.Run(r.sigs) }()
 	return r
 }
@@ -101,6 +106,18 @@ func (r *rig) worker() *scriptedWorker {
 	case <-time.After(5 * time.Second):
 		r.t.Fatal("no worker started")
 		return nil
+	}
+}
+
+// ended returns baton's exit status once the loop has ended.
+func (r *rig) ended(what string) int {
+	r.t.Helper()
+	select {
+	case code := <-r.done:
+		return code
+	case <-time.After(5 * time.Second):
+		r.t.Fatalf("the loop did not end: %s", what)
+		return 0
 	}
 }
 
@@ -225,13 +242,8 @@ func TestExitCodeFirstNonZero(t *testing.T) {
 	r.exit(ws[0].pid, 0)
 	r.exit(ws[1].pid, 3)
 	r.exit(ws[2].pid, 4)
-	select {
-	case code := <-r.done:
-		if code != 3 {
-			t.Fatalf("exit %d, want 3", code)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("supervisor did not finish")
+	if code := r.ended("after TERM and every worker's exit"); code != 3 {
+		t.Fatalf("exit %d, want 3", code)
 	}
 }
 
@@ -256,13 +268,8 @@ func TestRestartOnFailureThenCleanExit(t *testing.T) {
 	r.expectStatus("restarted", func(st Status) bool { return st.Stats.Restarts == 1 })
 	r.notes <- Note{PID: w2.pid, Ready: true}
 	r.exit(w2.pid, 0)
-	select {
-	case code := <-r.done:
-		if code != 0 {
-			t.Fatalf("exit %d, want 0", code)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("baton did not end after a clean exit under on-failure")
+	if code := r.ended("after a clean exit under on-failure"); code != 0 {
+		t.Fatalf("exit %d, want 0", code)
 	}
 }
 
@@ -270,27 +277,15 @@ func TestRestartOnFailureThenCleanExit(t *testing.T) {
 // first worker was started. A worker that exited before that sends no
 // SIGCHLD baton will see, so the loop must reap once after the hook.
 func TestStartedHookThenReap(t *testing.T) {
-	s := New(Options{Workers: 1, Restart: RestartNever, ReadyTimeout: time.Minute, StopTimeout: time.Second}, zerolog.Nop())
-	var hooked bool
-	s.Start = func(gen, idx int) (Worker, error) { return &scriptedWorker{pid: 42}, nil }
-	s.Reap = func() ([]reaper.Exit, error) {
-		if !hooked {
-			return nil, nil // the worker is still running at the first reap
+	o := baseOpts()
+	o.Restart = RestartNever
+	r := newRig(t, o, func(r *rig) {
+		r.s.Started = func() {
+			// The worker (the last one started) is gone; no SIGCHLD follows.
+			r.exits <- []reaper.Exit{{PID: r.nextPID, Status: unix.WaitStatus(7 << 8)}}
 		}
-		hooked = false
-		return []reaper.Exit{{PID: 42, Status: unix.WaitStatus(7 << 8)}}, nil
-	}
-	s.Started = func() { hooked = true } // the worker exits before SIGCHLD is subscribed
-	s.HasChildren = func() bool { return false }
-	s.AfterFunc = func(time.Duration, func()) {}
-	done := make(chan int, 1)
-	go func() { done <- s.Run(make(chan os.Signal)) }()
-	select {
-	case code := <-done:
-		if code != 7 {
-			t.Fatalf("exit %d, want the worker's 7", code)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the loop missed an exit that came before SIGCHLD was subscribed")
+	})
+	if code := r.ended("an exit from before SIGCHLD was subscribed was missed"); code != 7 {
+		t.Fatalf("exit %d, want the worker's 7", code)
 	}
 }

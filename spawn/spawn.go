@@ -64,9 +64,6 @@ type Spec struct {
 	Cred      *Credential
 	// Foreground gives the worker's process group the terminal on fd 0.
 	Foreground bool
-	// Self is the path baton re-executes as the shim; empty means
-	// SelfPath(), looked up only when a worker needs the shim.
-	Self string
 }
 
 // Proc is a started worker. Its process group id equals its pid.
@@ -152,10 +149,7 @@ func Start(s Spec) (*Proc, error) {
 	}
 	argv0, argv := path, s.Args
 	if s.needsShim() {
-		argv0 = s.Self
-		if argv0 == "" {
-			argv0 = SelfPath()
-		}
+		argv0 = selfPath() // a stat, only for the workers that need the shim
 		argv = s.shimArgs(path)
 		// The shim drops privileges itself, after raising rlimits as root.
 	} else if s.Cred != nil {
@@ -179,10 +173,10 @@ func Start(s Spec) (*Proc, error) {
 	return &Proc{pid: pid}, nil
 }
 
-// SelfPath is the path baton re-executes itself from: /proc/self/exe,
+// selfPath is the path baton re-executes itself from: /proc/self/exe,
 // which still works when the binary was replaced on disk, or without /proc
 // the path it was started as.
-func SelfPath() string {
+func selfPath() string {
 	const self = "/proc/self/exe"
 	if _, err := os.Stat(self); err == nil {
 		return self
