@@ -26,6 +26,11 @@ var batonBin string
 const deadline = 30 * time.Second
 
 func TestMain(m *testing.M) {
+	// The test binary doubles as a worker (tableflip and containerd do the
+	// same): TEST_ROLE says which. Not BATON_*: baton strips those.
+	if role := os.Getenv("TEST_ROLE"); role != "" {
+		os.Exit(runRole(role))
+	}
 	dir, err := os.MkdirTemp("", "baton-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -181,6 +186,10 @@ type Opt struct {
 	Stdin   *os.File
 	Sys     *syscall.SysProcAttr
 	Bin     string // another init instead of baton (anchor comparisons)
+	// BrokenStderr gives baton a stderr pipe whose reader is gone before
+	// it starts, as when a log collector dies: every write to it fails.
+	// Err then stays empty; watch the workers' stdout instead.
+	BrokenStderr bool
 }
 
 // StartBaton runs baton with args as PID 1 of a new PID namespace.
@@ -212,6 +221,10 @@ func StartBaton(t testing.TB, opt Opt, args ...string) *Baton {
 		t.Fatal(err)
 	}
 	cmd.Stderr, cmd.Stdout = errW, outW
+	if opt.BrokenStderr {
+		errR.Close()
+		errR, _ = os.Open(os.DevNull) // Err reads nothing
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}

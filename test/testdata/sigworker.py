@@ -1,10 +1,11 @@
 """Reports every signal it receives, one line each (dumb-init's print_signals).
 
-usage: sigworker.py [--children N]
+usage: sigworker.py [--children N] [--stay]
 Prints "ready pid=P pgid=G" once its handlers are installed, then
 "sig NAME pid=P" per signal. With --children, N children in the same
 process group do the same with the prefix "child-". TERM, INT and QUIT are
-reported and then end the process with status 0.
+reported and then end the process with status 0; with --stay only TERM
+does.
 """
 import os, signal, sys
 
@@ -32,8 +33,13 @@ def run(prefix):
 
 
 children = 0
-if len(sys.argv) > 2 and sys.argv[1] == "--children":
-    children = int(sys.argv[2])
+args = sys.argv[1:]
+while args:
+    a = args.pop(0)
+    if a == "--children":
+        children = int(args.pop(0))
+    elif a == "--stay":
+        STOP = {signal.SIGTERM}
 for i in range(children):
     if os.fork() == 0:
         run("child-")
