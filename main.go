@@ -11,6 +11,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -30,6 +31,7 @@ import (
 	"github.com/baton-init/baton/demo"
 	"github.com/baton-init/baton/handoff"
 	"github.com/baton-init/baton/reaper"
+	"github.com/baton-init/baton/reaper/onecpu"
 	"github.com/baton-init/baton/reaper/oneproc"
 	"github.com/baton-init/baton/spawn"
 	"github.com/baton-init/baton/watch"
@@ -60,7 +62,7 @@ func main() {
 
 func run(args []string) int {
 	if len(args) == 0 {
-		fmt.Fprintln(os.Stderr, "baton: no command given (usage: baton [--] COMMAND [ARG...]; see baton help)")
+		stderrf("baton: no command given (usage: baton [--] COMMAND [ARG...]; see baton help)")
 		return exitUsage
 	}
 	if args[0] == "--" {
@@ -85,7 +87,7 @@ func run(args []string) int {
 		return demo.Run(args[1:], os.Stdout, os.Stderr)
 	}
 	if strings.HasPrefix(args[0], "-") {
-		fmt.Fprintf(os.Stderr, "baton: unknown option %q (put the command after --; see baton help)\n", spawn.Clip(args[0]))
+		stderrf("baton: unknown option %q (put the command after --; see baton help)", spawn.Clip(args[0]))
 		return exitUsage
 	}
 	return supervise(args)
@@ -175,16 +177,37 @@ func cmdHealth(args []string) int {
 	return 0
 }
 
-// otherSignals are every other catchable signal, subscribed so they can be
-// forwarded. SIGURG is left out: the runtime sends it to itself to preempt
-// goroutines and ignores it otherwise. SIGPIPE is in: baton's own writes
-// cannot raise it (see newLogger), so one that arrives was sent to be
-// forwarded.
+// sigBuffer is the signal channel's size (runc uses 2048): a dropped
+// duplicate SIGCHLD is harmless because the loop drains, a dropped SIGTERM
+// is not.
+const sigBuffer = 2048
+
+// shutdownSignals come first: until they have a subscriber, the Go runtime
+// answers TERM, INT and HUP by re-raising them, which the kernel drops for
+// PID 1, and exiting with status 2, and QUIT with a crash dump.
+var shutdownSignals = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGHUP}
+
+// otherSignals are every other signal baton handles: SIGCHLD, and all the
+// ones it forwards. Left out:
+//   - SIGKILL and SIGSTOP, which nobody can catch;
+//   - SIGURG, which the runtime sends itself to preempt goroutines (runc
+//     signals.go);
+//   - SIGPROF, which the runtime consumes for profiling;
+//   - SIGPIPE: the kernel raises it for baton's own writes to a peer that
+//     went away (an HTTP client that resets, a log reader that died), and
+//     nothing tells those apart from a kill(2), so a subscribed SIGPIPE
+//     would be forwarded to every worker. Unsubscribed, the runtime ignores
+//     it for sockets and pipes (os/signal), and baton never writes to
+//     fd 1 or 2 through an os.File, where it would be fatal (newLogger,
+//     stderrf);
+//   - 32, 33 and 34, which the runtime keeps for itself (glibc's and musl's
+//     internal signals) and never delivers.
 func otherSignals() []os.Signal {
 	var out []os.Signal
 	for s := unix.Signal(1); s <= 64; s++ {
-		switch s {
-		case unix.SIGKILL, unix.SIGSTOP, unix.SIGURG, unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGHUP, unix.SIGCHLD:
+		switch {
+		case s == unix.SIGKILL, s == unix.SIGSTOP, s == unix.SIGURG, s == unix.SIGPROF, s == unix.SIGPIPE,
+			s >= 32 && s <= 34, slices.Contains(shutdownSignals, os.Signal(s)):
 			continue
 		}
 		out = append(out, s)
@@ -192,25 +215,23 @@ func otherSignals() []os.Signal {
 	return out
 }
 
-// sigBuffer is the signal channel's size (runc uses 2048): a dropped
-// duplicate SIGCHLD is harmless because the loop drains, a dropped SIGTERM
-// is not.
-const sigBuffer = 2048
-
-// lateSignalsAfter is when the non-urgent signals are subscribed.
-const lateSignalsAfter = 10 * time.Millisecond
-
-// urgentSignals are subscribed before anything else: the ones the runtime
-// would otherwise turn into exit 2 (TERM, INT, HUP) or a crash (QUIT).
-// SIGCHLD follows once the first worker is started (Supervisor.Started).
-var urgentSignals = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGHUP}
+// subscribe subscribes sigs to every signal baton handles, all of them
+// before the first worker starts: a signal that arrives before its
+// subscription is dropped by the Go runtime (or, for ABRT, SEGV and the
+// like, taken for a crash), where tini would have kept it pending. Each
+// new subscription is a round trip to the runtime's signal thread, cheap
+// only when both threads share a CPU (onecpu).
+func subscribe(sigs chan<- os.Signal) {
+	release := onecpu.Hold()
+	signal.Notify(sigs, shutdownSignals...)
+	signal.Notify(sigs, otherSignals()...)
+	release()
+}
 
 func supervise(argv []string) int {
-	// First thing: until a signal has a subscriber, the Go runtime's
-	// default for TERM, INT, HUP and QUIT is to re-raise it, which the
-	// kernel drops for PID 1, and then to exit with status 2.
+	// First thing, before anything can be started: every signal.
 	sigs := make(chan os.Signal, sigBuffer)
-	signal.Notify(sigs, urgentSignals...)
+	subscribe(sigs)
 
 	// Descriptors baton inherited without close-on-exec (a parent's
 	// leftovers) must not reach the workers: they get fds 0-2 and the
@@ -219,11 +240,11 @@ func supervise(argv []string) int {
 
 	cfg, err := loadConfig()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "baton:", err)
+		stderrf("baton: %s", err)
 		return exitUsage
 	}
 	if len(argv) == 0 {
-		fmt.Fprintln(os.Stderr, "baton: no command given after -- (see baton help)")
+		stderrf("baton: no command given after -- (see baton help)")
 		return exitUsage
 	}
 	log := newLogger(cfg)
@@ -238,7 +259,7 @@ func supervise(argv []string) int {
 
 	ls, err := handoff.Open(cfg.Listen)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "baton: BATON_LISTEN:", err)
+		stderrf("baton: BATON_LISTEN: %s", err)
 		return exitUsage
 	}
 	defer handoff.CloseAll(ls)
@@ -273,9 +294,6 @@ func supervise(argv []string) int {
 		// reload signal is asked for explicitly.
 		opts.ReloadSignal = 0
 	}
-	if opts.ReloadSignal != 0 && !isUrgent(opts.ReloadSignal) {
-		signal.Notify(sigs, opts.ReloadSignal)
-	}
 
 	var notes chan handoff.Note
 	notifyAddr := ""
@@ -286,7 +304,7 @@ func supervise(argv []string) int {
 		}
 		n, err := handoff.NewNotifier([]string{"/run", os.TempDir()}, uid, gid)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "baton:", err)
+			stderrf("baton: %s", err)
 			return 1
 		}
 		defer n.Close()
@@ -302,8 +320,10 @@ func supervise(argv []string) int {
 		log.Info().Str("name", l.Name).Str("addr", l.Bound).Int("fd", 3+i).Msg("listener opened")
 	}
 	baseEnv := workerEnv(os.Environ())
-	foreground := stdinIsForegroundTTY()
-	start := func(gen, idx int) (handoff.Worker, error) {
+	// Signals baton ignores (inherited SIG_IGN the Go runtime keeps) must
+	// not reach a worker: the shim resets them.
+	resetSignals := spawn.InheritsIgnored()
+	start := func(gen, idx int, foreground bool) (handoff.Worker, error) {
 		env := append([]string(nil), baseEnv...)
 		env = append(env, "BATON_GENERATION="+strconv.Itoa(gen), "BATON_WORKER="+strconv.Itoa(idx))
 		if len(ls) > 0 {
@@ -313,26 +333,37 @@ func supervise(argv []string) int {
 			env = append(env, "NOTIFY_SOCKET="+notifyAddr)
 		}
 		return spawn.Start(spawn.Spec{
-			Path:       argv[0],
-			Args:       argv,
-			Env:        env,
-			Files:      fds,
-			ListenPID:  len(ls) > 0,
-			Rlimits:    cfg.Ulimits,
-			Cred:       cfg.User.Cred,
-			Foreground: foreground && idx == 0,
+			Path:         argv[0],
+			Args:         argv,
+			Env:          env,
+			Files:        fds,
+			ListenPID:    len(ls) > 0,
+			Rlimits:      cfg.Ulimits,
+			Cred:         cfg.User.Cred,
+			Foreground:   foreground,
+			ResetSignals: resetSignals,
 		})
 	}
 
 	sup := handoff.New(opts, log)
 	sup.Start = start
+	if plain && stdinIsForegroundTTY() {
+		// As under tini, the app owns the terminal: Ctrl-C reaches it
+		// directly, and its exit ends baton. In pool mode baton keeps the
+		// terminal, so Ctrl-C reaches baton, which stops every worker.
+		sup.Foreground = func(pgid int) error {
+			if pgid == 0 {
+				pgid = unix.Getpgrp()
+			}
+			return spawn.SetForeground(pgid)
+		}
+	}
 	sup.Notes = notes
 	reloads := make(chan string, 16)
 	sup.Reloads = reloads
 
 	// Set-up that need not delay the first worker is done while it execs.
 	sup.Started = func() {
-		signal.Notify(sigs, unix.SIGCHLD) // the loop reaps right after
 		// The control socket (baton health) is of no use until a worker is
 		// ready, and its first use of the network poller costs a few
 		// hundred microseconds.
@@ -341,21 +372,11 @@ func supervise(argv []string) int {
 				log.Warn().Err(err).Msg("control socket unavailable: baton health will fail")
 			}
 		}()
-		// Subscribing costs 30-70 µs a signal on a 2-CPU VM (each one is a
-		// round trip to the runtime's signal thread), 3 ms for all of them:
-		// more than tini's whole start. So the rest follow a moment later;
-		// a short-lived command never pays for them. Until then the runtime
-		// drops them (USR1, WINCH, ...), as the kernel would have a moment
-		// earlier.
-		time.AfterFunc(lateSignalsAfter, func() {
-			signal.Notify(sigs, otherSignals()...)
-			log.Debug().Msg("signals subscribed")
-		})
 	}
 	if cfg.HTTPAddr != "" {
 		hl, err := handoff.ServeHTTP(sup, string(cfg.HTTPAddr))
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "baton: BATON_HTTP_ADDR:", err)
+			stderrf("baton: BATON_HTTP_ADDR: %s", err)
 			return exitUsage
 		}
 		log.Info().Str("addr", hl.Addr().String()).Msg("http serving")
@@ -364,7 +385,7 @@ func supervise(argv []string) int {
 	if len(cfg.Watch) > 0 {
 		w, err := watch.New(cfg.Watch, watch.Options{})
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "baton: BATON_WATCH:", err)
+			stderrf("baton: BATON_WATCH: %s", err)
 			return exitUsage
 		}
 		defer w.Close()
@@ -382,15 +403,6 @@ func supervise(argv []string) int {
 	log.Info().Int("pid", os.Getpid()).Str("version", version).Bool("pid1", pid1).Msg("baton started")
 	code := sup.Run(sigs)
 	return cfg.ExitMap.Apply(code)
-}
-
-func isUrgent(sig unix.Signal) bool {
-	for _, s := range urgentSignals {
-		if s == sig {
-			return true
-		}
-	}
-	return false
 }
 
 // workerEnv is baton's environment without its own configuration and
@@ -411,20 +423,36 @@ func workerEnv(env []string) []string {
 
 // stdinIsForegroundTTY reports whether fd 0 is a terminal whose foreground
 // process group is baton's own, so a worker can take it over (Ctrl-C under
-// docker run -it then reaches the worker directly).
+// docker run -it then reaches the worker directly, in plain mode).
 func stdinIsForegroundTTY() bool {
 	pgrp, err := unix.IoctlGetInt(0, unix.TIOCGPGRP)
 	return err == nil && pgrp == syscall.Getpgrp()
 }
 
+// stderrf prints one line on fd 2 with a raw write. Through os.Stderr, a
+// write that fails with EPIPE (whoever read baton's stderr went away) makes
+// the Go runtime end the process with SIGPIPE, because baton does not
+// subscribe to it (see otherSignals); a raw write just fails.
+func stderrf(format string, args ...any) {
+	_, _ = unix.Write(2, []byte(fmt.Sprintf(format, args...)+"\n")) // nowhere left to report it
+}
+
+// rawStderr writes to fd 2 without an os.File (see stderrf).
+type rawStderr struct{}
+
+func (rawStderr) Write(p []byte) (int, error) { return unix.Write(2, p) }
+
 // newLogger builds the JSON (or console) logger on a private duplicate of
-// stderr: Go raises SIGPIPE for a failed write to fd 1 or 2, which baton
-// would then forward to its workers; a write to the duplicate just fails.
+// stderr: for an os.File on fd 1 or 2, a write that fails with EPIPE makes
+// the Go runtime end the process with SIGPIPE; on the duplicate it just
+// fails. A log line that cannot be written is dropped: zerolog would
+// otherwise report it on os.Stderr, with that same fatal EPIPE.
 func newLogger(cfg *config) zerolog.Logger {
-	out := os.Stderr
+	var out io.Writer = rawStderr{}
 	if fd, err := unix.FcntlInt(2, unix.F_DUPFD_CLOEXEC, 3); err == nil {
 		out = os.NewFile(uintptr(fd), "stderr")
 	}
+	zerolog.ErrorHandler = func(error) {}
 	zerolog.ErrorFieldName = "err"
 	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
 	// UTC, like docker logs' own timestamps; it also spares every start

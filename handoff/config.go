@@ -106,8 +106,12 @@ func (r *ReloadSignal) Decode(v string) error {
 	if err := s.Decode(v); err != nil {
 		return fmt.Errorf("%v (or none)", err)
 	}
-	if isShutdown(unix.Signal(s)) || unix.Signal(s) == unix.SIGCHLD || unix.Signal(s) == unix.SIGURG {
-		return fmt.Errorf("%s cannot be the reload signal", unix.SignalName(unix.Signal(s)))
+	switch sig := unix.Signal(s); {
+	case isShutdown(sig) || sig == unix.SIGCHLD || sig == unix.SIGURG:
+		return fmt.Errorf("%s cannot be the reload signal", unix.SignalName(sig))
+	case sig == unix.SIGPIPE || sig == unix.SIGPROF || (sig >= 32 && sig <= 34):
+		// baton does not subscribe to them (main.otherSignals).
+		return fmt.Errorf("baton never receives signal %d, so it cannot be the reload signal", int(sig))
 	}
 	*r = ReloadSignal(s)
 	return nil

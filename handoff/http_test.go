@@ -200,7 +200,7 @@ func (f *fakeWorker) Signal(sig unix.Signal) error {
 	return nil
 }
 
-func (w *fakeWorld) start(gen, idx int) (Worker, error) {
+func (w *fakeWorld) start(gen, idx int, _ bool) (Worker, error) {
 	w.mu.Lock()
 	w.pid++
 	pid := w.pid

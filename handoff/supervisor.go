@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"syscall"
 	"time"
 
@@ -23,6 +24,24 @@ type Worker interface {
 	// Signal signals the worker's whole process group.
 	Signal(unix.Signal) error
 }
+
+// shimmed is a Worker that may still be baton's shim when Start returns
+// (spawn.Proc). While it is, a signal would reach the shim's Go runtime,
+// not the command: the loop holds the worker's signals until WaitExec
+// returns, then sends them in order.
+type shimmed interface {
+	InShim() bool
+	WaitExec()
+}
+
+// maxHeld bounds the signals held for one worker in its shim; more are
+// dropped (and logged). A standard signal already held is not held twice,
+// as the kernel does not queue it twice either.
+const maxHeld = 64
+
+// firstRealtime is the first real-time signal number; real-time signals
+// queue, standard ones do not.
+const firstRealtime = 32
 
 // Options is the supervisor's configuration, already validated.
 type Options struct {
@@ -63,13 +82,24 @@ type Supervisor struct {
 	Log zerolog.Logger
 
 	// Seams, replaced in tests. New fills them with the real thing.
-	Start       func(gen, index int) (Worker, error)
+	// Start starts worker index of generation gen; with foreground it
+	// takes the terminal's foreground as it starts.
+	Start       func(gen, index int, foreground bool) (Worker, error)
 	Reap        func() ([]reaper.Exit, error)
 	HasChildren func() bool
 	KillAll     func(unix.Signal) error // kill(-1, sig): every process in the namespace but baton
-	RSS         func(pid int) (int64, error)
-	AfterFunc   func(time.Duration, func())
-	Now         func() time.Time
+	// KillGroup is kill(-pgid, sig); with sig 0 it tells whether the group
+	// still has a member (ESRCH: none).
+	KillGroup func(pgid int, sig unix.Signal) error
+	// Foreground, when set, means the workers own the terminal (plain mode
+	// on a TTY): the current generation's worker 0 holds its foreground,
+	// and the loop calls Foreground(pgid) to move it, 0 meaning baton's own
+	// group. Nil in pool mode: baton keeps the terminal, so Ctrl-C reaches
+	// baton, which stops every worker.
+	Foreground func(pgid int) error
+	RSS        func(pid int) (int64, error)
+	AfterFunc  func(time.Duration, func())
+	Now        func() time.Time
 
 	// Notes delivers sd_notify messages; Reloads delivers reload requests
 	// from anything but a signal (file watch, control socket). Nil
@@ -78,14 +108,14 @@ type Supervisor struct {
 	Reloads <-chan string
 
 	// Started, if set, runs once right after the first workers were
-	// started, for set-up that need not delay them; the loop reaps once
-	// after it. main subscribes SIGCHLD there, so a worker can exec while
-	// baton does it (a SIGCHLD from before the subscription is not needed:
-	// that reap finds the exit).
+	// started, for set-up that need not delay them (main opens the control
+	// socket there); the loop reaps once after it, as tini reaps after
+	// every wake-up.
 	Started func()
 
 	timers  chan timerEvent
 	queries chan chan Status
+	execs   chan *worker // a worker left the shim
 
 	byPID        map[int]*worker
 	current      *generation
@@ -94,6 +124,13 @@ type Supervisor struct {
 	reloadQueued bool
 	seenNotify   bool
 	replacing    *worker // a recycle replacement waiting to be ready
+	// lingering are retired workers whose leader is reaped while their
+	// process group may still have members, by pgid: the group id cannot
+	// name anyone else until the last member is gone.
+	lingering map[int]*worker
+	// killAllHeld is a kill(-1) signal waiting for workers to leave the
+	// shim (it would reach their Go runtime, not their command); 0: none.
+	killAllHeld unix.Signal
 
 	draining     bool // shutdown requested: not ready, no reloads
 	stopping     bool // stop signal sent: waiting for processes to go
@@ -132,6 +169,11 @@ type worker struct {
 	retiring  bool
 	initial   bool // part of the very first start: an exit before ready is a startup failure
 	maxAge    time.Duration
+	inShim    bool          // still baton's shim: signals wait in held
+	held      []unix.Signal // signals to send once it runs its command
+	// groupGone: its leader is reaped and its process group was empty at
+	// a reap since, so the group id may name someone else by now.
+	groupGone bool
 }
 
 type generation struct {
@@ -172,10 +214,12 @@ func New(opts Options, log zerolog.Logger) *Supervisor {
 		Reap:        reaper.Reap,
 		HasChildren: reaper.HasChildren,
 		KillAll:     func(sig unix.Signal) error { return unix.Kill(-1, sig) },
+		KillGroup:   func(pgid int, sig unix.Signal) error { return unix.Kill(-pgid, sig) },
 		AfterFunc:   func(d time.Duration, f func()) { time.AfterFunc(d, f) },
 		Now:         time.Now,
 		timers:      make(chan timerEvent, 1024),
 		queries:     make(chan chan Status),
+		execs:       make(chan *worker, 1024),
 	}
 	if opts.MaxRSS > 0 {
 		s.RSS = rssReader() // only read when BATON_MAX_RSS is set
@@ -205,18 +249,22 @@ func (s *Supervisor) Query(ctx context.Context) (Status, error) {
 // sigs must already be subscribed to every signal baton handles.
 func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	s.byPID = map[int]*worker{}
+	s.lingering = map[int]*worker{}
 	if s.timers == nil {
 		s.timers = make(chan timerEvent, 1024)
 	}
 	if s.queries == nil {
 		s.queries = make(chan chan Status)
 	}
+	if s.execs == nil {
+		s.execs = make(chan *worker, 1024)
+	}
 	// Children inherited across exec, or exits before signal.Notify, would
 	// otherwise wait for the next SIGCHLD (tini reaps on every wake-up).
 	s.reap()
 	s.current = s.newGeneration()
 	for i := 0; i < s.Workers && !s.stopping; i++ {
-		if w, err := s.startWorker(s.current, i); err != nil {
+		if w, err := s.startWorker(s.current, i, s.owns(i)); err != nil {
 			s.Log.Error().Err(err).Int("gen", s.current.num).Int("worker", i).Int("code", spawn.Code(err)).Msg("worker start failed")
 			s.end(spawn.Code(err))
 		} else {
@@ -246,6 +294,8 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 			s.requestReload(why)
 		case q := <-s.queries:
 			q <- s.status()
+		case w := <-s.execs:
+			s.onExec(w)
 		}
 		s.checkDone()
 	}
@@ -293,7 +343,7 @@ func (s *Supervisor) forward(sig unix.Signal) {
 		return
 	}
 	for pid, w := range s.byPID {
-		if err := w.w.Signal(to); err != nil {
+		if err := s.signal(w, to); err != nil {
 			if errors.Is(err, unix.ESRCH) {
 				s.Log.Warn().Int("pid", pid).Str("signal", unix.SignalName(to)).Msg("worker already gone")
 				continue
@@ -306,6 +356,60 @@ func (s *Supervisor) forward(sig unix.Signal) {
 	}
 }
 
+// signal sends sig to w's process group, or holds it while w is in the
+// shim. SIGKILL is never held: the shim dies of it like the command would.
+func (s *Supervisor) signal(w *worker, sig unix.Signal) error {
+	if !w.inShim || sig == unix.SIGKILL {
+		return w.w.Signal(sig)
+	}
+	if sig < firstRealtime && slices.Contains(w.held, sig) {
+		return nil
+	}
+	if len(w.held) >= maxHeld {
+		s.Log.Warn().Int("pid", w.pid).Str("signal", unix.SignalName(sig)).Msg("signal dropped: too many held")
+		return nil
+	}
+	w.held = append(w.held, sig)
+	s.Log.Debug().Int("pid", w.pid).Str("signal", unix.SignalName(sig)).Msg("signal held")
+	return nil
+}
+
+// onExec: w runs its own command now (or is gone); send what was held.
+func (s *Supervisor) onExec(w *worker) {
+	if !w.inShim {
+		return
+	}
+	w.inShim = false
+	held := w.held
+	w.held = nil
+	s.Log.Debug().Int("pid", w.pid).Int("held", len(held)).Msg("worker left the shim")
+	if s.byPID[w.pid] == w { // reaped meanwhile: its group id may be free
+		for _, sig := range held {
+			if err := w.w.Signal(sig); err != nil && !errors.Is(err, unix.ESRCH) {
+				s.Log.Error().Err(err).Int("pid", w.pid).Str("signal", unix.SignalName(sig)).Msg("signal not forwarded")
+			}
+		}
+	}
+	s.releaseKillAll()
+}
+
+// releaseKillAll sends a held kill(-1) once no worker is in the shim.
+func (s *Supervisor) releaseKillAll() {
+	if s.killAllHeld == 0 {
+		return
+	}
+	for _, w := range s.byPID {
+		if w.inShim {
+			return
+		}
+	}
+	sig := s.killAllHeld
+	s.killAllHeld = 0
+	if err := s.KillAll(sig); err != nil && !errors.Is(err, unix.ESRCH) {
+		s.Log.Error().Err(err).Msg("stop signal failed")
+	}
+}
+
 func (s *Supervisor) reap() {
 	exits, err := s.Reap()
 	for _, e := range exits {
@@ -313,6 +417,33 @@ func (s *Supervisor) reap() {
 	}
 	if err != nil {
 		s.Log.Error().Err(err).Msg("reap failed")
+	}
+	// A lingering group's last member may have been among these exits.
+	for pgid, w := range s.lingering {
+		if !s.groupAlive(pgid) {
+			w.groupGone = true
+			delete(s.lingering, pgid)
+		}
+	}
+}
+
+// groupAlive reports whether process group pgid has a member. Asked right
+// after a reap, a group id cannot have been taken by a new process yet
+// (that needs the pid space to come round to exactly it in between).
+func (s *Supervisor) groupAlive(pgid int) bool {
+	return !errors.Is(s.KillGroup(pgid, 0), unix.ESRCH)
+}
+
+// owns reports whether worker idx of the current generation takes the
+// terminal's foreground when it starts.
+func (s *Supervisor) owns(idx int) bool {
+	return s.Foreground != nil && idx == 0
+}
+
+// setForeground moves the terminal to pgid (0: baton itself).
+func (s *Supervisor) setForeground(pgid int) {
+	if err := s.Foreground(pgid); err != nil {
+		s.Log.Warn().Err(err).Int("pgid", pgid).Msg("terminal foreground not moved")
 	}
 }
 
@@ -327,9 +458,26 @@ func (s *Supervisor) onExit(e reaper.Exit) {
 	delete(s.byPID, e.PID)
 	g := w.gen
 	s.Log.Info().Int("gen", g.num).Int("worker", w.idx).Int("pid", e.PID).Int("code", code).Msg("worker exited")
+	if w.inShim {
+		w.inShim, w.held = false, nil // its WaitExec returns too; nothing to send
+		s.releaseKillAll()
+	}
+	if w.retiring {
+		// Its SIGKILL is armed: it must not reach a group that emptied,
+		// whose id a new process may take.
+		if s.groupAlive(e.PID) {
+			s.lingering[e.PID] = w
+		} else {
+			w.groupGone = true
+		}
+	}
 	owned := g.workers[w.idx] == w
 	if owned {
 		g.workers[w.idx] = nil
+		if s.Foreground != nil && g == s.current && w.idx == 0 && !s.stopping {
+			// Until a restart takes it, Ctrl-C must reach somebody.
+			s.setForeground(0)
+		}
 	}
 	if s.draining && g == s.current && code != 0 && s.firstNonZero == 0 {
 		s.firstNonZero = code // the status of a shutdown baton was asked for
@@ -407,12 +555,19 @@ func (s *Supervisor) scheduleRestart(w *worker, code int) {
 	s.after(backoff, timerEvent{kind: evRestart, gen: g.num, idx: w.idx})
 }
 
-func (s *Supervisor) startWorker(g *generation, idx int) (*worker, error) {
-	p, err := s.Start(g.num, idx)
+func (s *Supervisor) startWorker(g *generation, idx int, foreground bool) (*worker, error) {
+	p, err := s.Start(g.num, idx, foreground)
 	if err != nil {
 		return nil, err
 	}
 	w := &worker{w: p, pid: p.PID(), gen: g, idx: idx, started: s.Now()}
+	if sh, ok := p.(shimmed); ok && sh.InShim() {
+		w.inShim = true
+		go func() { // turns the blocking wait into one message
+			sh.WaitExec()
+			s.execs <- w
+		}()
+	}
 	if s.MaxAge > 0 {
 		// Jitter spreads recycling so workers started together do not
 		// all go at once (gunicorn's max_requests_jitter, in time).
@@ -464,6 +619,9 @@ func (s *Supervisor) markReady(w *worker) {
 		s.replacing = nil
 		old := g.workers[w.idx]
 		g.workers[w.idx] = w
+		if s.owns(w.idx) {
+			s.setForeground(w.pid)
+		}
 		s.stats.Recycled++
 		s.Log.Info().Int("gen", g.num).Int("worker", w.idx).Int("pid", w.pid).Msg("worker recycled")
 		if old != nil {
@@ -508,7 +666,7 @@ func (s *Supervisor) beginSwap(why string) {
 	s.next = g
 	s.Log.Info().Int("gen", g.num).Str("reason", why).Msg("swap begun")
 	for i := 0; i < s.Workers; i++ {
-		if _, err := s.startWorker(g, i); err != nil {
+		if _, err := s.startWorker(g, i, false); err != nil {
 			s.Log.Error().Err(err).Int("gen", g.num).Int("worker", i).Msg("worker start failed")
 			s.abortSwap("worker start failed")
 			return
@@ -525,6 +683,9 @@ func (s *Supervisor) finishSwap() {
 	s.stats.ReloadsOK++
 	s.stats.LastSwap = elapsed
 	s.Log.Info().Int("gen", g.num).Dur("elapsed", elapsed).Msg("swap complete")
+	if w := g.workers[0]; w != nil && s.owns(0) {
+		s.setForeground(w.pid)
+	}
 	for _, w := range old.workers {
 		if w != nil {
 			s.retire(w)
@@ -559,7 +720,7 @@ func (s *Supervisor) retire(w *worker) {
 		return
 	}
 	w.retiring = true
-	if err := w.w.Signal(s.StopSignal); err != nil && !errors.Is(err, unix.ESRCH) {
+	if err := s.signal(w, s.StopSignal); err != nil && !errors.Is(err, unix.ESRCH) {
 		s.Log.Error().Err(err).Int("pid", w.pid).Msg("stop signal failed")
 	}
 	s.Log.Info().Int("gen", w.gen.num).Int("worker", w.idx).Int("pid", w.pid).Str("signal", unix.SignalName(s.StopSignal)).Msg("worker retiring")
@@ -585,19 +746,24 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 			return
 		}
 		g.pending[ev.idx] = false
-		if _, err := s.startWorker(g, ev.idx); err != nil {
+		if _, err := s.startWorker(g, ev.idx, s.owns(ev.idx)); err != nil {
 			s.Log.Error().Err(err).Int("gen", g.num).Int("worker", ev.idx).Msg("worker start failed")
 			s.scheduleRestart(&worker{gen: g, idx: ev.idx, started: s.Now()}, spawn.Code(err))
 		}
 	case evRetireKill:
 		// The leader may be gone while helpers in its group live on; the
 		// group id stays reserved while any member is alive, so it can only
-		// name a new process after the group emptied. Skip it then if it now
-		// belongs to a live, non-retiring worker.
-		if o := s.byPID[ev.pid]; o != nil && !o.retiring {
+		// name a new process after the group emptied, which the loop notes
+		// at the reap that sees it (groupGone).
+		if ev.w.groupGone {
+			s.Log.Debug().Int("gen", ev.w.gen.num).Int("pid", ev.pid).Msg("retired group already empty")
 			return
 		}
-		if err := unix.Kill(-ev.pid, unix.SIGKILL); err == nil {
+		if o := s.byPID[ev.pid]; o != nil && o != ev.w {
+			return // a new worker of ours has the id: the group emptied unseen
+		}
+		delete(s.lingering, ev.pid)
+		if err := s.KillGroup(ev.pid, unix.SIGKILL); err == nil {
 			s.Log.Warn().Int("gen", ev.w.gen.num).Int("pid", ev.pid).Dur("elapsed", s.StopTimeout).Msg("worker killed after stop timeout")
 		}
 	case evShutdownDelay:
@@ -666,13 +832,14 @@ func (s *Supervisor) stopAll() {
 		if s.PID1 {
 			// kill(-1) reaches every process of the namespace except baton:
 			// the workers' groups and daemons or orphans in their own
-			// sessions alike, each exactly once.
-			if err := s.KillAll(s.stopSig); err != nil && !errors.Is(err, unix.ESRCH) {
-				s.Log.Error().Err(err).Msg("stop signal failed")
-			}
+			// sessions alike, each exactly once. A worker still in the
+			// shim would get it in its Go runtime (QUIT: a crash dump), so
+			// it waits until none is, a millisecond at most.
+			s.killAllHeld = s.stopSig
+			s.releaseKillAll()
 		} else {
 			for _, w := range s.byPID {
-				_ = w.w.Signal(s.stopSig) // ESRCH: already gone, its exit is queued
+				_ = s.signal(w, s.stopSig) // ESRCH: already gone, its exit is queued
 			}
 		}
 	}
@@ -727,7 +894,7 @@ func (s *Supervisor) recycleCheck() {
 		return
 	}
 	s.Log.Info().Int("gen", pick.gen.num).Int("worker", pick.idx).Int("pid", pick.pid).Str("reason", reason).Msg("recycle begun")
-	nw, err := s.startWorker(s.current, pick.idx)
+	nw, err := s.startWorker(s.current, pick.idx, false)
 	if err != nil {
 		s.Log.Error().Err(err).Int("gen", pick.gen.num).Int("worker", pick.idx).Msg("worker start failed")
 		return

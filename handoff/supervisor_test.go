@@ -5,7 +5,9 @@ package handoff
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -19,9 +21,17 @@ import (
 // scriptedWorker records the signals its "process group" received.
 type scriptedWorker struct {
 	pid  int
+	fg   bool          // started with the terminal's foreground
+	exec chan struct{} // non-nil: in the shim until closed
 	mu   sync.Mutex
 	sigs []unix.Signal
 }
+
+// shimWorker is a scriptedWorker started through the shim.
+type shimWorker struct{ *scriptedWorker }
+
+func (w shimWorker) InShim() bool { return true }
+func (w shimWorker) WaitExec()    { <-w.exec }
 
 func (w *scriptedWorker) PID() int { return w.pid }
 
@@ -50,6 +60,18 @@ type rig struct {
 	logs    chan string // the message of every log event, in order
 	done    chan int
 	nextPID int
+
+	shim      bool // start workers in the shim
+	mu        sync.Mutex
+	killed    []string     // KillAll and KillGroup calls, "all SIGTERM", "-101 SIGKILL"
+	deadGroup map[int]bool // groups KillGroup reports empty
+	fgs       []int        // Foreground calls
+}
+
+func (r *rig) calls() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.killed...)
 }
 
 // logSink hands each log event's message to the test: the loop logs a
@@ -72,10 +94,15 @@ func newRig(t *testing.T, opts Options, setup ...func(*rig)) *rig {
 		started: make(chan *scriptedWorker, 64), exits: make(chan []reaper.Exit, 1), timers: make(chan func(), 64),
 		logs: make(chan string, 4096), done: make(chan int, 1), nextPID: 100}
 	s := New(opts, zerolog.New(logSink(r.logs)))
-	s.Start = func(gen, idx int) (Worker, error) {
+	r.deadGroup = map[int]bool{}
+	s.Start = func(gen, idx int, fg bool) (Worker, error) {
 		r.nextPID++
-		w := &scriptedWorker{pid: r.nextPID}
+		w := &scriptedWorker{pid: r.nextPID, fg: fg}
 		r.started <- w
+		if r.shim {
+			w.exec = make(chan struct{})
+			return shimWorker{w}, nil
+		}
 		return w, nil
 	}
 	s.Reap = func() ([]reaper.Exit, error) {
@@ -87,7 +114,23 @@ func newRig(t *testing.T, opts Options, setup ...func(*rig)) *rig {
 		}
 	}
 	s.HasChildren = func() bool { return false }
-	s.KillAll = func(unix.Signal) error { return nil }
+	s.KillAll = func(sig unix.Signal) error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.killed = append(r.killed, "all "+unix.SignalName(sig))
+		return nil
+	}
+	s.KillGroup = func(pgid int, sig unix.Signal) error {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.deadGroup[pgid] {
+			return unix.ESRCH
+		}
+		if sig != 0 {
+			r.killed = append(r.killed, fmt.Sprintf("-%d %s", pgid, unix.SignalName(sig)))
+		}
+		return nil
+	}
 	s.AfterFunc = func(d time.Duration, f func()) { r.timers <- f }
 	s.Notes = r.notes
 	r.s = s
@@ -273,9 +316,9 @@ func TestRestartOnFailureThenCleanExit(t *testing.T) {
 	}
 }
 
-// TestStartedHookThenReap: main subscribes SIGCHLD in Started, after the
-// first worker was started. A worker that exited before that sends no
-// SIGCHLD baton will see, so the loop must reap once after the hook.
+// TestStartedHookThenReap: the loop reaps once after the Started hook, so
+// a worker that exited while the hook ran is seen even if its SIGCHLD was
+// lost (here it never comes).
 func TestStartedHookThenReap(t *testing.T) {
 	o := baseOpts()
 	o.Restart = RestartNever
@@ -287,5 +330,182 @@ func TestStartedHookThenReap(t *testing.T) {
 	})
 	if code := r.ended("an exit from before SIGCHLD was subscribed was missed"); code != 7 {
 		t.Fatalf("exit %d, want the worker's 7", code)
+	}
+}
+
+// fire runs timers until msg is logged.
+func (r *rig) fireUntil(msg string) {
+	r.t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case f := <-r.timers:
+			f()
+		case m := <-r.logs:
+			if m == msg {
+				return
+			}
+		case <-deadline:
+			r.t.Fatalf("no %q logged while firing timers", msg)
+		}
+	}
+}
+
+// TestSignalsHeldWhileInShim: a worker still in the shim gets no signal;
+// once it runs its command it gets the held ones in order, a standard
+// signal once however often it was sent, a real-time one each time.
+func TestSignalsHeldWhileInShim(t *testing.T) {
+	r := newRig(t, baseOpts(), func(r *rig) { r.shim = true })
+	w := r.worker()
+	for _, sig := range []unix.Signal{unix.SIGUSR1, unix.SIGUSR2, unix.SIGUSR1, unix.Signal(40), unix.Signal(40)} {
+		r.sigs <- sig
+	}
+	for i := 0; i < 4; i++ {
+		r.expect("signal held")
+	}
+	if got := w.got(); len(got) != 0 {
+		t.Fatalf("a worker in the shim got %v", got)
+	}
+	close(w.exec)
+	r.expect("worker left the shim")
+	want := []unix.Signal{unix.SIGUSR1, unix.SIGUSR2, unix.Signal(40), unix.Signal(40)}
+	if got := w.got(); !slices.Equal(got, want) {
+		t.Fatalf("after the exec the worker got %v, want %v", got, want)
+	}
+	r.sigs <- unix.SIGUSR1
+	r.sigs <- unix.SIGTERM
+	r.expect("stopping")
+	if got := w.got(); len(got) != 6 || got[4] != unix.SIGUSR1 || got[5] != unix.SIGTERM {
+		t.Fatalf("a worker out of the shim got %v, want its signals at once", got)
+	}
+}
+
+// TestKillAllWaitsForShim: as PID 1 the stop signal goes out with one
+// kill(-1), and not while a worker is in the shim, whose Go runtime would
+// get it (a crash dump for QUIT); a SIGKILL never waits.
+func TestKillAllWaitsForShim(t *testing.T) {
+	o := baseOpts()
+	o.PID1 = true
+	r := newRig(t, o, func(r *rig) { r.shim = true })
+	w := r.worker()
+	r.sigs <- unix.SIGQUIT
+	r.expect("stopping")
+	if c := r.calls(); len(c) != 0 {
+		t.Fatalf("kill(-1) while a worker is in the shim: %v", c)
+	}
+	close(w.exec)
+	r.expect("worker left the shim")
+	if c := r.calls(); !slices.Equal(c, []string{"all SIGQUIT"}) {
+		t.Fatalf("after the exec: %v, want one kill(-1, SIGQUIT)", c)
+	}
+	r.exit(w.pid, 131)
+	if code := r.ended("after QUIT"); code != 131 {
+		t.Fatalf("exit %d, want 131", code)
+	}
+}
+
+// TestRetireKillSparesEmptiedGroup: the SIGKILL armed when a worker
+// retires goes to its group only while the group may still have members;
+// once a reap has seen it empty, the id may be someone else's.
+func TestRetireKillSparesEmptiedGroup(t *testing.T) {
+	swap := func(r *rig) (old, cur *scriptedWorker) {
+		old = r.worker()
+		r.notes <- Note{PID: old.pid, Ready: true}
+		r.sigs <- unix.SIGHUP
+		cur = r.worker()
+		r.notes <- Note{PID: cur.pid, Ready: true}
+		r.expect("worker retiring")
+		return old, cur
+	}
+	t.Run("empty-at-exit", func(t *testing.T) {
+		r := newRig(t, baseOpts())
+		old, _ := swap(r)
+		r.mu.Lock()
+		r.deadGroup[old.pid] = true
+		r.mu.Unlock()
+		r.exit(old.pid, 0)
+		r.fireUntil("retired group already empty")
+		if c := r.calls(); len(c) != 0 {
+			t.Fatalf("signals to an emptied group: %v", c)
+		}
+	})
+	t.Run("helpers-then-empty", func(t *testing.T) {
+		r := newRig(t, baseOpts())
+		old, _ := swap(r)
+		r.exit(old.pid, 0) // its helpers live on: the group is not empty
+		r.expect("worker exited")
+		r.mu.Lock()
+		r.deadGroup[old.pid] = true
+		r.mu.Unlock()
+		r.exit(999, 0) // the last helper, an orphan, reaped by baton
+		r.expect("orphan reaped")
+		r.fireUntil("retired group already empty")
+		if c := r.calls(); len(c) != 0 {
+			t.Fatalf("signals to an emptied group: %v", c)
+		}
+	})
+	t.Run("helpers-linger", func(t *testing.T) {
+		r := newRig(t, baseOpts())
+		old, _ := swap(r)
+		r.exit(old.pid, 0)
+		r.fireUntil("worker killed after stop timeout")
+		if c := r.calls(); !slices.Equal(c, []string{fmt.Sprintf("-%d SIGKILL", old.pid)}) {
+			t.Fatalf("got %v, want the lingering group SIGKILLed", c)
+		}
+	})
+}
+
+// TestForegroundFollowsCurrent: when the workers own the terminal (plain
+// mode), the current generation's worker holds it: a new generation takes
+// it when its swap completes, never before (a rolled-back one never), and
+// while the slot is empty baton holds it, so Ctrl-C reaches somebody.
+func TestForegroundFollowsCurrent(t *testing.T) {
+	r := newRig(t, baseOpts(), func(r *rig) {
+		r.s.Foreground = func(pgid int) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.fgs = append(r.fgs, pgid)
+			return nil
+		}
+	})
+	fgs := func() []int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return append([]int(nil), r.fgs...)
+	}
+	w1 := r.worker()
+	if !w1.fg {
+		t.Fatal("the first worker did not take the terminal")
+	}
+	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.sigs <- unix.SIGHUP
+	w2 := r.worker()
+	r.exit(w2.pid, 1)
+	r.expect("swap aborted")
+	r.sigs <- unix.SIGHUP
+	w3 := r.worker()
+	r.notes <- Note{PID: w3.pid, Ready: true}
+	r.expect("swap complete")
+	if w2.fg || w3.fg {
+		t.Fatal("a new generation took the terminal as it started")
+	}
+	if got := fgs(); !slices.Equal(got, []int{w3.pid}) {
+		t.Fatalf("foreground moves %v, want only to %d at its swap", got, w3.pid)
+	}
+	r.exit(w3.pid, 3) // a crash: restarted after a backoff
+	r.expect("worker restarting")
+	if got := fgs(); !slices.Equal(got, []int{w3.pid, 0}) {
+		t.Fatalf("foreground moves %v, want back to baton (0) while the slot is empty", got)
+	}
+	var w4 *scriptedWorker
+	for w4 == nil {
+		select {
+		case f := <-r.timers:
+			f()
+		case w4 = <-r.started:
+		}
+	}
+	if !w4.fg {
+		t.Fatal("the restarted current worker did not take the terminal")
 	}
 }

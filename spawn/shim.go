@@ -5,7 +5,6 @@ package spawn
 import (
 	"fmt"
 	"os"
-	"os/signal"
 	"runtime"
 	"strconv"
 	"strings"
@@ -25,6 +24,9 @@ const ShimName = "baton:shim"
 // signal handling and an empty signal mask, then execs the command in
 // place, so the pid the worker sees is the pid baton recorded.
 //
+// baton holds back the signals it would send the worker until the shim has
+// exec'd: -exec-fd names a pipe the shim keeps open until then.
+//
 // It only returns on failure, with the shell's exit code (127, 126) after
 // printing one line on stderr (which is the worker's stderr).
 func Shim(args []string) int {
@@ -39,13 +41,21 @@ func Shim(args []string) int {
 		case "-listen-pid":
 			listenPID = true
 			continue
-		case "-rlimit", "-user":
+		case "-rlimit", "-user", "-exec-fd":
 			if i+1 >= len(args) {
 				return shimFail(fmt.Errorf("shim: %s needs a value", args[i]), 2)
 			}
-			if args[i] == "-user" {
+			switch args[i] {
+			case "-exec-fd":
+				fd, err := strconv.Atoi(args[i+1])
+				if err != nil || fd < listenFdsStart {
+					return shimFail(fmt.Errorf("shim: bad -exec-fd %q", args[i+1]), 2)
+				}
+				// Closed by the exec: that EOF tells baton the command runs.
+				unix.CloseOnExec(fd)
+			case "-user":
 				user = args[i+1]
-			} else {
+			default:
 				u, err := units.ParseUlimit(args[i+1])
 				if err != nil {
 					return shimFail(fmt.Errorf("shim: rlimit %q: %w", args[i+1], err), 2)
@@ -84,10 +94,10 @@ func Shim(args []string) int {
 		env = setEnv(env, "LISTEN_PID", strconv.Itoa(os.Getpid()))
 	}
 
-	// Go keeps an inherited SIG_IGN for SIGHUP and SIGINT (and nothing
-	// else); subscribing turns them into handled signals, which execve
-	// resets to SIG_DFL. Every other signal already has Go's handler.
-	signal.Notify(make(chan os.Signal, 1), unix.SIGHUP, unix.SIGINT)
+	// An inherited SIG_IGN survives execve: the Go runtime leaves it in
+	// place for HUP, INT, CONT, TSTP, TTIN, TTOU and its reserved signals.
+	// Reset directly, not through os/signal, which would catch them.
+	resetIgnored()
 	// The mask is per thread and inherited by execve: clear it on the
 	// thread that execs.
 	runtime.LockOSThread()
@@ -144,7 +154,10 @@ func setEnv(env []string, key, value string) []string {
 }
 
 // shimFail prints one JSON line in baton's log format and returns code.
+// The write is raw: through os.Stderr, a stderr nobody reads would make the
+// Go runtime end the shim with SIGPIPE instead of code.
 func shimFail(err error, code int) int {
-	fmt.Fprintf(os.Stderr, "{\"level\":\"error\",\"err\":%q,\"code\":%d,\"message\":\"worker exec failed\"}\n", err.Error(), code)
+	line := fmt.Sprintf("{\"level\":\"error\",\"err\":%q,\"code\":%d,\"message\":\"worker exec failed\"}\n", err.Error(), code)
+	_, _ = unix.Write(2, []byte(line)) // nowhere else to report it
 	return code
 }

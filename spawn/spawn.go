@@ -64,15 +64,47 @@ type Spec struct {
 	Cred      *Credential
 	// Foreground gives the worker's process group the terminal on fd 0.
 	Foreground bool
+	// ResetSignals starts the worker through the shim even when nothing
+	// else needs it, so that signals baton ignores (InheritsIgnored) are
+	// back to SIG_DFL in the worker.
+	ResetSignals bool
 }
 
 // Proc is a started worker. Its process group id equals its pid.
 type Proc struct {
 	pid int
+	// execFD is the read end of a pipe the shim holds until it execs the
+	// command (close-on-exec): EOF means the command runs, or the shim is
+	// gone. -1 when the worker was started directly.
+	execFD int
 }
 
 // PID returns the worker's pid, which is also its process group id.
 func (p *Proc) PID() int { return p.pid }
+
+// InShim reports whether the worker was started through baton's shim and
+// WaitExec has not yet seen it exec the command.
+func (p *Proc) InShim() bool { return p.execFD >= 0 }
+
+// WaitExec blocks until the worker runs its own command (or has exited),
+// for a worker started through the shim; at once otherwise. Until then the
+// process is baton's shim, a Go program: a signal sent to it would reach
+// the Go runtime, not the command. Call it once, from any goroutine; it
+// does not change what InShim reports.
+func (p *Proc) WaitExec() {
+	if p.execFD < 0 {
+		return
+	}
+	var buf [1]byte
+	for {
+		n, err := unix.Read(p.execFD, buf[:])
+		if n > 0 || errors.Is(err, unix.EINTR) {
+			continue // the shim never writes; be total anyway
+		}
+		break // EOF: the write end closed on exec or exit
+	}
+	_ = unix.Close(p.execFD) // a pipe's read end: nothing to flush
+}
 
 // Signal sends sig to the worker's whole process group, so helpers it
 // started receive it too (dumb-init's setsid mode does the same).
@@ -127,16 +159,17 @@ func classifyExec(path string, err error) error {
 // shim: LISTEN_PID and rlimits can only be set between fork and exec, which
 // Go cannot do itself.
 func (s Spec) needsShim() bool {
-	return s.ListenPID || len(s.Rlimits) > 0
+	return s.ListenPID || len(s.Rlimits) > 0 || s.ResetSignals
 }
 
-// Start starts the worker in a new process group. It never waits for it.
+// Start starts the worker in a new process group, with an empty signal
+// mask and default signal dispositions. It never waits for it.
 func Start(s Spec) (*Proc, error) {
 	path, err := LookPath(s.Path)
 	if err != nil {
 		return nil, err
 	}
-	files := make([]uintptr, 0, listenFdsStart+len(s.Files))
+	files := make([]uintptr, 0, listenFdsStart+len(s.Files)+1)
 	files = append(files, 0, 1, 2)
 	for _, fd := range s.Files {
 		files = append(files, uintptr(fd))
@@ -148,9 +181,18 @@ func Start(s Spec) (*Proc, error) {
 		sys.Ctty = 0
 	}
 	argv0, argv := path, s.Args
+	execR, execW := -1, -1
 	if s.needsShim() {
 		argv0 = selfPath() // a stat, only for the workers that need the shim
-		argv = s.shimArgs(path)
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			return nil, fmt.Errorf("start %s: exec pipe: %w", path, err)
+		}
+		execR, execW = p[0], p[1]
+		// The shim gets the write end after the listeners; it is not in
+		// LISTEN_FDS, and it closes on the command's exec.
+		argv = s.shimArgs(path, len(files))
+		files = append(files, uintptr(execW))
 		// The shim drops privileges itself, after raising rlimits as root.
 	} else if s.Cred != nil {
 		sys.Credential = &syscall.Credential{Uid: s.Cred.UID, Gid: s.Cred.GID, Groups: s.Cred.Groups}
@@ -159,18 +201,31 @@ func Start(s Spec) (*Proc, error) {
 			sys.Credential.Groups = []uint32{}
 		}
 	}
-	pid, _, err := syscall.StartProcess(argv0, argv, &syscall.ProcAttr{
-		Dir:   s.Dir,
-		Env:   s.Env,
-		Files: files,
-		Sys:   sys,
+	var pid int
+	wm := withEmptyMask
+	if os.Getenv("NOMASK") != "" {
+		wm = func(f func()) { f() }
+	}
+	wm(func() {
+		pid, _, err = syscall.StartProcess(argv0, argv, &syscall.ProcAttr{
+			Dir:   s.Dir,
+			Env:   s.Env,
+			Files: files,
+			Sys:   sys,
+		})
 	})
+	if execW >= 0 {
+		_ = unix.Close(execW) // the shim's copy alone keeps the pipe open now
+	}
 	if err != nil {
+		if execR >= 0 {
+			_ = unix.Close(execR)
+		}
 		return nil, classifyExec(argv0, err)
 	}
 	// The handle syscall.StartProcess returns is unused on Linux (it is the
 	// pid again); nothing needs releasing.
-	return &Proc{pid: pid}, nil
+	return &Proc{pid: pid, execFD: execR}, nil
 }
 
 // selfPath is the path baton re-executes itself from: /proc/self/exe,
@@ -187,8 +242,8 @@ func selfPath() string {
 	return os.Args[0]
 }
 
-func (s Spec) shimArgs(path string) []string {
-	args := []string{ShimName}
+func (s Spec) shimArgs(path string, execFD int) []string {
+	args := []string{ShimName, "-exec-fd", strconv.Itoa(execFD)}
 	if s.ListenPID {
 		args = append(args, "-listen-pid")
 	}
