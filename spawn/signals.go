@@ -43,13 +43,23 @@ func sigaction(sig int, act, old *kernelSigaction) unix.Errno {
 
 func catchable(sig int) bool { return sig != int(unix.SIGKILL) && sig != int(unix.SIGSTOP) }
 
+// libcInternal are glibc's SIGCANCEL and SIGSETXID: no program can set
+// them through the C library, which installs its own handlers when it
+// needs them. Some parents leave them ignored (hyperfine does); that is no
+// reason to start every worker through the shim. 34 is not among them: it
+// is glibc's SIGRTMIN, which programs use.
+func libcInternal(sig int) bool { return sig == 32 || sig == 33 }
+
 // InheritsIgnored reports whether the calling process ignores a signal
-// (SIG_IGN), which a child started directly would inherit. Workers are
-// then started through the shim, which resets it.
+// (SIG_IGN) that a child started directly would inherit and that matters
+// to it. Workers are then started through the shim, which resets it. For a
+// Go process (baton) only 34 can be left so after it subscribed every
+// signal: the runtime never takes it over, and a caller that ignored it
+// would pass that on.
 func InheritsIgnored() bool {
 	for sig := 1; sig <= maxSignal; sig++ {
 		var old kernelSigaction
-		if catchable(sig) && sigaction(sig, nil, &old) == 0 && old.handler == sigIgn {
+		if catchable(sig) && !libcInternal(sig) && sigaction(sig, nil, &old) == 0 && old.handler == sigIgn {
 			return true
 		}
 	}
