@@ -1,4 +1,4 @@
-//go:build linux
+//go:build linux && !onecpu_off
 
 // Package onecpu runs every thread of the process on one CPU for a short
 // stretch of work, then puts each thread back on the CPUs it may use.
