@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -163,32 +162,12 @@ func TestCommandNotSubcommand(t *testing.T) {
 	}
 }
 
-// TestTTYForeground: when stdin is baton's controlling terminal, the worker
-// gets the terminal's foreground, so Ctrl-C reaches it directly.
+// TestTTYForeground: when stdin is baton's controlling terminal, in plain
+// mode the worker gets the terminal's foreground, so Ctrl-C reaches it
+// directly (TestCtrlC has the other cases).
 func TestTTYForeground(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: a PID namespace with a controlling terminal")
-	}
-	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR, 0)
-	if err != nil {
-		t.Skipf("no pseudo-terminals here: %v", err)
-	}
-	defer m.Close()
-	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		t.Fatal(err)
-	}
-	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	b := StartBaton(t, Opt{Stdin: s, Sys: &syscall.SysProcAttr{
-		Cloneflags: unix.CLONE_NEWPID, Setsid: true, Setctty: true, Ctty: 0,
-	}}, python(t), testdata("sigworker.py"))
+	m, sl := ptyPair(t)
+	b := startOnTTY(t, sl, nil, python(t), testdata("sigworker.py"))
 	line, _ := b.ExpectOut(0, "ready ")
 	var pid, pgid int
 	fmt.Sscanf(line, "ready pid=%d pgid=%d", &pid, &pgid)
