@@ -37,12 +37,18 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	batonBin = filepath.Join(dir, "baton")
-	build := exec.Command("go", "build", "-trimpath", "-o", batonBin, "..")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build baton:", err)
-		os.Exit(1)
+	if bin := os.Getenv("TEST_BATON_BIN"); bin != "" {
+		// Another build, e.g. an older commit's, to see which tests it
+		// fails: TEST_BATON_BIN=/tmp/baton-old go test ./test
+		batonBin = bin
+	} else {
+		build := exec.Command("go", "build", "-trimpath", "-o", batonBin, "..")
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "build baton:", err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
