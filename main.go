@@ -29,6 +29,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/demo"
+	"github.com/baton-init/baton/control"
 	"github.com/baton-init/baton/handoff"
 	"github.com/baton-init/baton/reaper"
 	"github.com/baton-init/baton/reaper/onecpu"
@@ -164,7 +165,7 @@ func cmdHealth(args []string) int {
 	if pid > 0 {
 		who = strconv.Itoa(pid)
 	}
-	st, err := handoff.AskStatus(handoff.ControlAddr(who))
+	st, err := control.AskStatus(control.ControlAddr(who))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "baton: health:", err)
 		return 1
@@ -368,13 +369,13 @@ func supervise(argv []string) int {
 		// ready, and its first use of the network poller costs a few
 		// hundred microseconds.
 		go func() {
-			if _, err := handoff.ServeControl(sup, handoff.ControlAddr("self")); err != nil {
+			if _, err := control.ServeControl(sup, control.ControlAddr("self")); err != nil {
 				log.Warn().Err(err).Msg("control socket unavailable: baton health will fail")
 			}
 		}()
 	}
 	if cfg.HTTPAddr != "" {
-		hl, err := handoff.ServeHTTP(sup, string(cfg.HTTPAddr))
+		hl, err := control.ServeHTTP(sup, string(cfg.HTTPAddr))
 		if err != nil {
 			stderrf("baton: BATON_HTTP_ADDR: %s", err)
 			return exitUsage

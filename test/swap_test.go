@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/demo"
-	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/control"
 )
 
 // serve starts baton with one listener on a free loopback port and waits
@@ -87,7 +87,7 @@ func settle(t *testing.T, b *Baton, n int) {
 		}
 		return len(live) == n && len(retiring) == 0 && len(pending) == 0
 	})
-	st, err := handoff.AskStatus(handoff.ControlAddr(strconv.Itoa(b.PID())))
+	st, err := control.AskStatus(control.ControlAddr(strconv.Itoa(b.PID())))
 	if err != nil || st.Starting != 0 || st.Retiring != 0 || st.Serving != n {
 		t.Fatalf("baton's status %+v (%v), want %d serving and nothing else", st, err, n)
 	}

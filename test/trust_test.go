@@ -17,7 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/control"
 )
 
 // selfWorker returns the command line that runs this test binary as a
@@ -133,7 +133,7 @@ func TestOwnSIGPIPENeverForwarded(t *testing.T) {
 		b.ExpectOut(0, "ready ")
 		addr := b.Expect("http serving").Str("addr")
 		b.Expect("worker started")
-		ctl := "\x00" + strings.TrimPrefix(handoff.ControlAddr(strconv.Itoa(b.PID())), "@")
+		ctl := "\x00" + strings.TrimPrefix(control.ControlAddr(strconv.Itoa(b.PID())), "@")
 		for i := 0; i < 50; i++ {
 			// baton health that gives up before the answer: the answer
 			// is written to a socket whose peer is gone (EPIPE).
@@ -154,7 +154,7 @@ func TestOwnSIGPIPENeverForwarded(t *testing.T) {
 		}
 		// The status queries above went through the loop in order, so a
 		// last complete one proves every answer was written (or failed).
-		if _, err := handoff.AskStatus(handoff.ControlAddr(strconv.Itoa(b.PID()))); err != nil {
+		if _, err := control.AskStatus(control.ControlAddr(strconv.Itoa(b.PID()))); err != nil {
 			t.Fatal(err)
 		}
 		b.Signal(unix.SIGTERM)

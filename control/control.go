@@ -1,6 +1,6 @@
 //go:build linux
 
-package handoff
+package control
 
 import (
 	"bufio"
@@ -12,6 +12,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/baton-init/baton/handoff"
 )
 
 // controlTimeout bounds one control request end to end.
@@ -33,7 +35,7 @@ func ControlAddr(pid string) string {
 
 // ServeControl answers status requests until the listener is closed. It
 // owns nothing: each request is a Query to the loop.
-func ServeControl(s *Supervisor, addr string) (net.Listener, error) {
+func ServeControl(s *handoff.Supervisor, addr string) (net.Listener, error) {
 	l, err := net.Listen("unix", "\x00"+strings.TrimPrefix(addr, "@"))
 	if err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", addr, err)
@@ -53,7 +55,7 @@ func ServeControl(s *Supervisor, addr string) (net.Listener, error) {
 	return l, nil
 }
 
-func answer(s *Supervisor, c net.Conn) {
+func answer(s *handoff.Supervisor, c net.Conn) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(controlTimeout)) // a failed deadline only risks a slow client
 	line, err := bufio.NewReader(c).ReadString('\n')
@@ -70,8 +72,8 @@ func answer(s *Supervisor, c net.Conn) {
 }
 
 // AskStatus asks the baton behind addr for its status.
-func AskStatus(addr string) (Status, error) {
-	var st Status
+func AskStatus(addr string) (handoff.Status, error) {
+	var st handoff.Status
 	c, err := net.DialTimeout("unix", "\x00"+strings.TrimPrefix(addr, "@"), controlTimeout)
 	if err != nil {
 		return st, fmt.Errorf("no baton answers on %s: %w", addr, err)

@@ -1,6 +1,6 @@
 //go:build linux
 
-package handoff
+package control
 
 import (
 	"bufio"
@@ -23,6 +23,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/reaper"
+
+	"github.com/baton-init/baton/handoff"
 )
 
 // wantFamilies is the /metrics contract: every family and its type.
@@ -99,9 +101,9 @@ next:
 }
 
 func TestFormatMetrics(t *testing.T) {
-	st := Status{
+	st := handoff.Status{
 		Gen: 7, Ready: true, Healthy: true, Starting: 1, Serving: 4, Retiring: 2,
-		Stats: Stats{
+		Stats: handoff.Stats{
 			ReloadsOK: 6, ReloadsFailed: 2, ReloadsCoalesced: 3, Restarts: 5, Orphans: 11,
 			Forwarded: 13, Recycled: 17, LastSwap: 1250 * time.Millisecond,
 		},
@@ -157,7 +159,7 @@ func TestFormatMetrics(t *testing.T) {
 	}
 
 	// Not ready renders as 0, a zero swap as 0.
-	fams = parseMetrics(t, FormatMetrics(Status{}))
+	fams = parseMetrics(t, FormatMetrics(handoff.Status{}))
 	if got := value(fams, "baton_ready"); got != 0 {
 		t.Errorf("baton_ready = %v for a zero status", got)
 	}
@@ -200,7 +202,7 @@ func (f *fakeWorker) Signal(sig unix.Signal) error {
 	return nil
 }
 
-func (w *fakeWorld) start(gen, idx int, _ bool) (Worker, error) {
+func (w *fakeWorld) start(gen, idx int, _ bool) (handoff.Worker, error) {
 	w.mu.Lock()
 	w.pid++
 	pid := w.pid
@@ -274,27 +276,28 @@ const (
 	fakeLong          = 100 * time.Hour
 )
 
-// startFake runs a Supervisor over a fakeWorld with 2 workers, notify
+// startFake runs a handoff.Supervisor over a fakeWorld with 2 workers, notify
 // readiness and a shutdown delay, and serves HTTP for it.
-func startFake(t *testing.T) (*Supervisor, *fakeWorld, chan Note, string, <-chan int) {
+func startFake(t *testing.T) (*handoff.Supervisor, *fakeWorld, chan handoff.Note, string, <-chan int) {
 	t.Helper()
 	w := &fakeWorld{t: t, sigs: make(chan os.Signal, 256), started: make(chan int, 64), alive: map[int]bool{}}
-	notes := make(chan Note, 16)
-	sup := New(Options{
-		Workers:       2,
-		Ready:         ReadyMode{Kind: "notify"},
-		ReadyTimeout:  fakeLong,
-		ReloadSignal:  unix.SIGHUP,
-		StopSignal:    unix.SIGTERM,
-		StopTimeout:   fakeLong,
-		ShutdownDelay: fakeShutdownDelay,
-		Restart:       RestartOnFailure,
-		RestartLimit:  RestartLimit{Count: 5, Window: time.Minute},
+	notes := make(chan handoff.Note, 16)
+	sup := handoff.New(handoff.Options{
+		Workers:              2,
+		Ready:                handoff.ReadyMode{Kind: "notify"},
+		ReadyTimeout:         fakeLong,
+		ReloadSignal:         unix.SIGHUP,
+		StopSignal:           unix.SIGTERM,
+		StopTimeout:          fakeLong,
+		ShutdownDelay:        fakeShutdownDelay,
+		Restart:              handoff.RestartOnFailure,
+		RestartLimit: handoff.RestartLimit{Count: 5, Window: time.Minute},
 	}, zerolog.Nop())
 	sup.Start = w.start
 	sup.Reap = w.reap
 	sup.HasChildren = func() bool { return false }
 	sup.KillAll = func(unix.Signal) error { return nil }
+	sup.KillGroup = func(int, unix.Signal) error { return nil } // no real process group is ever signalled
 	sup.RSS = func(int) (int64, error) { return 0, nil }
 	sup.AfterFunc = w.afterFunc
 	sup.Notes = notes
@@ -309,7 +312,7 @@ func startFake(t *testing.T) (*Supervisor, *fakeWorld, chan Note, string, <-chan
 	return sup, w, notes, l.Addr().String(), done
 }
 
-func query(t *testing.T, s *Supervisor) Status {
+func query(t *testing.T, s *handoff.Supervisor) handoff.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -368,7 +371,7 @@ func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
 // until queries the loop until pred holds (the loop takes signals, notes
 // and queries in any order, so a state change shows up a few queries
 // later), checking each snapshot on the way with each (may be nil).
-func until(t *testing.T, s *Supervisor, what string, pred func(Status) bool, each func(Status)) Status {
+func until(t *testing.T, s *handoff.Supervisor, what string, pred func(handoff.Status) bool, each func(handoff.Status)) handoff.Status {
 	t.Helper()
 	end := time.Now().Add(5 * time.Second)
 	for {
@@ -385,7 +388,7 @@ func until(t *testing.T, s *Supervisor, what string, pred func(Status) bool, eac
 	}
 }
 
-// TestHTTPReadyAcrossLifecycle drives a real Supervisor (fake processes)
+// TestHTTPReadyAcrossLifecycle drives a real handoff.Supervisor (fake processes)
 // through start, swaps, a coalesced and a failed reload and a delayed
 // shutdown, and checks /readyz, /healthz and /metrics at every step:
 // ready only once the first generation is, never unready in the middle
@@ -393,8 +396,8 @@ func until(t *testing.T, s *Supervisor, what string, pred func(Status) bool, eac
 func TestHTTPReadyAcrossLifecycle(t *testing.T) {
 	sup, w, notes, addr, done := startFake(t)
 	base := "http://" + addr
-	ready := func(pid int) { notes <- Note{PID: pid, Ready: true} }
-	mustBeReady := func(st Status) {
+	ready := func(pid int) { notes <- handoff.Note{PID: pid, Ready: true} }
+	mustBeReady := func(st handoff.Status) {
 		if !st.Ready {
 			t.Fatalf("not ready in the middle of a swap: %+v", st)
 		}
@@ -408,12 +411,12 @@ func TestHTTPReadyAcrossLifecycle(t *testing.T) {
 	wantCode(t, base, "/readyz", 503)
 	wantCode(t, base, "/healthz", 200)
 	ready(a)
-	until(t, sup, "one worker ready", func(st Status) bool { return st.Serving == 1 }, nil)
+	until(t, sup, "one worker ready", func(st handoff.Status) bool { return st.Serving == 1 }, nil)
 	if st := query(t, sup); st.Ready {
 		t.Fatalf("ready with one of two workers ready: %+v", st)
 	}
 	ready(b)
-	until(t, sup, "generation 1 ready", func(st Status) bool { return st.Ready }, nil)
+	until(t, sup, "generation 1 ready", func(st handoff.Status) bool { return st.Ready }, nil)
 	wantCode(t, base, "/readyz", 200)
 	fams := scrape(t, base)
 	if value(fams, "baton_ready") != 1 || value(fams, "baton_generation") != 1 || value(fams, "baton_workers", "state", "serving") != 2 {
@@ -423,19 +426,19 @@ func TestHTTPReadyAcrossLifecycle(t *testing.T) {
 	// A swap: ready all along.
 	w.sigs <- unix.SIGHUP
 	c, d := w.nextPID(), w.nextPID()
-	st = until(t, sup, "swap begun", func(st Status) bool { return st.Starting == 2 }, mustBeReady)
+	st = until(t, sup, "swap begun", func(st handoff.Status) bool { return st.Starting == 2 }, mustBeReady)
 	if st.Gen != 1 || st.Serving != 2 {
 		t.Fatalf("mid-swap: %+v", st)
 	}
 	wantCode(t, base, "/readyz", 200)
 	ready(c)
-	until(t, sup, "one new worker ready", func(st Status) bool { return st.Serving == 3 }, mustBeReady)
+	until(t, sup, "one new worker ready", func(st handoff.Status) bool { return st.Serving == 3 }, mustBeReady)
 	ready(d)
-	st = until(t, sup, "swap complete", func(st Status) bool { return st.Gen == 2 }, mustBeReady)
+	st = until(t, sup, "swap complete", func(st handoff.Status) bool { return st.Gen == 2 }, mustBeReady)
 	if st.ReloadsOK != 1 {
 		t.Fatalf("after swap: %+v", st)
 	}
-	until(t, sup, "old generation gone", func(st Status) bool { return st.Retiring == 0 && st.Serving == 2 }, mustBeReady)
+	until(t, sup, "old generation gone", func(st handoff.Status) bool { return st.Retiring == 0 && st.Serving == 2 }, mustBeReady)
 	wantCode(t, base, "/readyz", 200)
 	fams = scrape(t, base)
 	if value(fams, "baton_generation") != 2 || value(fams, "baton_reloads_total", "result", "ok") != 1 {
@@ -450,13 +453,13 @@ func TestHTTPReadyAcrossLifecycle(t *testing.T) {
 	ready(e)
 	ready(f)
 	g, h := w.nextPID(), w.nextPID() // the coalesced swap
-	st = until(t, sup, "coalesced swap begun", func(st Status) bool { return st.Gen == 3 && st.Starting == 2 }, mustBeReady)
+	st = until(t, sup, "coalesced swap begun", func(st handoff.Status) bool { return st.Gen == 3 && st.Starting == 2 }, mustBeReady)
 	if st.ReloadsCoalesced != 1 {
 		t.Fatalf("coalesced swap: %+v", st)
 	}
 	ready(g)
 	w.exit(h, 3)
-	st = until(t, sup, "swap aborted", func(st Status) bool { return st.ReloadsFailed == 1 }, mustBeReady)
+	st = until(t, sup, "swap aborted", func(st handoff.Status) bool { return st.ReloadsFailed == 1 }, mustBeReady)
 	if st.Gen != 3 {
 		t.Fatalf("after failed swap: %+v", st)
 	}
@@ -475,7 +478,7 @@ func TestHTTPReadyAcrossLifecycle(t *testing.T) {
 
 	// Shutdown with a delay: unready at once, still healthy and serving.
 	w.sigs <- unix.SIGTERM
-	st = until(t, sup, "shutdown begun", func(st Status) bool { return st.Stopping }, nil)
+	st = until(t, sup, "shutdown begun", func(st handoff.Status) bool { return st.Stopping }, nil)
 	if st.Ready || !st.Healthy || st.Serving != 2 {
 		t.Fatalf("during shutdown delay: %+v", st)
 	}
@@ -490,7 +493,7 @@ func TestHTTPReadyAcrossLifecycle(t *testing.T) {
 	fwd := st.Forwarded
 	w.sigs <- unix.SIGHUP
 	w.sigs <- unix.SIGUSR1
-	st = until(t, sup, "USR1 forwarded", func(st Status) bool { return st.Forwarded > fwd }, nil)
+	st = until(t, sup, "USR1 forwarded", func(st handoff.Status) bool { return st.Forwarded > fwd }, nil)
 	if st.Ready || st.Starting != 0 || st.Gen != 3 {
 		t.Fatalf("reload during shutdown delay: %+v", st)
 	}
@@ -535,8 +538,8 @@ func statusLine(s string) string {
 // TestHTTPProtocol: methods, paths, malformed and oversized requests.
 func TestHTTPProtocol(t *testing.T) {
 	_, w, notes, addr, _ := startFake(t)
-	notes <- Note{PID: w.nextPID(), Ready: true}
-	notes <- Note{PID: w.nextPID(), Ready: true}
+	notes <- handoff.Note{PID: w.nextPID(), Ready: true}
+	notes <- handoff.Note{PID: w.nextPID(), Ready: true}
 	base := "http://" + addr
 
 	cases := []struct {
@@ -632,7 +635,7 @@ func TestHTTPProtocol(t *testing.T) {
 
 // TestServeHTTPClose: closing the returned listener stops serving.
 func TestServeHTTPClose(t *testing.T) {
-	sup := New(Options{}, zerolog.Nop())
+	sup := handoff.New(handoff.Options{}, zerolog.Nop())
 	l, err := ServeHTTP(sup, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

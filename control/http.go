@@ -1,6 +1,6 @@
 //go:build linux
 
-package handoff
+package control
 
 import (
 	"bufio"
@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/baton-init/baton/handoff"
 )
 
 // The operations endpoint (BATON_HTTP_ADDR) is a tiny HTTP/1.1 responder
@@ -42,7 +44,7 @@ const MetricsContentType = "text/plain; version=0.0.4; charset=utf-8"
 // on addr (host:port; port 0 picks a free one) until the returned listener
 // is closed. Like the control socket it owns nothing: every request is a
 // Query to the loop.
-func ServeHTTP(s *Supervisor, addr string) (net.Listener, error) {
+func ServeHTTP(s *handoff.Supervisor, addr string) (net.Listener, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -51,7 +53,7 @@ func ServeHTTP(s *Supervisor, addr string) (net.Listener, error) {
 	return l, nil
 }
 
-func serveHTTP(s *Supervisor, l net.Listener) {
+func serveHTTP(s *handoff.Supervisor, l net.Listener) {
 	slots := make(chan struct{}, httpMaxConns)
 	for {
 		slots <- struct{}{}
@@ -86,7 +88,7 @@ var errBadRequest = errors.New("malformed request")
 // errBadVersion means a request in another HTTP major version.
 var errBadVersion = errors.New("unsupported HTTP version")
 
-func serveConn(s *Supervisor, c net.Conn) {
+func serveConn(s *handoff.Supervisor, c net.Conn) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(httpTimeout)) // without it a slow client only holds a slot longer
 	br := bufio.NewReaderSize(c, 1024)
@@ -207,7 +209,7 @@ func parseRequestLine(line string) (httpRequest, error) {
 }
 
 // route answers one request.
-func route(s *Supervisor, req httpRequest) []byte {
+func route(s *handoff.Supervisor, req httpRequest) []byte {
 	head := req.method == "HEAD"
 	switch req.path {
 	case "/metrics", "/healthz", "/readyz":
@@ -279,7 +281,7 @@ func response(code int, ctype, body string, head bool, extra []string) []byte {
 }
 
 // FormatMetrics renders st in the Prometheus text exposition format 0.0.4.
-func FormatMetrics(st Status) []byte {
+func FormatMetrics(st handoff.Status) []byte {
 	var b bytes.Buffer
 	family := func(name, typ, help string) {
 		b.WriteString("# HELP " + name + " " + help + "\n# TYPE " + name + " " + typ + "\n")
