@@ -161,11 +161,14 @@ func cmdHealth(args []string) int {
 		fmt.Fprintln(os.Stderr, "baton:", err)
 		return exitUsage
 	}
-	who := "self"
+	var target control.Target
 	if pid > 0 {
-		who = strconv.Itoa(pid)
+		target = control.TargetOf(pid)
+	} else if target, err = control.Find(); err != nil {
+		fmt.Fprintln(os.Stderr, "baton: health:", err)
+		return 1
 	}
-	st, err := control.AskStatus(control.ControlAddr(who))
+	st, err := control.AskStatus(target)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "baton: health:", err)
 		return 1
@@ -363,16 +366,20 @@ func supervise(argv []string) int {
 	reloads := make(chan string, 16)
 	sup.Reloads = reloads
 
-	// Set-up that need not delay the first worker is done while it execs.
+	// The control socket is bound now, so that a name someone else holds
+	// stops baton before anything starts; it is served (which sets up the
+	// runtime's network poller, a few hundred microseconds) while the first
+	// worker execs.
+	ctl, err := control.Listen()
+	if err != nil {
+		stderrf("baton: %s", err)
+		return 1
+	}
+	defer ctl.Close()
 	sup.Started = func() {
-		// The control socket (baton health) is of no use until a worker is
-		// ready, and its first use of the network poller costs a few
-		// hundred microseconds.
-		go func() {
-			if _, err := control.ServeControl(sup, control.ControlAddr("self")); err != nil {
-				log.Warn().Err(err).Msg("control socket unavailable: baton health will fail")
-			}
-		}()
+		if err := ctl.Serve(sup); err != nil {
+			log.Warn().Err(err).Msg("control socket unavailable: baton health will fail")
+		}
 	}
 	if cfg.HTTPAddr != "" {
 		hl, err := control.ServeHTTP(sup, string(cfg.HTTPAddr))

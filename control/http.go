@@ -24,14 +24,16 @@ import (
 const (
 	// httpMaxHeader bounds the request line plus headers.
 	httpMaxHeader = 8 << 10
-	// httpTimeout bounds one connection end to end: reading the request,
-	// asking the loop, writing the answer.
-	httpTimeout = 5 * time.Second
+	// httpHeadTimeout bounds the wait for a request's head: a probe sends
+	// it at once; a client that dribbles it (slowloris) is dropped.
+	httpHeadTimeout = 2 * time.Second
+	// httpWriteTimeout bounds writing the answer.
+	httpWriteTimeout = 2 * time.Second
 	// httpQueryTimeout bounds the status query to the event loop.
 	httpQueryTimeout = 2 * time.Second
-	// httpMaxConns bounds the connections served at once; further ones
-	// wait in the kernel's accept queue.
-	httpMaxConns = 32
+	// httpMaxConns bounds the connections held at once; at the cap the
+	// oldest idle one is closed for a new one (see limiter).
+	httpMaxConns = 256
 	// httpLinger bounds the drain of a client's leftovers after the answer
 	// (see linger).
 	httpLinger = time.Second
@@ -49,29 +51,8 @@ func ServeHTTP(s *handoff.Supervisor, addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	go serveHTTP(s, l)
+	go acceptLoop(l, newLimiter(httpMaxConns), func(h *held) { serveConn(s, h) }, time.Sleep)
 	return l, nil
-}
-
-func serveHTTP(s *handoff.Supervisor, l net.Listener) {
-	slots := make(chan struct{}, httpMaxConns)
-	for {
-		slots <- struct{}{}
-		c, err := l.Accept()
-		if err != nil {
-			<-slots
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// EMFILE and the like: back off a little instead of spinning.
-			time.Sleep(50 * time.Millisecond)
-			continue
-		}
-		go func() {
-			defer func() { <-slots }()
-			serveConn(s, c)
-		}()
-	}
 }
 
 // httpRequest is what the responder needs of a request.
@@ -88,10 +69,9 @@ var errBadRequest = errors.New("malformed request")
 // errBadVersion means a request in another HTTP major version.
 var errBadVersion = errors.New("unsupported HTTP version")
 
-func serveConn(s *handoff.Supervisor, c net.Conn) {
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(httpTimeout)) // without it a slow client only holds a slot longer
-	br := bufio.NewReaderSize(c, 1024)
+func serveConn(s *handoff.Supervisor, h *held) {
+	_ = h.SetReadDeadline(time.Now().Add(httpHeadTimeout)) // without it a slow client only holds a place longer
+	br := bufio.NewReaderSize(h, 1024)
 	req, err := readRequest(br)
 	var resp []byte
 	switch {
@@ -103,13 +83,19 @@ func serveConn(s *handoff.Supervisor, c net.Conn) {
 		resp = response(400, "", "bad request\n", false, nil)
 	case err != nil:
 		return // timeout, reset or EOF: nobody to answer
-	default:
+	}
+	if !h.working() {
+		return // evicted for a newer client meanwhile
+	}
+	if resp == nil {
 		resp = route(s, req)
 	}
-	if _, err := c.Write(resp); err != nil {
+	_ = h.SetWriteDeadline(time.Now().Add(httpWriteTimeout))
+	if _, err := h.Write(resp); err != nil {
 		return
 	}
-	linger(c, br)
+	h.idleAgain()
+	linger(h.Conn, br)
 }
 
 // linger half-closes the connection and reads what the client still sends

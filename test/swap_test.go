@@ -87,7 +87,7 @@ func settle(t *testing.T, b *Baton, n int) {
 		}
 		return len(live) == n && len(retiring) == 0 && len(pending) == 0
 	})
-	st, err := control.AskStatus(control.ControlAddr(strconv.Itoa(b.PID())))
+	st, err := control.AskStatus(control.TargetOf(b.PID()))
 	if err != nil || st.Starting != 0 || st.Retiring != 0 || st.Serving != n {
 		t.Fatalf("baton's status %+v (%v), want %d serving and nothing else", st, err, n)
 	}

@@ -133,7 +133,7 @@ func TestOwnSIGPIPENeverForwarded(t *testing.T) {
 		b.ExpectOut(0, "ready ")
 		addr := b.Expect("http serving").Str("addr")
 		b.Expect("worker started")
-		ctl := "\x00" + strings.TrimPrefix(control.ControlAddr(strconv.Itoa(b.PID())), "@")
+		ctl := "\x00" + strings.TrimPrefix(control.TargetOf(b.PID()).Addr, "@")
 		for i := 0; i < 50; i++ {
 			// baton health that gives up before the answer: the answer
 			// is written to a socket whose peer is gone (EPIPE).
@@ -154,7 +154,7 @@ func TestOwnSIGPIPENeverForwarded(t *testing.T) {
 		}
 		// The status queries above went through the loop in order, so a
 		// last complete one proves every answer was written (or failed).
-		if _, err := control.AskStatus(control.ControlAddr(strconv.Itoa(b.PID()))); err != nil {
+		if _, err := control.AskStatus(control.TargetOf(b.PID())); err != nil {
 			t.Fatal(err)
 		}
 		b.Signal(unix.SIGTERM)

@@ -1,0 +1,338 @@
+package test
+
+// Hostile local clients and faults: whatever a process in baton's network
+// namespace does to its endpoints, baton's memory and descriptors stay
+// bounded, probes are answered, and nobody can answer in baton's name.
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// procStatus returns a /proc/PID/status field's first number (kB for
+// VmRSS), -1 if missing.
+func procStatus(pid int, field string) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			if f := strings.Fields(v); len(f) > 0 {
+				n, _ := strconv.Atoi(f[0])
+				return n
+			}
+		}
+	}
+	return -1
+}
+
+// fdCount is how many descriptors pid holds.
+func fdCount(t testing.TB, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// controlName is the control socket's abstract name of the baton whose
+// host pid is pid (its namespace's inode and its own pid there), as
+// /proc/net/unix shows it.
+func controlName(t testing.TB, pid int) string {
+	t.Helper()
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns = strings.Trim(strings.TrimPrefix(ns, "pid:"), "[]")
+	return fmt.Sprintf("@baton/ctl/%s/%d", ns, nsPID(t, pid))
+}
+
+// nsPID is pid as its own (innermost) PID namespace numbers it, -1 when
+// the process is gone.
+func nsPID(t testing.TB, pid int) int {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "NSpid:"); ok {
+			f := strings.Fields(v)
+			n, _ := strconv.Atoi(f[len(f)-1])
+			return n
+		}
+	}
+	return -1
+}
+
+// dialControl connects to the control socket of the baton with host pid.
+func dialControl(t testing.TB, pid int) net.Conn {
+	t.Helper()
+	c, err := net.Dial("unix", "\x00"+strings.TrimPrefix(controlName(t, pid), "@"))
+	if err != nil {
+		t.Fatalf("control socket of %d: %v", pid, err)
+	}
+	return c
+}
+
+// TestControlSocketBounded: a client that writes without end, and one
+// that holds thousands of connections, change neither baton's memory nor
+// its descriptors beyond a bound, and `baton health` still answers.
+func TestControlSocketBounded(t *testing.T) {
+	b := StartBaton(t, Opt{Env: []string{"BATON_LISTEN=127.0.0.1:0", "BATON_READY=delay:20ms"}}, "sleep", "1000")
+	b.Expect("generation ready")
+	rss0, fds0 := procStatus(b.PID(), "VmRSS"), fdCount(t, b.PID())
+
+	// A request line that never ends: baton must hang up long before 64 MB.
+	c := dialControl(t, b.PID())
+	chunk := bytes.Repeat([]byte("x"), 64<<10)
+	written, hungUp := 0, false
+	c.SetWriteDeadline(time.Now().Add(deadline))
+	for written < 64<<20 {
+		n, err := c.Write(chunk)
+		written += n
+		if err != nil {
+			hungUp = true
+			break
+		}
+	}
+	c.Close()
+	if !hungUp {
+		t.Errorf("baton read %d MB of one request line without hanging up", written>>20)
+	}
+	if rss := procStatus(b.PID(), "VmRSS"); rss > rss0+16<<10 {
+		t.Errorf("baton's RSS went from %d kB to %d kB", rss0, rss)
+	}
+
+	// Thousands of idle connections: baton holds a bounded number.
+	var held []net.Conn
+	for i := 0; i < 3000; i++ {
+		c, err := net.Dial("unix", "\x00"+strings.TrimPrefix(controlName(t, b.PID()), "@"))
+		if err != nil {
+			break // the backlog is full: fine, the client is the one that waits
+		}
+		held = append(held, c)
+	}
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	if fds := fdCount(t, b.PID()); fds > fds0+128 {
+		t.Errorf("with %d idle control connections baton holds %d descriptors (%d before)", len(held), fds, fds0)
+	}
+	start := time.Now()
+	if code, out := runBaton(t, "health", "--pid", strconv.Itoa(b.PID())); code != 0 {
+		t.Errorf("baton health among %d idle connections: exit %d %q", len(held), code, out)
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("baton health took %v among %d idle connections", el, len(held))
+	}
+	b.Signal(unix.SIGTERM)
+	b.Wait()
+}
+
+// TestControlSocketIdentity: two batons in one PID and network namespace
+// (here baton under baton) each answer for themselves; a process that
+// took baton's control socket name first makes baton refuse to start
+// rather than let `baton health` believe the squatter.
+func TestControlSocketIdentity(t *testing.T) {
+	t.Run("baton-under-baton", func(t *testing.T) {
+		// The outer baton reloads once (generation 2); the inner one, its
+		// worker, is at generation 1. (The outer baton strips BATON_* from
+		// its workers' environment; env sets the inner one's.)
+		b := StartBaton(t, Opt{Env: []string{"BATON_RELOAD_SIGNAL=HUP", "BATON_READY=delay:20ms"}},
+			"env", "BATON_READY=delay:20ms", batonBin, "--", "sleep", "1000")
+		b.Expect("generation ready")
+		b.Signal(unix.SIGHUP)
+		inner := b.Expect("worker started", "gen", 2).Int("pid")
+		b.Expect("swap complete", "gen", 2)
+		var innerHost int
+		for _, p := range childrenOf(b.PID()) {
+			if nsPID(t, p) == inner {
+				innerHost = p
+			}
+		}
+		if innerHost == 0 {
+			t.Fatalf("inner baton %d not found", inner)
+		}
+		code, out := runBaton(t, "health", "--pid", strconv.Itoa(b.PID()))
+		if !strings.Contains(out, "generation 2") {
+			t.Fatalf("outer baton's health: exit %d %q, want generation 2", code, out)
+		}
+		// The inner baton is ready 20 ms after it starts: poll its health,
+		// bounded by the deadline.
+		end := time.Now().Add(deadline)
+		for {
+			code, out = runBaton(t, "health", "--pid", strconv.Itoa(innerHost))
+			if strings.Contains(out, "generation 2") {
+				t.Fatalf("the inner baton's health reports the outer one's state: %q", out)
+			}
+			if code == 0 && strings.Contains(out, "generation 1") {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatalf("inner baton's health: exit %d %q, want ready at generation 1", code, out)
+			}
+		}
+		b.Signal(unix.SIGTERM)
+		b.Wait()
+	})
+	t.Run("squatter", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("needs root: the squatter binds the name of a baton in another PID namespace")
+		}
+		// The squatter binds the name the baton started below will
+		// want: its PID namespace is new, its pid there 1. The inode of
+		// a new namespace is not known in advance, so the test makes the
+		// namespace first, with a process that waits (sleep), and starts
+		// baton inside it with nsenter.
+		holder := StartBaton(t, Opt{Bin: "/bin/sleep"}, "1000")
+		ns, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", holder.PID()))
+		ns = strings.Trim(strings.TrimPrefix(ns, "pid:"), "[]")
+		name := fmt.Sprintf("@baton/ctl/%s/2", ns)
+		sq, err := net.Listen("unix", "\x00"+name[1:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sq.Close()
+		go func() {
+			for {
+				c, err := sq.Accept()
+				if err != nil {
+					return
+				}
+				c.Write([]byte(`{"Gen":7,"Ready":true,"Serving":1}` + "\n"))
+				c.Close()
+			}
+		}()
+		nsenter, err := execLookPath("nsenter")
+		if err != nil {
+			t.Skip("nsenter not installed")
+		}
+		// In the holder's namespace baton gets pid 2.
+		b := StartBaton(t, Opt{Bin: nsenter, NoPIDNS: true},
+			"--pid=/proc/"+strconv.Itoa(holder.PID())+"/ns/pid", "--", batonBin, "--", "sleep", "1000")
+		select {
+		case <-b.Exited():
+			if b.code == 0 {
+				t.Fatal("baton exited 0 with its control socket name taken")
+			}
+			b.Err.mu.Lock()
+			all := strings.Join(b.Err.all, "\n")
+			b.Err.mu.Unlock()
+			if !strings.Contains(all, "control socket") {
+				t.Fatalf("baton's error does not name the control socket: %q", all)
+			}
+		case <-time.After(deadline):
+			t.Fatal("baton started although another process holds its control socket name")
+		}
+	})
+}
+
+func execLookPath(name string) (string, error) {
+	for _, d := range filepath.SplitList(os.Getenv("PATH")) {
+		p := filepath.Join(d, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found", name)
+}
+
+// TestHTTPProbeAmidIdleClients: thousands of idle or slow connections to
+// BATON_HTTP_ADDR do not keep a /healthz probe from an answer within
+// kubelet's default 1 s timeout, and baton's descriptors stay bounded.
+func TestHTTPProbeAmidIdleClients(t *testing.T) {
+	b, base := StartBatonHTTP(t, []string{"BATON_READY=delay:20ms"}, "sleep", "1000")
+	b.Expect("generation ready")
+	addr := strings.TrimPrefix(base, "http://")
+	fds0 := fdCount(t, b.PID())
+	var held []net.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	for i := 0; i < 2000; i++ {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			break
+		}
+		if i%2 == 0 {
+			c.Write([]byte("GET /metrics HTTP/1.1\r\n")) // slow: a head that never ends
+		}
+		held = append(held, c)
+	}
+	for i := 0; i < 5; i++ {
+		start := time.Now()
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			t.Fatalf("probe %d: connect: %v (with %d idle clients)", i, err, len(held))
+		}
+		c.SetDeadline(time.Now().Add(time.Second))
+		c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
+		buf := make([]byte, 512)
+		n, err := c.Read(buf)
+		c.Close()
+		if err != nil || !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
+			t.Fatalf("probe %d among %d idle clients: %q %v after %v", i, len(held), buf[:n], err, time.Since(start))
+		}
+	}
+	if fds := fdCount(t, b.PID()); fds > fds0+512 {
+		t.Errorf("with %d idle HTTP connections baton holds %d descriptors (%d before)", len(held), fds, fds0)
+	}
+	b.Signal(syscall.SIGTERM)
+	b.Wait()
+}
+
+// TestPoolSurvivesCorrelatedCrashes: all 8 workers SIGKILLed at once (as
+// the OOM killer or a dependency outage would), twice within a few
+// seconds, is not a crash loop: baton restarts every one and serves on.
+func TestPoolSurvivesCorrelatedCrashes(t *testing.T) {
+	b := StartBaton(t, Opt{Env: []string{"BATON_WORKERS=8", "BATON_READY=delay:20ms", "BATON_RESTART=on-failure"}},
+		"sleep", "1000")
+	b.Expect("generation ready")
+	ready := 8
+	for round := 1; round <= 2; round++ {
+		kids := childrenOf(b.PID())
+		if len(kids) != 8 {
+			t.Fatalf("round %d: baton has %d children, want 8", round, len(kids))
+		}
+		for _, k := range kids {
+			syscall.Kill(k, syscall.SIGKILL)
+		}
+		// Every slot is restarted and its new worker becomes ready.
+		ready += 8
+		limit := false
+		b.Err.waitFor(t, fmt.Sprintf("%d workers ready", ready), deadline, func(_ []string, evs []Event) bool {
+			n := 0
+			for _, ev := range evs {
+				limit = limit || ev.Msg() == "restart limit reached"
+				if ev.Msg() == "worker ready" {
+					n++
+				}
+			}
+			return limit || n >= ready
+		})
+		if limit {
+			t.Fatalf("round %d: baton took a crash of the whole pool for a crash loop", round)
+		}
+	}
+	settle(t, b, 8)
+	b.Signal(unix.SIGTERM)
+	b.Wait()
+}
