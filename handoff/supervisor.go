@@ -139,7 +139,6 @@ type Supervisor struct {
 	exitCode     int
 	firstNonZero int
 	done         bool
-	restartTimes []time.Time
 	stats        Stats
 }
 
@@ -181,8 +180,13 @@ type generation struct {
 	begun   time.Time
 	workers []*worker // slot -> live worker; nil while empty
 	fails   []int     // consecutive crashes per slot, for backoff
-	pending []bool    // a restart is scheduled for the slot
-	ready   bool
+	// restarts are each slot's restart times within the restart limit's
+	// window: the limit counts per slot, so a crash of the whole pool at
+	// once (the OOM killer, a dependency outage) counts once per slot,
+	// not once per worker.
+	restarts [][]time.Time
+	pending  []bool // a restart is scheduled for the slot
+	ready    bool
 }
 
 type timerKind int
@@ -195,6 +199,7 @@ const (
 	evShutdownDelay
 	evStopKill
 	evRecycle
+	evRecycleTimeout
 )
 
 type timerEvent struct {
@@ -310,11 +315,12 @@ func (s *Supervisor) after(d time.Duration, ev timerEvent) {
 func (s *Supervisor) newGeneration() *generation {
 	s.genCount++
 	return &generation{
-		num:     s.genCount,
-		begun:   s.Now(),
-		workers: make([]*worker, s.Workers),
-		fails:   make([]int, s.Workers),
-		pending: make([]bool, s.Workers),
+		num:      s.genCount,
+		begun:    s.Now(),
+		workers:  make([]*worker, s.Workers),
+		fails:    make([]int, s.Workers),
+		restarts: make([][]time.Time, s.Workers),
+		pending:  make([]bool, s.Workers),
 	}
 }
 
@@ -471,16 +477,28 @@ func (s *Supervisor) onExit(e reaper.Exit) {
 			w.groupGone = true
 		}
 	}
+	if s.draining && g == s.current && code != 0 && s.firstNonZero == 0 {
+		s.firstNonZero = code // the status of a shutdown baton was asked for
+	}
 	owned := g.workers[w.idx] == w
 	if owned {
 		g.workers[w.idx] = nil
+		if r := s.replacing; r != nil && r.gen == g && r.idx == w.idx && !s.stopping {
+			// The worker being recycled is gone: its replacement, already
+			// starting, is the slot's worker now. A restart besides it
+			// would be a third process for one slot.
+			s.replacing = nil
+			g.workers[w.idx] = r
+			s.Log.Info().Int("gen", g.num).Int("worker", w.idx).Int("pid", r.pid).Int("code", code).Msg("replacement took over")
+			if s.owns(w.idx) {
+				s.setForeground(r.pid)
+			}
+			return
+		}
 		if s.Foreground != nil && g == s.current && w.idx == 0 && !s.stopping {
 			// Until a restart takes it, Ctrl-C must reach somebody.
 			s.setForeground(0)
 		}
-	}
-	if s.draining && g == s.current && code != 0 && s.firstNonZero == 0 {
-		s.firstNonZero = code // the status of a shutdown baton was asked for
 	}
 	switch {
 	case s.stopping:
@@ -527,20 +545,20 @@ func (s *Supervisor) onCurrentExit(w *worker, code int) {
 
 func (s *Supervisor) scheduleRestart(w *worker, code int) {
 	g, now := w.gen, s.Now()
-	kept := s.restartTimes[:0]
-	for _, t := range s.restartTimes {
+	kept := g.restarts[w.idx][:0]
+	for _, t := range g.restarts[w.idx] {
 		if now.Sub(t) < s.RestartLimit.Window {
 			kept = append(kept, t)
 		}
 	}
-	s.restartTimes = kept
-	if len(s.restartTimes) >= s.RestartLimit.Count {
+	g.restarts[w.idx] = kept
+	if len(kept) >= s.RestartLimit.Count {
 		s.Log.Error().Int("gen", g.num).Int("worker", w.idx).Int("code", code).
-			Int("restarts", len(s.restartTimes)).Dur("window", s.RestartLimit.Window).Msg("restart limit reached")
+			Int("restarts", len(kept)).Dur("window", s.RestartLimit.Window).Msg("restart limit reached")
 		s.end(code)
 		return
 	}
-	s.restartTimes = append(s.restartTimes, now)
+	g.restarts[w.idx] = append(kept, now)
 	if now.Sub(w.started) >= restartReset {
 		g.fails[w.idx] = 0
 	}
@@ -776,6 +794,14 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 		for _, w := range s.byPID {
 			_ = w.w.Signal(unix.SIGKILL)
 		}
+	case evRecycleTimeout:
+		if w := ev.w; w == s.replacing && !w.ready {
+			// Not ready in time: the old worker serves on, and the next
+			// check may try again.
+			s.replacing = nil
+			s.Log.Warn().Int("gen", w.gen.num).Int("worker", w.idx).Int("pid", w.pid).Str("reason", "not ready within BATON_READY_TIMEOUT").Msg("recycle aborted")
+			s.retire(w)
+		}
 	case evRecycle:
 		s.recycleCheck()
 		if !s.stopping && !s.draining {
@@ -900,6 +926,7 @@ func (s *Supervisor) recycleCheck() {
 		return
 	}
 	s.replacing = nw
+	s.after(s.ReadyTimeout, timerEvent{kind: evRecycleTimeout, pid: nw.pid, w: nw})
 }
 
 func (s *Supervisor) status() Status {

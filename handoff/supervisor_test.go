@@ -509,3 +509,136 @@ func TestForegroundFollowsCurrent(t *testing.T) {
 		t.Fatal("the restarted current worker did not take the terminal")
 	}
 }
+
+// nextOf waits for the next log event whose message is one of msgs and
+// returns it.
+func (r *rig) nextOf(msgs ...string) string {
+	r.t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case m := <-r.logs:
+			if slices.Contains(msgs, m) {
+				return m
+			}
+		case <-deadline:
+			r.t.Fatalf("none of %q logged", msgs)
+			return ""
+		}
+	}
+}
+
+// startedWhileFiring fires timers until n workers have started.
+func (r *rig) startedWhileFiring(n int) []*scriptedWorker {
+	r.t.Helper()
+	var out []*scriptedWorker
+	deadline := time.After(5 * time.Second)
+	for len(out) < n {
+		select {
+		case f := <-r.timers:
+			f()
+		case w := <-r.started:
+			out = append(out, w)
+		case <-deadline:
+			r.t.Fatalf("%d of %d workers started", len(out), n)
+		}
+	}
+	return out
+}
+
+// TestPoolSurvivesCorrelatedCrashes: the whole pool crashing at once (the
+// OOM killer, a dependency outage), twice, is not a crash loop: every slot
+// is restarted and the pool is whole again. A slot that does crash in a
+// loop still ends baton with the worker's code.
+func TestPoolSurvivesCorrelatedCrashes(t *testing.T) {
+	o := baseOpts()
+	o.Workers = 8
+	r := newRig(t, o)
+	ws := make([]*scriptedWorker, 8)
+	for i := range ws {
+		ws[i] = r.worker()
+	}
+	for round := 0; round < 2; round++ {
+		var exits []reaper.Exit
+		for _, w := range ws {
+			r.notes <- Note{PID: w.pid, Ready: true}
+			exits = append(exits, reaper.Exit{PID: w.pid, Status: unix.WaitStatus(137)}) // SIGKILLed
+			r.expect("worker ready")
+		}
+		r.exits <- exits
+		r.sigs <- unix.SIGCHLD
+		ws = r.startedWhileFiring(8)
+	}
+	for _, w := range ws {
+		r.notes <- Note{PID: w.pid, Ready: true}
+		r.expect("worker ready")
+	}
+	r.expectStatus("after two crashes of the whole pool", func(st Status) bool {
+		return st.Serving == 8 && st.Stats.Restarts == 16 && !st.Stopping
+	})
+
+	// A real crash loop: one slot crashes on every start. It was restarted
+	// twice above; three more restarts reach the limit of 5 in the window,
+	// and the next crash ends baton.
+	w := ws[0]
+	for i := 2; i < o.RestartLimit.Count; i++ {
+		r.exit(w.pid, 3)
+		w = r.startedWhileFiring(1)[0]
+	}
+	r.exit(w.pid, 3)
+	r.expect("restart limit reached")
+	r.expectStatus("after a crash loop", func(st Status) bool { return st.Stopping })
+}
+
+// recycleRig starts one worker under BATON_MAX_AGE (every worker is past
+// its age at once), marks it ready and fires timers until its recycling
+// has begun; it returns the old worker and the replacement.
+func recycleRig(t *testing.T, readyTimeout time.Duration) (*rig, *scriptedWorker, *scriptedWorker) {
+	o := baseOpts()
+	o.MaxAge = time.Nanosecond
+	o.ReadyTimeout = readyTimeout
+	r := newRig(t, o)
+	old := r.worker()
+	r.notes <- Note{PID: old.pid, Ready: true}
+	r.expect("generation ready")
+	repl := r.startedWhileFiring(1)[0]
+	r.expect("recycle begun")
+	return r, old, repl
+}
+
+// TestRecycleReplacementBoundedByReadyTimeout: a replacement that never
+// says READY=1 is stopped after BATON_READY_TIMEOUT, the old worker serves
+// on, and recycling goes on (a new replacement is started).
+func TestRecycleReplacementBoundedByReadyTimeout(t *testing.T) {
+	r, old, repl := recycleRig(t, time.Minute)
+	r.fireUntil("recycle aborted")
+	if got := repl.got(); len(got) == 0 || got[0] != unix.SIGTERM {
+		t.Fatalf("the never-ready replacement got %v, want SIGTERM", got)
+	}
+	if len(old.got()) != 0 {
+		t.Fatalf("the old worker was signalled: %v", old.got())
+	}
+	r.exit(repl.pid, 143)
+	r.startedWhileFiring(1) // recycling goes on
+}
+
+// TestRecycleOldWorkerCrashes: when the worker being recycled crashes
+// while its replacement starts, the replacement takes the slot: no restart
+// is scheduled (which could later put a third process in the slot, or
+// leave a stale pending restart that keeps baton alive with no worker).
+func TestRecycleOldWorkerCrashes(t *testing.T) {
+	r, old, repl := recycleRig(t, time.Minute)
+	r.exit(old.pid, 3)
+	if m := r.nextOf("worker restarting", "replacement took over"); m != "replacement took over" {
+		t.Fatalf("the old worker's crash logged %q: a restart next to its replacement", m)
+	}
+	r.notes <- Note{PID: repl.pid, Ready: true}
+	r.expect("worker ready")
+	r.expectStatus("the replacement serves", func(st Status) bool { return st.Serving == 1 && st.Starting == 0 })
+	// Under on-failure a clean exit of the only worker ends baton: no
+	// stale pending restart may keep it alive with no worker.
+	r.exit(repl.pid, 0)
+	if code := r.ended("the last worker exited 0 under on-failure"); code != 0 {
+		t.Fatalf("exit %d, want 0", code)
+	}
+}
