@@ -138,7 +138,7 @@ func peerCred(c net.Conn) (*unix.Ucred, error) {
 func (l *Listener) Serve(s *handoff.Supervisor) error {
 	f := os.NewFile(uintptr(l.fd), l.Addr)
 	ln, err := net.FileListener(f) // a duplicate, in the network poller
-	_ = f.Close()                   // ours: the duplicate keeps the socket
+	_ = f.Close()                  // ours: the duplicate keeps the socket
 	if err != nil {
 		return fmt.Errorf("control socket %s: %w", l.Addr, err)
 	}
