@@ -298,6 +298,12 @@ func supervise(argv []string) int {
 		// reload signal is asked for explicitly.
 		opts.ReloadSignal = 0
 	}
+	if opts.StopSignalSet && opts.StopSignal == opts.ReloadSignal {
+		// Set explicitly, the stop signal also starts a shutdown when
+		// baton receives it: one signal cannot mean both.
+		stderrf("baton: BATON_STOP_SIGNAL: %s is the reload signal (BATON_RELOAD_SIGNAL)", unix.SignalName(opts.StopSignal))
+		return exitUsage
+	}
 
 	var notes chan handoff.Note
 	notifyAddr := ""
@@ -511,9 +517,9 @@ type config struct {
 	Listen        handoff.Listeners    `desc:"listeners [name=]scheme://addr, comma-separated (tcp, tcp4, tcp6, udp, udp4, udp6, unix); host:port means tcp, /path means unix"`
 	Workers       handoff.Count        `default:"1" desc:"workers per generation"`
 	Ready         handoff.ReadyMode    `default:"auto" desc:"when a new worker is ready: notify (READY=1), delay:DUR, auto (READY=1 or 2s up, until a worker has sent READY=1)"`
-	ReadyTimeout  handoff.Duration     `split_words:"true" default:"60s" desc:"a new generation not ready by then is rolled back"`
+	ReadyTimeout  handoff.Timeout      `split_words:"true" default:"60s" desc:"a new generation not ready by then is rolled back"`
 	ReloadSignal  handoff.ReloadSignal `split_words:"true" default:"HUP" desc:"signal that starts a generation swap; none disables reloads and forwards it (plain init mode defaults to none: HUP goes to the app, as under tini)"`
-	StopSignal    handoff.Signal       `split_words:"true" default:"TERM" desc:"signal that asks a retiring worker to finish; when set, it also replaces the shutdown signal baton received"`
+	StopSignal    handoff.StopSignal   `split_words:"true" default:"TERM" desc:"signal that asks a retiring worker to finish; when set, it also replaces the shutdown signal baton received"`
 	StopTimeout   handoff.Duration     `split_words:"true" default:"8s" desc:"grace before SIGKILL to a worker's process group (retiring and shutdown)"`
 	ShutdownDelay handoff.Duration     `split_words:"true" default:"0" desc:"on shutdown, keep serving this long while reporting not-ready"`
 	SignalMap     handoff.SignalMap    `split_words:"true" desc:"rewrite forwarded signals, e.g. TERM:QUIT,WINCH: (empty target drops it)"`

@@ -3,6 +3,7 @@
 package handoff
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -30,6 +31,24 @@ func (d *Duration) Decode(v string) error {
 		return fmt.Errorf("want a duration like 1.5s, 2m or 30 (seconds), got %q", spawn.Clip(v))
 	}
 	*d = Duration(t)
+	return nil
+}
+
+// Timeout is a Duration above zero (BATON_READY_TIMEOUT). Zero is refused
+// rather than read as "no timeout": it would roll back every reload at
+// once, and a reload that never ends would block every later one.
+type Timeout time.Duration
+
+// Decode implements envconfig.Decoder.
+func (t *Timeout) Decode(v string) error {
+	var d Duration
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if d == 0 {
+		return errors.New("want a duration above 0 like 60s (0 would roll back every reload at once; for a slow start give a long one, e.g. 10m)")
+	}
+	*t = Timeout(d)
 	return nil
 }
 
@@ -93,6 +112,34 @@ func (s *Signal) Decode(v string) error {
 	return nil
 }
 
+// unreceivable reports whether baton can never receive sig: it does not
+// subscribe to it (main.otherSignals) or the Go runtime keeps it.
+func unreceivable(sig unix.Signal) bool {
+	return sig == unix.SIGPIPE || sig == unix.SIGPROF || (sig >= 32 && sig <= 34)
+}
+
+// StopSignal is BATON_STOP_SIGNAL: the signal that asks a worker to finish.
+// Set explicitly, receiving it also means shutdown, so it must be one baton
+// receives and does not consume otherwise (SIGCHLD, SIGURG); main also
+// refuses the reload signal.
+type StopSignal unix.Signal
+
+// Decode implements envconfig.Decoder.
+func (s *StopSignal) Decode(v string) error {
+	var sig Signal
+	if err := sig.Decode(v); err != nil {
+		return err
+	}
+	switch u := unix.Signal(sig); {
+	case u == unix.SIGCHLD || u == unix.SIGURG:
+		return fmt.Errorf("%s cannot be the stop signal: baton consumes it", unix.SignalName(u))
+	case unreceivable(u):
+		return fmt.Errorf("signal %d cannot be the stop signal: baton never receives it", int(u))
+	}
+	*s = StopSignal(sig)
+	return nil
+}
+
 // ReloadSignal is BATON_RELOAD_SIGNAL: a signal, or "none" (0).
 type ReloadSignal unix.Signal
 
@@ -109,8 +156,7 @@ func (r *ReloadSignal) Decode(v string) error {
 	switch sig := unix.Signal(s); {
 	case isShutdown(sig) || sig == unix.SIGCHLD || sig == unix.SIGURG:
 		return fmt.Errorf("%s cannot be the reload signal", unix.SignalName(sig))
-	case sig == unix.SIGPIPE || sig == unix.SIGPROF || (sig >= 32 && sig <= 34):
-		// baton does not subscribe to them (main.otherSignals).
+	case unreceivable(sig):
 		return fmt.Errorf("baton never receives signal %d, so it cannot be the reload signal", int(sig))
 	}
 	*r = ReloadSignal(s)

@@ -3,6 +3,9 @@
 package handoff
 
 import (
+	"bytes"
+	"net"
+	"reflect"
 	"testing"
 	"time"
 
@@ -56,16 +59,58 @@ func TestDecoders(t *testing.T) {
 		}
 	}
 	var ls Listeners
-	if err := ls.Decode("web=127.0.0.1:80, /run/app.sock ,dns=udp6://[::1]:53,:8080"); err != nil {
+	if err := ls.Decode("web=127.0.0.1:80, /run/app.sock ,dns=udp6://[::1]:53,:8080,adm=unix:///run/adm.sock?mode=0600&owner=0:3"); err != nil {
 		t.Fatal(err)
 	}
-	want := Listeners{{"web", "tcp", "127.0.0.1:80"}, {"", "unix", "/run/app.sock"}, {"dns", "udp6", "[::1]:53"}, {"", "tcp", ":8080"}}
-	if len(ls) != len(want) {
-		t.Fatalf("Listeners = %+v", ls)
+	want := Listeners{
+		{Name: "web", Network: "tcp", Addr: "127.0.0.1:80"},
+		{Network: "unix", Addr: "/run/app.sock", Mode: 0o666},
+		{Name: "dns", Network: "udp6", Addr: "[::1]:53"},
+		{Network: "tcp", Addr: ":8080"},
+		{Name: "adm", Network: "unix", Addr: "/run/adm.sock", Mode: 0o600},
 	}
-	for i := range want {
-		if ls[i] != want[i] {
-			t.Errorf("listener %d = %+v, want %+v", i, ls[i], want[i])
+	if o := ls[len(ls)-1].Owner; o == nil || o.UID != 0 || o.GID != 3 {
+		t.Errorf("owner=0:3 gave %+v", o)
+	}
+	ls[len(ls)-1].Owner = nil
+	if !reflect.DeepEqual(ls, want) {
+		t.Fatalf("Listeners =\n%+v\nwant\n%+v", ls, want)
+	}
+	for _, bad := range []string{"127.0.0.1:80?mode=0600", "@abstract?mode=0600", "/s.sock?mode=999", "/s.sock?mode=0600&color=red", "/s.sock?owner=nosuchuser1"} {
+		if err := ls.Decode(bad); err == nil {
+			t.Errorf("Listeners accepted %q", bad)
 		}
+	}
+}
+
+// TestNotifyRefusesOversized: a datagram over 4096 bytes (systemd's
+// limit) is dropped, not truncated and then parsed.
+func TestNotifyRefusesOversized(t *testing.T) {
+	n, err := NewNotifier([]string{t.TempDir()}, -1, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	notes := make(chan Note, 4)
+	go n.Run(notes)
+	c, err := net.Dial("unixgram", n.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	big := append([]byte("READY=1\n"), bytes.Repeat([]byte("x"), 5000)...)
+	if _, err := c.Write(big); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write([]byte("STATUS=after")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case note := <-notes:
+		if note.Ready || note.Status != "after" {
+			t.Fatalf("first note %+v: the oversized datagram was parsed", note)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no note")
 	}
 }

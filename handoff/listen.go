@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -30,10 +31,22 @@ type Listener struct {
 // ListenSpec is a parsed BATON_LISTEN entry.
 type ListenSpec struct {
 	Name, Network, Addr string
+	// Mode and Owner apply to a unix socket's file: Mode defaults to
+	// defaultSocketMode; Owner (nil: baton's) is uid and gid.
+	Mode  os.FileMode
+	Owner *spawn.Credential
 }
 
+// defaultSocketMode is a unix socket file's mode unless ?mode= says
+// otherwise: anyone who can reach the directory may connect, as with
+// systemd's SocketMode= default. Connecting needs write permission, so
+// bind's umask-derived 0755 would shut out every user but baton's.
+const defaultSocketMode = 0o666
+
 // Listeners is BATON_LISTEN: comma-separated `[name=]scheme://addr`; a bare
-// `host:port` means tcp and a bare `/path` means unix.
+// `host:port` means tcp and a bare `/path` means unix. A unix socket file
+// takes options after '?': `mode=0660` and `owner=USER[:GROUP]` (names or
+// ids, as BATON_USER), joined with '&'.
 type Listeners []ListenSpec
 
 var networks = map[string]bool{
@@ -50,7 +63,9 @@ func (ls *Listeners) Decode(value string) error {
 			return errors.New("want comma-separated [name=]scheme://addr entries, got an empty one")
 		}
 		var spec ListenSpec
-		if i := strings.Index(item, "="); i >= 0 {
+		// A name comes first: an '=' before any character of an address
+		// (options after '?' have '=' too).
+		if i := strings.IndexAny(item, "=:/?@["); i >= 0 && item[i] == '=' {
 			spec.Name, item = item[:i], item[i+1:]
 			if spec.Name == "" || strings.ContainsAny(spec.Name, ":/ ") {
 				return fmt.Errorf("listener name must be non-empty, without ':' '/' or spaces, in %q", spawn.Clip(spec.Name+"="+item))
@@ -68,16 +83,53 @@ func (ls *Listeners) Decode(value string) error {
 		default:
 			spec.Network, spec.Addr = "tcp", item
 		}
+		addr, opts, hasOpts := strings.Cut(spec.Addr, "?")
+		spec.Addr = addr
 		if spec.Network == "unix" {
 			if spec.Addr == "" {
 				return errors.New("unix listener needs a path")
 			}
+			spec.Mode = defaultSocketMode
+			if hasOpts {
+				if strings.HasPrefix(spec.Addr, "@") {
+					return fmt.Errorf("an abstract unix socket has no file to set mode or owner on: %q", spawn.Clip(item))
+				}
+				if err := spec.decodeOptions(opts); err != nil {
+					return err
+				}
+			}
+		} else if hasOpts {
+			return fmt.Errorf("only a unix socket file takes options (mode, owner), not %q", spawn.Clip(item))
 		} else if _, _, err := net.SplitHostPort(spec.Addr); err != nil {
 			return fmt.Errorf("want host:port for %s, got %q", spec.Network, spawn.Clip(spec.Addr))
 		}
 		out = append(out, spec)
 	}
 	*ls = out
+	return nil
+}
+
+// decodeOptions reads a unix socket's `mode=0660&owner=USER[:GROUP]`.
+func (spec *ListenSpec) decodeOptions(opts string) error {
+	for _, kv := range strings.Split(opts, "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "mode":
+			m, err := strconv.ParseUint(v, 8, 32)
+			if err != nil || m > 0o777 {
+				return fmt.Errorf("unix socket mode: want octal permissions like 0660, got %q", spawn.Clip(v))
+			}
+			spec.Mode = os.FileMode(m)
+		case "owner":
+			c, err := spawn.ResolveUser(v, "/etc/passwd", "/etc/group")
+			if err != nil {
+				return fmt.Errorf("unix socket owner: %w", err)
+			}
+			spec.Owner = c
+		default:
+			return fmt.Errorf("unknown unix socket option %q: want mode or owner", spawn.Clip(k))
+		}
+	}
 	return nil
 }
 
@@ -132,8 +184,11 @@ func open(spec ListenSpec) (*Listener, error) {
 			spec.Network += "4"
 		}
 	}
-	lc := net.ListenConfig{Control: control}
 	ctx := context.Background()
+	if err := notTaken(ctx, spec); err != nil {
+		return nil, fmt.Errorf("listen %s %s: %w", spec.Network, spawn.Clip(spec.Addr), err)
+	}
+	lc := net.ListenConfig{Control: control}
 	var (
 		closer interface{ Close() error }
 		raw    syscall.RawConn
@@ -150,7 +205,7 @@ func open(spec ListenSpec) (*Listener, error) {
 		}
 	case "unix":
 		if err = removeStale(spec.Addr); err != nil {
-			return nil, fmt.Errorf("listen unix %s: %w", spec.Addr, err)
+			return nil, fmt.Errorf("listen unix %s: %w", spawn.Clip(spec.Addr), err)
 		}
 		var l net.Listener
 		l, err = lc.Listen(ctx, "unix", spec.Addr)
@@ -160,6 +215,9 @@ func open(spec ListenSpec) (*Listener, error) {
 			l.(*net.UnixListener).SetUnlinkOnClose(false)
 			closer, bound = l, spec.Addr
 			raw, err = l.(*net.UnixListener).SyscallConn()
+			if err == nil {
+				err = setFile(spec)
+			}
 		}
 	default:
 		var l net.Listener
@@ -173,7 +231,7 @@ func open(spec ListenSpec) (*Listener, error) {
 		if closer != nil {
 			_ = closer.Close()
 		}
-		return nil, fmt.Errorf("listen %s %s: %w", spec.Network, spec.Addr, unwrapOp(err))
+		return nil, fmt.Errorf("listen %s %s: %w", spec.Network, spawn.Clip(spec.Addr), unwrapOp(err))
 	}
 	// Duplicate the descriptor without going through os.File.Fd(), which
 	// would switch the shared open file description to blocking mode.
@@ -189,13 +247,73 @@ func open(spec ListenSpec) (*Listener, error) {
 		derr = cerr
 	}
 	if derr != nil {
-		return nil, fmt.Errorf("listen %s %s: dup: %w", spec.Network, spec.Addr, derr)
+		return nil, fmt.Errorf("listen %s %s: dup: %w", spec.Network, spawn.Clip(spec.Addr), derr)
 	}
 	name := spec.Name
 	if name == "" {
 		name = "unknown"
 	}
 	return &Listener{Name: name, Network: spec.Network, Addr: spec.Addr, Bound: bound, FD: fd}, nil
+}
+
+// ErrAddrTaken means another socket is bound to a listener's address.
+var ErrAddrTaken = errors.New("address already in use by another socket; baton will not share it (SO_REUSEPORT would split connections between them)")
+
+// notTaken checks that nobody has spec's TCP or UDP address. baton binds
+// with SO_REUSEPORT, and Linux lets a second SO_REUSEPORT socket of the
+// same user (a second baton, a stray server) bind the address silently and
+// then splits the traffic between them. A socket bound without it cannot
+// share the address with anyone, so a trial bind tells: only TIME_WAIT
+// leftovers are allowed (SO_REUSEADDR, TCP only: for UDP it would share).
+// Port 0 needs no check: the kernel picks a free port.
+func notTaken(ctx context.Context, spec ListenSpec) error {
+	if spec.Network == "unix" {
+		return nil // removeStale checks unix sockets
+	}
+	if _, port, _ := net.SplitHostPort(spec.Addr); port == "0" {
+		return nil
+	}
+	lc := net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			if strings.HasPrefix(network, "tcp") {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+			}
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	var trial interface{ Close() error }
+	var err error
+	if strings.HasPrefix(spec.Network, "udp") {
+		trial, err = lc.ListenPacket(ctx, spec.Network, spec.Addr)
+	} else {
+		trial, err = lc.Listen(ctx, spec.Network, spec.Addr)
+	}
+	if err != nil {
+		if errors.Is(err, unix.EADDRINUSE) {
+			return ErrAddrTaken
+		}
+		return unwrapOp(err)
+	}
+	return trial.Close()
+}
+
+// setFile gives a unix socket's file its mode and owner (nothing to do
+// for an abstract socket). Until then bind's umask-derived mode applies,
+// which only ever lets fewer clients in.
+func setFile(spec ListenSpec) error {
+	if strings.HasPrefix(spec.Addr, "@") {
+		return nil
+	}
+	if spec.Owner != nil {
+		if err := os.Lchown(spec.Addr, int(spec.Owner.UID), int(spec.Owner.GID)); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(spec.Addr, spec.Mode)
 }
 
 // removeStale deletes a unix socket file left by a previous run. A socket
@@ -212,12 +330,12 @@ func removeStale(path string) error {
 		return err
 	}
 	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("%s exists and is not a socket", path)
+		return errors.New("the path exists and is not a socket")
 	}
 	c, err := net.Dial("unix", path)
 	if err == nil {
 		_ = c.Close()
-		return fmt.Errorf("%s is in use by another process", path)
+		return errors.New("in use: another process accepts on it")
 	}
 	return os.Remove(path)
 }

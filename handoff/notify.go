@@ -37,31 +37,31 @@ type Notifier struct {
 	dir  string
 }
 
-// NewNotifier creates the socket in a fresh 0700 directory under the first
-// of dirs that works, owned by uid/gid when uid >= 0, so only baton and the
-// workers' user can reach it. Where no directory can be made (read-only
-// root, FROM scratch without /run or /tmp) it falls back to an abstract
-// socket, which needs no filesystem.
+// NewNotifier creates the socket in a fresh directory under the first of
+// dirs that works. The directory is baton's: 0700, or with workers of
+// another user (uid >= 0) 0711, so they can reach the socket but not
+// replace or remove it (a compromised worker could otherwise make every
+// later READY=1 go elsewhere); the socket file is then theirs, 0600, so
+// they can send to it. Where no directory can be made (read-only root, FROM
+// scratch without /run or /tmp) it falls back to an abstract socket, which
+// needs no filesystem.
 func NewNotifier(dirs []string, uid, gid int) (*Notifier, error) {
 	for _, d := range dirs {
 		dir, err := os.MkdirTemp(d, "baton.")
 		if err != nil {
 			continue
 		}
-		if uid >= 0 {
-			if err := os.Chown(dir, uid, gid); err != nil {
-				_ = os.RemoveAll(dir)
-				continue
-			}
-		}
 		path := filepath.Join(dir, "notify")
 		n, err := listenNotify(path)
+		if err == nil && uid >= 0 {
+			err = errors.Join(os.Chown(path, uid, gid), os.Chmod(path, 0o600), os.Chmod(dir, 0o711))
+		}
 		if err != nil {
+			if n != nil {
+				_ = n.conn.Close()
+			}
 			_ = os.RemoveAll(dir)
 			continue
-		}
-		if uid >= 0 {
-			_ = os.Chown(path, uid, gid) // the socket inherits the dir's protection either way
 		}
 		n.dir = dir
 		return n, nil
@@ -101,19 +101,24 @@ func listenNotify(addr string) (*Notifier, error) {
 	return &Notifier{Addr: addr, conn: conn}, nil
 }
 
+// maxNote is the largest datagram read: systemd's NOTIFY_BUFFER_MAX
+// (PIPE_BUF). A larger one is dropped whole: parsing what fits would read a
+// message its sender never sent.
+const maxNote = 4096
+
 // Run reads datagrams until Close and sends each one with sender
 // credentials to notes. It owns nothing else; attribution to workers is the
 // event loop's job.
 func (n *Notifier) Run(notes chan<- Note) {
-	buf := make([]byte, 4096)
+	buf := make([]byte, maxNote)
 	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
 	for {
-		nb, noob, _, _, err := n.conn.ReadMsgUnix(buf, oob)
+		nb, noob, flags, _, err := n.conn.ReadMsgUnix(buf, oob)
 		if errors.Is(err, net.ErrClosed) {
 			return
 		}
-		if err != nil {
-			continue // a truncated or odd datagram: the next one may be fine
+		if err != nil || flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
+			continue // oversized or odd: the next one may be fine
 		}
 		pid := senderPID(oob[:noob])
 		if pid <= 0 {

@@ -30,6 +30,9 @@ func (u *User) Decode(v string) error {
 	return nil
 }
 
+// maxID is (uid_t)-1, the one 32-bit id that names nobody.
+const maxID = 1<<32 - 1
+
 // ResolveUser resolves spec against the given passwd and group files.
 // A numeric uid with no passwd entry gets gid 0 and no supplementary
 // groups, as docker and runc do; a user found in passwd gets its primary
@@ -38,6 +41,13 @@ func ResolveUser(spec, passwdPath, groupPath string) (*Credential, error) {
 	name, group, hasGroup := strings.Cut(spec, ":")
 	if name == "" || (hasGroup && group == "") {
 		return nil, fmt.Errorf("want uid[:gid] or name[:group], got %q", Clip(spec))
+	}
+	// (uid_t)-1 means "leave unchanged" to setuid and chown: no process
+	// can run as it.
+	for _, id := range []string{name, group} {
+		if n, err := strconv.ParseUint(id, 10, 64); err == nil && n >= maxID {
+			return nil, fmt.Errorf("id %q out of range: want 0 to %d", Clip(id), uint64(maxID-1))
+		}
 	}
 	users, _ := readColonFile(passwdPath) // missing file: numeric ids only
 	groups, _ := readColonFile(groupPath)

@@ -41,46 +41,59 @@ func TestBadInput(t *testing.T) {
 	}
 	defer busy.Close()
 	secret := "0123456789abcdefSECRET-TAIL"
-	cases := []struct{ name, value, want string }{
-		{"BATON_LISTEN", "foo://x:1", "BATON_LISTEN"},
-		{"BATON_LISTEN", "localhost", "BATON_LISTEN"},
-		{"BATON_LISTEN", busy.Addr().String(), busy.Addr().String()}, // bind failure names the address
-		{"BATON_WORKERS", "0", "BATON_WORKERS"},
-		{"BATON_WORKERS", "many", "BATON_WORKERS"},
-		{"BATON_READY", "sometimes", "BATON_READY"},
-		{"BATON_READY", "delay:soon", "BATON_READY"},
-		{"BATON_READY_TIMEOUT", "soon", "BATON_READY_TIMEOUT"},
-		{"BATON_RELOAD_SIGNAL", "NOPE", "BATON_RELOAD_SIGNAL"},
-		{"BATON_RELOAD_SIGNAL", "TERM", "BATON_RELOAD_SIGNAL"},
-		{"BATON_STOP_SIGNAL", "KILL", "BATON_STOP_SIGNAL"},
-		{"BATON_STOP_TIMEOUT", "-1s", "BATON_STOP_TIMEOUT"},
-		{"BATON_SHUTDOWN_DELAY", "later", "BATON_SHUTDOWN_DELAY"},
-		{"BATON_SIGNAL_MAP", "TERM", "BATON_SIGNAL_MAP"},
-		{"BATON_SIGNAL_MAP", "TERM:BOGUS", "BATON_SIGNAL_MAP"},
-		{"BATON_RESTART", "sometimes", "BATON_RESTART"},
-		{"BATON_RESTART_LIMIT", "5", "BATON_RESTART_LIMIT"},
-		{"BATON_EXIT_MAP", "143", "BATON_EXIT_MAP"},
-		{"BATON_EXIT_MAP", "143:999", "BATON_EXIT_MAP"},
-		{"BATON_USER", "no-such-user-here", "BATON_USER"},
-		{"BATON_USER", "1000:", "BATON_USER"},
-		{"BATON_ULIMITS", "nofile=abc", "BATON_ULIMITS"},
-		{"BATON_ULIMITS", "bogus=1:2", "BATON_ULIMITS"},
-		{"BATON_MAX_RSS", "lots", "BATON_MAX_RSS"},
-		{"BATON_MAX_AGE", "old", "BATON_MAX_AGE"},
-		{"BATON_WATCH", ",,", "BATON_WATCH"},
-		{"BATON_HTTP_ADDR", "nocolon", "BATON_HTTP_ADDR"},
-		{"BATON_SUBREAPER", "maybe", "BATON_SUBREAPER"},
-		{"BATON_LOG_LEVEL", "loud", "BATON_LOG_LEVEL"},
-		{"BATON_LOG_FORMAT", "xml", "BATON_LOG_FORMAT"},
-		{"BATON_FOO", "1", "BATON_FOO"},
-		{"BATON_READY_TIMEOUT", secret, "BATON_READY_TIMEOUT"},
+	cases := []struct {
+		name, value, want string
+		extra             []string // other variables set with it
+	}{
+		{"BATON_LISTEN", "foo://x:1", "BATON_LISTEN", nil},
+		{"BATON_LISTEN", "localhost", "BATON_LISTEN", nil},
+		{"BATON_LISTEN", busy.Addr().String(), busy.Addr().String(), nil}, // bind failure names the address
+		{"BATON_WORKERS", "0", "BATON_WORKERS", nil},
+		{"BATON_WORKERS", "many", "BATON_WORKERS", nil},
+		{"BATON_READY", "sometimes", "BATON_READY", nil},
+		{"BATON_READY", "delay:soon", "BATON_READY", nil},
+		{"BATON_READY_TIMEOUT", "soon", "BATON_READY_TIMEOUT", nil},
+		{"BATON_RELOAD_SIGNAL", "NOPE", "BATON_RELOAD_SIGNAL", nil},
+		{"BATON_RELOAD_SIGNAL", "TERM", "BATON_RELOAD_SIGNAL", nil},
+		{"BATON_STOP_SIGNAL", "KILL", "BATON_STOP_SIGNAL", nil},
+		{"BATON_STOP_TIMEOUT", "-1s", "BATON_STOP_TIMEOUT", nil},
+		{"BATON_SHUTDOWN_DELAY", "later", "BATON_SHUTDOWN_DELAY", nil},
+		{"BATON_SIGNAL_MAP", "TERM", "BATON_SIGNAL_MAP", nil},
+		{"BATON_SIGNAL_MAP", "TERM:BOGUS", "BATON_SIGNAL_MAP", nil},
+		{"BATON_RESTART", "sometimes", "BATON_RESTART", nil},
+		{"BATON_RESTART_LIMIT", "5", "BATON_RESTART_LIMIT", nil},
+		{"BATON_EXIT_MAP", "143", "BATON_EXIT_MAP", nil},
+		{"BATON_EXIT_MAP", "143:999", "BATON_EXIT_MAP", nil},
+		{"BATON_USER", "no-such-user-here", "BATON_USER", nil},
+		{"BATON_USER", "1000:", "BATON_USER", nil},
+		{"BATON_ULIMITS", "nofile=abc", "BATON_ULIMITS", nil},
+		{"BATON_ULIMITS", "bogus=1:2", "BATON_ULIMITS", nil},
+		{"BATON_MAX_RSS", "lots", "BATON_MAX_RSS", nil},
+		{"BATON_MAX_AGE", "old", "BATON_MAX_AGE", nil},
+		{"BATON_WATCH", ",,", "BATON_WATCH", nil},
+		{"BATON_HTTP_ADDR", "nocolon", "BATON_HTTP_ADDR", nil},
+		{"BATON_SUBREAPER", "maybe", "BATON_SUBREAPER", nil},
+		{"BATON_LOG_LEVEL", "loud", "BATON_LOG_LEVEL", nil},
+		{"BATON_LOG_FORMAT", "xml", "BATON_LOG_FORMAT", nil},
+		{"BATON_FOO", "1", "BATON_FOO", nil},
+		{"BATON_READY_TIMEOUT", secret, "BATON_READY_TIMEOUT", nil},
+		{"BATON_READY_TIMEOUT", "0", "BATON_READY_TIMEOUT", nil},
+		{"BATON_STOP_SIGNAL", "CHLD", "BATON_STOP_SIGNAL", nil},
+		{"BATON_STOP_SIGNAL", "URG", "BATON_STOP_SIGNAL", nil},
+		{"BATON_STOP_SIGNAL", "PIPE", "BATON_STOP_SIGNAL", nil},
+		{"BATON_STOP_SIGNAL", "USR1", "BATON_STOP_SIGNAL", []string{"BATON_RELOAD_SIGNAL=USR1"}},
+		{"BATON_USER", "4294967295", "BATON_USER", nil},
+		{"BATON_USER", "0:4294967295", "BATON_USER", nil},
+		{"BATON_WATCH", "/" + secret + "/app.conf", "BATON_WATCH", nil},
+		{"BATON_LISTEN", "/" + secret + "/app.sock", "BATON_LISTEN", nil},
+		{"BATON_LISTEN", "/tmp/a.sock?mode=" + secret, "BATON_LISTEN", nil},
 	}
 	seen := map[string]bool{}
 	for _, c := range cases {
 		seen[c.name] = true
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
 			marker := filepath.Join(t.TempDir(), "started")
-			code, _, stderr := runBatonPlain(t, []string{c.name + "=" + c.value}, "--", "touch", marker)
+			code, _, stderr := runBatonPlain(t, append([]string{c.name + "=" + c.value}, c.extra...), "--", "touch", marker)
 			if code != 2 {
 				t.Errorf("exit %d, want 2", code)
 			}

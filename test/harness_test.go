@@ -388,18 +388,33 @@ func (b *Baton) OutLines() []string {
 // everything that inherited it).
 func (b *Baton) WaitOutClosed() {
 	b.t.Helper()
+	b.Out.waitClosed(b.t, "stdout")
+}
+
+// ErrLines waits until every writer of stderr has gone and returns all its
+// lines: after Wait, the last ones may still be on their way.
+func (b *Baton) ErrLines() []string {
+	b.t.Helper()
+	b.Err.waitClosed(b.t, "stderr")
+	b.Err.mu.Lock()
+	defer b.Err.mu.Unlock()
+	return append([]string(nil), b.Err.all...)
+}
+
+func (l *lines) waitClosed(t testing.TB, what string) {
+	t.Helper()
 	end := time.After(deadline)
 	for {
-		b.Out.mu.Lock()
-		grew, closed := b.Out.grew, b.Out.closed
-		b.Out.mu.Unlock()
+		l.mu.Lock()
+		grew, closed := l.grew, l.closed
+		l.mu.Unlock()
 		if closed {
 			return
 		}
 		select {
 		case <-grew:
 		case <-end:
-			b.t.Fatalf("stdout still open after %v", deadline)
+			t.Fatalf("%s still open after %v", what, deadline)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -231,10 +232,7 @@ func TestControlSocketIdentity(t *testing.T) {
 			if b.code == 0 {
 				t.Fatal("baton exited 0 with its control socket name taken")
 			}
-			b.Err.mu.Lock()
-			all := strings.Join(b.Err.all, "\n")
-			b.Err.mu.Unlock()
-			if !strings.Contains(all, "control socket") {
+			if all := strings.Join(b.ErrLines(), "\n"); !strings.Contains(all, "control socket") {
 				t.Fatalf("baton's error does not name the control socket: %q", all)
 			}
 		case <-time.After(deadline):
@@ -242,6 +240,8 @@ func TestControlSocketIdentity(t *testing.T) {
 		}
 	})
 }
+
+var execCommand = exec.Command
 
 func execLookPath(name string) (string, error) {
 	for _, d := range filepath.SplitList(os.Getenv("PATH")) {
@@ -333,6 +333,124 @@ func TestPoolSurvivesCorrelatedCrashes(t *testing.T) {
 		}
 	}
 	settle(t, b, 8)
+	b.Signal(unix.SIGTERM)
+	b.Wait()
+}
+
+// connectAs connects to the unix socket path as uid/gid (a Python client),
+// and returns its one line of output: "connected" or the error.
+func connectAs(t *testing.T, uid, gid uint32, path string) string {
+	t.Helper()
+	cmd := execCommand(python(t), "-c", `import socket,sys
+s=socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1]); print("connected")
+except OSError as e:
+    print(e)`, path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid, Groups: []uint32{}}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("client as %d: %v %s", uid, err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestUnixListenerPermissions: a unix listener's file lets every user in
+// by default (systemd's SocketMode=0666), and ?mode= and ?owner= set it.
+func TestUnixListenerPermissions(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a client of another user")
+	}
+	dir, err := os.MkdirTemp("", "baton-unix-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	os.Chmod(dir, 0o755) // the directory is the admin's to open or close
+	open := filepath.Join(dir, "open.sock")
+	owned := filepath.Join(dir, "owned.sock")
+	b := StartBaton(t, Opt{Env: []string{"BATON_READY=delay:20ms",
+		"BATON_LISTEN=unix://" + open + ",unix://" + owned + "?mode=0600&owner=65534:65534"}}, "sleep", "1000")
+	b.Expect("generation ready")
+	if fi, err := os.Stat(open); err != nil || fi.Mode().Perm() != 0o666 {
+		t.Errorf("default socket mode %v (%v), want 0666", fi.Mode().Perm(), err)
+	}
+	if got := connectAs(t, 65534, 65534, open); got != "connected" {
+		t.Errorf("a client of another user: %q", got)
+	}
+	fi, err := os.Stat(owned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := fi.Sys().(*syscall.Stat_t)
+	if fi.Mode().Perm() != 0o600 || st.Uid != 65534 || st.Gid != 65534 {
+		t.Errorf("?mode=0600&owner=65534:65534 gave %v %d:%d", fi.Mode().Perm(), st.Uid, st.Gid)
+	}
+	if got := connectAs(t, 65534, 65534, owned); got != "connected" {
+		t.Errorf("its owner: %q", got)
+	}
+	if got := connectAs(t, 65533, 65533, owned); got == "connected" {
+		t.Error("another user connected to a 0600 socket")
+	}
+	b.Signal(unix.SIGTERM)
+	b.Wait()
+}
+
+// TestListenerAddressTaken: an address another socket holds, even one
+// bound with SO_REUSEPORT by the same user (which the kernel would let
+// baton share, splitting the traffic), stops baton with a clear error.
+func TestListenerAddressTaken(t *testing.T) {
+	for _, network := range []string{"tcp", "udp"} {
+		t.Run(network, func(t *testing.T) {
+			cmd := execCommand(python(t), "-c", `import socket,sys
+kind = socket.SOCK_STREAM if sys.argv[1] == "tcp" else socket.SOCK_DGRAM
+s=socket.socket(socket.AF_INET, kind)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+s.bind(("127.0.0.1", 0))
+if kind == socket.SOCK_STREAM: s.listen()
+print(s.getsockname()[1], flush=True)
+sys.stdin.read()`, network)
+			in, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { in.Close(); cmd.Wait() })
+			var port int
+			if _, err := fmt.Fscan(out, &port); err != nil {
+				t.Fatal(err)
+			}
+			b := StartBaton(t, Opt{Env: []string{fmt.Sprintf("BATON_LISTEN=%s://127.0.0.1:%d", network, port)}}, "sleep", "1000")
+			if code := b.Wait(); code != 2 {
+				t.Fatalf("baton on a taken address: exit %d, want 2", code)
+			}
+			if all := b.ErrLines(); len(all) != 1 || !strings.Contains(all[0], "in use") {
+				t.Fatalf("want one line saying the address is in use, got %q", all)
+			}
+		})
+	}
+}
+
+// TestNotifySocketNotWorkers: with BATON_USER, workers can send to the
+// NOTIFY_SOCKET but not replace or remove it: its directory is baton's.
+func TestNotifySocketNotWorkers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: workers of another user")
+	}
+	b := StartBaton(t, Opt{Env: []string{"BATON_LISTEN=127.0.0.1:0", "BATON_READY=notify", "BATON_USER=65534:65534"}},
+		python(t), testdata("notifysquat.py"))
+	squat, _ := b.ExpectOut(0, "squat ")
+	unlink, _ := b.ExpectOut(0, "unlink ")
+	if squat != "squat refused 13" || unlink != "unlink refused 13" {
+		t.Errorf("a worker could touch the notify socket: %q, %q", squat, unlink)
+	}
+	b.Expect("generation ready") // its READY=1 still arrives
 	b.Signal(unix.SIGTERM)
 	b.Wait()
 }

@@ -301,9 +301,7 @@ func TestSignalsDuringShim(t *testing.T) {
 
 func noCrashDump(t *testing.T, b *Baton) {
 	t.Helper()
-	b.Err.mu.Lock()
-	defer b.Err.mu.Unlock()
-	for _, l := range b.Err.all {
+	for _, l := range b.ErrLines() {
 		if strings.Contains(l, "goroutine ") || strings.HasPrefix(l, "SIGQUIT: quit") {
 			t.Fatalf("a Go crash dump on stderr: %q", l)
 		}

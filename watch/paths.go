@@ -1,7 +1,9 @@
 package watch
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"strings"
 )
 
@@ -24,12 +26,33 @@ func (p *Paths) Decode(s string) error {
 	for i, part := range parts {
 		part = strings.TrimSpace(part)
 		if part == "" {
-			return fmt.Errorf("watch paths %q: element %d is empty (stray comma?)", s, i+1)
+			return fmt.Errorf("watch paths %q: element %d is empty (stray comma?)", clip(s), i+1)
 		}
 		out = append(out, part)
 	}
 	*p = out
 	return nil
+}
+
+// clip quotes at most the first 16 characters of a configured value in an
+// error: BATON_* values can be secrets (as spawn.Clip, which this leaf
+// package does not import).
+func clip(v string) string {
+	const max = 16
+	if len(v) > max {
+		return v[:max] + "…"
+	}
+	return v
+}
+
+// bare strips the path an *fs.PathError repeats, for errors that name the
+// path clipped themselves.
+func bare(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }
 
 // String joins the paths back with commas, for logging.

@@ -122,21 +122,23 @@ func newWatcher(paths []string, opt Options, h hooks) (*Watcher, error) {
 		return nil, errors.New("watch: no paths given")
 	}
 	abs := make([]string, 0, len(paths))
-	for _, p := range paths {
+	for i, p := range paths {
 		if p == "" {
 			return nil, errors.New("watch: empty path")
 		}
+		// Errors name the path by its place in the list and its first
+		// characters only (clip).
 		a, err := filepath.Abs(p)
 		if err != nil {
-			return nil, fmt.Errorf("watch %s: %w", p, err)
+			return nil, fmt.Errorf("watch path %d %q: %w", i+1, clip(p), bare(err))
 		}
 		parent := filepath.Dir(a)
 		fi, err := os.Stat(parent)
 		if err != nil {
-			return nil, fmt.Errorf("watch %s: parent directory: %w", p, err)
+			return nil, fmt.Errorf("watch path %d %q: parent directory: %w", i+1, clip(p), bare(err))
 		}
 		if !fi.IsDir() {
-			return nil, fmt.Errorf("watch %s: parent %s is not a directory", p, parent)
+			return nil, fmt.Errorf("watch path %d %q: its parent is not a directory", i+1, clip(p))
 		}
 		abs = append(abs, a)
 	}
