@@ -514,17 +514,17 @@ const envPrefix = "BATON"
 // prefixed variable is unset (a field tagged `user` would read $USER).
 // split_words maps ReadyTimeout to BATON_READY_TIMEOUT without that.
 type config struct {
-	Listen        handoff.Listeners    `desc:"listeners [name=]scheme://addr, comma-separated (tcp, tcp4, tcp6, udp, udp4, udp6, unix); host:port means tcp, /path means unix"`
+	Listen        handoff.Listeners    `desc:"listeners [name=]scheme://addr, comma-separated (tcp, tcp4, tcp6, udp, udp4, udp6, unix); host:port means tcp, /path means unix; a unix socket file takes ?mode=0666&owner=USER[:GROUP]"`
 	Workers       handoff.Count        `default:"1" desc:"workers per generation"`
 	Ready         handoff.ReadyMode    `default:"auto" desc:"when a new worker is ready: notify (READY=1), delay:DUR, auto (READY=1 or 2s up, until a worker has sent READY=1)"`
-	ReadyTimeout  handoff.Timeout      `split_words:"true" default:"60s" desc:"a new generation not ready by then is rolled back"`
+	ReadyTimeout  handoff.Timeout      `split_words:"true" default:"60s" desc:"a new generation (or recycling replacement) not ready by then is rolled back; must be above 0"`
 	ReloadSignal  handoff.ReloadSignal `split_words:"true" default:"HUP" desc:"signal that starts a generation swap; none disables reloads and forwards it (plain init mode defaults to none: HUP goes to the app, as under tini)"`
-	StopSignal    handoff.StopSignal   `split_words:"true" default:"TERM" desc:"signal that asks a retiring worker to finish; when set, it also replaces the shutdown signal baton received"`
+	StopSignal    handoff.StopSignal   `split_words:"true" default:"TERM" desc:"signal that asks a retiring worker to finish; when set, it also replaces the shutdown signal baton received (not the reload signal, CHLD, URG or PIPE)"`
 	StopTimeout   handoff.Duration     `split_words:"true" default:"8s" desc:"grace before SIGKILL to a worker's process group (retiring and shutdown)"`
 	ShutdownDelay handoff.Duration     `split_words:"true" default:"0" desc:"on shutdown, keep serving this long while reporting not-ready"`
 	SignalMap     handoff.SignalMap    `split_words:"true" desc:"rewrite forwarded signals, e.g. TERM:QUIT,WINCH: (empty target drops it)"`
 	Restart       handoff.Restart      `desc:"on-failure, always or never (default: never in plain init mode, on-failure otherwise)"`
-	RestartLimit  handoff.RestartLimit `split_words:"true" default:"5/60s" desc:"crash-loop bound COUNT/WINDOW; past it baton exits with the worker's code"`
+	RestartLimit  handoff.RestartLimit `split_words:"true" default:"5/60s" desc:"crash-loop bound COUNT/WINDOW per worker slot; past it baton exits with the worker's code"`
 	ExitMap       handoff.ExitMap      `split_words:"true" desc:"remap baton's exit status, e.g. 143:0"`
 	User          spawn.User           `desc:"uid[:gid] or name[:group] the workers run as"`
 	Ulimits       spawn.Ulimits        `desc:"worker rlimits in docker's syntax: nofile=65536:65536,core=0"`
