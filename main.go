@@ -28,8 +28,8 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
-	"github.com/baton-init/baton/demo"
 	"github.com/baton-init/baton/control"
+	"github.com/baton-init/baton/demo"
 	"github.com/baton-init/baton/handoff"
 	"github.com/baton-init/baton/reaper"
 	"github.com/baton-init/baton/reaper/onecpu"

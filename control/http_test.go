@@ -283,15 +283,15 @@ func startFake(t *testing.T) (*handoff.Supervisor, *fakeWorld, chan handoff.Note
 	w := &fakeWorld{t: t, sigs: make(chan os.Signal, 256), started: make(chan int, 64), alive: map[int]bool{}}
 	notes := make(chan handoff.Note, 16)
 	sup := handoff.New(handoff.Options{
-		Workers:              2,
-		Ready:                handoff.ReadyMode{Kind: "notify"},
-		ReadyTimeout:         fakeLong,
-		ReloadSignal:         unix.SIGHUP,
-		StopSignal:           unix.SIGTERM,
-		StopTimeout:          fakeLong,
-		ShutdownDelay:        fakeShutdownDelay,
-		Restart:              handoff.RestartOnFailure,
-		RestartLimit: handoff.RestartLimit{Count: 5, Window: time.Minute},
+		Workers:       2,
+		Ready:         handoff.ReadyMode{Kind: "notify"},
+		ReadyTimeout:  fakeLong,
+		ReloadSignal:  unix.SIGHUP,
+		StopSignal:    unix.SIGTERM,
+		StopTimeout:   fakeLong,
+		ShutdownDelay: fakeShutdownDelay,
+		Restart:       handoff.RestartOnFailure,
+		RestartLimit:  handoff.RestartLimit{Count: 5, Window: time.Minute},
 	}, zerolog.Nop())
 	sup.Start = w.start
 	sup.Reap = w.reap

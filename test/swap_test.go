@@ -17,8 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/baton-init/baton/demo"
 	"github.com/baton-init/baton/control"
+	"github.com/baton-init/baton/demo"
 )
 
 // serve starts baton with one listener on a free loopback port and waits
