@@ -3,9 +3,7 @@ package test
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"runtime"
@@ -18,8 +16,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/baton-init/baton/control"
 )
 
 // Chaos: what the phase injects, and for how long.
@@ -55,9 +51,10 @@ func TestChaos(t *testing.T) {
 		// "orphan reaped" is a debug event.
 		"BATON_LOG_LEVEL=debug",
 	}, batonBin, "hello")
-	settle(t, b, chaosWorkers)
+	waitPool(t, b, "start-up")
 	fdsBefore := batonFDs(t, b)
 	t.Logf("baton holds %d descriptors after start-up", len(fdsBefore))
+	settle(t, b, chaosWorkers)
 
 	// --- chaos ---------------------------------------------------------
 	stopLoad := load(t, addr, 16)
@@ -158,11 +155,7 @@ func TestChaos(t *testing.T) {
 	// Every serving worker killed is restarted, a swap in flight ends, and
 	// the retired drain: N ready workers of one generation. A missed
 	// restart stays at N-1 until the deadline.
-	b.Err.waitFor(t, fmt.Sprintf("baton to recover to %d ready workers of one generation", chaosWorkers), deadline,
-		func(_ []string, evs []Event) bool {
-			p := poolOf(evs)
-			return p.pending == 0 && len(p.retiring) == 0 && len(p.live) == chaosWorkers && p.allReady() && len(p.gens()) == 1
-		})
+	waitPool(t, b, "recovery")
 	settle(t, b, chaosWorkers)
 
 	// --- clean phase: reloads under load, nothing may fail -------------
@@ -181,6 +174,8 @@ func TestChaos(t *testing.T) {
 			t.Errorf("generation %d never answered", gen)
 		}
 	}
+	waitPool(t, b, "the clean phase")
+	fdsAfter := batonFDs(t, b)
 	settle(t, b, chaosWorkers)
 	if gens := poolOf(b.Events()).gens(); !slices.Equal(gens, []int{last}) {
 		t.Fatalf("live workers of generations %v, want only %d", gens, last)
@@ -203,7 +198,7 @@ func TestChaos(t *testing.T) {
 	if z := nsZombies(b.PID()); len(z) != 0 {
 		t.Fatalf("zombies in baton's namespace (host pids): %v", z)
 	}
-	if fdsAfter := batonFDs(t, b); len(fdsAfter) != len(fdsBefore) {
+	if len(fdsAfter) != len(fdsBefore) {
 		t.Fatalf("baton holds %d descriptors, %d after start-up:\nnow:    %s\nbefore: %s",
 			len(fdsAfter), len(fdsBefore), strings.Join(fdsAfter, " "), strings.Join(fdsBefore, " "))
 	}
@@ -383,24 +378,22 @@ func nsZombies(pid int) []int {
 	return out
 }
 
-// batonFDs lists baton's descriptors as "fd=target". It first has baton
-// answer one status request to the end (its EOF): the connections of the
-// requests before (settle's) are closed by then too, since baton answers
-// them on one P and closes each right after its answer.
+// waitPool waits, on baton's log, until it has exactly chaosWorkers live
+// workers, all ready and of one generation, with no swap pending and none
+// retiring.
+func waitPool(t *testing.T, b *Baton, after string) {
+	t.Helper()
+	b.Err.waitFor(t, fmt.Sprintf("%d ready workers of one generation after %s", chaosWorkers, after), deadline,
+		func(_ []string, evs []Event) bool {
+			p := poolOf(evs)
+			return p.pending == 0 && len(p.retiring) == 0 && len(p.live) == chaosWorkers && p.allReady() && len(p.gens()) == 1
+		})
+}
+
+// batonFDs lists baton's descriptors as "fd=target". Take it before
+// settle, whose status request has baton open a connection for a moment.
 func batonFDs(t *testing.T, b *Baton) []string {
 	t.Helper()
-	c, err := net.Dial("unix", "\x00"+strings.TrimPrefix(control.ControlAddr(strconv.Itoa(b.PID())), "@"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = c.SetDeadline(time.Now().Add(deadline))
-	if _, err := io.WriteString(c, "status\n"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.ReadAll(c); err != nil {
-		t.Fatalf("status request: %v", err)
-	}
-	c.Close()
 	dir := fmt.Sprintf("/proc/%d/fd", b.PID())
 	ents, err := os.ReadDir(dir)
 	if err != nil {
