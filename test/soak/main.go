@@ -134,7 +134,11 @@ func run(baton string, reloads, workers, clients int, interval time.Duration) (i
 			points = append(points, b.measure("middle", i, []*demo.Result{r}))
 		}
 		if i%100 == 0 {
-			fmt.Fprintf(os.Stderr, "soak: %d of %d reloads, %v\n", i, reloads, time.Since(t0).Round(time.Second))
+			// Taken on the fly (the retired generation may still drain):
+			// a trend, not one of the table's points.
+			p := b.measure("", i, nil)
+			fmt.Fprintf(os.Stderr, "soak: %d of %d reloads, %v; baton: %d fds, RSS %.1f MiB\n",
+				i, reloads, time.Since(t0).Round(time.Second), p.fds, float64(p.rssKiB)/1024)
 		}
 		if i < reloads {
 			// Pacing: how long each generation serves under load, not a
