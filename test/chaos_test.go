@@ -48,7 +48,7 @@ func TestChaos(t *testing.T) {
 		// Every kill of a serving worker is a restart: far more than the
 		// default 5 a minute.
 		"BATON_RESTART_LIMIT=10000/60s",
-		// "orphan reaped" is a debug event.
+		// "orphan reaped" and "worker left the shim" are debug events.
 		"BATON_LOG_LEVEL=debug",
 	}, batonBin, "hello")
 	waitPool(t, b, "start-up")
@@ -152,9 +152,23 @@ func TestChaos(t *testing.T) {
 	}
 
 	// --- recovery: on its own, with nothing more sent ------------------
-	// Every serving worker killed is restarted, a swap in flight ends, and
-	// the retired drain: N ready workers of one generation. A missed
-	// restart stays at N-1 until the deadline.
+	// Every orphan is reaped (the last storm's may still run as the phase
+	// ends, baton's children until then): the storms' own processes
+	// (python, the middle one) are not baton's, so each storm leaves it
+	// exactly chaosOrphans. Every serving worker killed is restarted, a
+	// swap in flight ends, and the retired drain: N ready workers of one
+	// generation. A missed restart stays at N-1 until the deadline.
+	want := int(storms.Load()) * chaosOrphans
+	b.Err.waitFor(t, fmt.Sprintf("%d orphans reaped (%d storms of %d)", want, storms.Load(), chaosOrphans), deadline,
+		func(_ []string, evs []Event) bool {
+			n := 0
+			for _, ev := range evs {
+				if ev.Msg() == "orphan reaped" {
+					n++
+				}
+			}
+			return n >= want
+		})
 	waitPool(t, b, "recovery")
 	settle(t, b, chaosWorkers)
 
@@ -182,19 +196,6 @@ func TestChaos(t *testing.T) {
 	}
 
 	// --- what is left -------------------------------------------------
-	// The storms' own processes (python, the middle one) are not
-	// baton's: each storm leaves exactly chaosOrphans orphans to reap.
-	want := int(storms.Load()) * chaosOrphans
-	b.Err.waitFor(t, fmt.Sprintf("%d orphans reaped (%d storms of %d)", want, storms.Load(), chaosOrphans), deadline,
-		func(_ []string, evs []Event) bool {
-			n := 0
-			for _, ev := range evs {
-				if ev.Msg() == "orphan reaped" {
-					n++
-				}
-			}
-			return n >= want
-		})
 	if z := nsZombies(b.PID()); len(z) != 0 {
 		t.Fatalf("zombies in baton's namespace (host pids): %v", z)
 	}
@@ -222,6 +223,9 @@ type pool struct {
 type poolWorker struct {
 	gen   int
 	ready bool
+	// exec'd: baton has seen it leave the shim, and closed the pipe it
+	// watched that by (a debug event)
+	execd bool
 }
 
 func poolOf(evs []Event) pool {
@@ -236,6 +240,10 @@ func poolOf(evs []Event) pool {
 		case "worker ready":
 			if w := p.live[pid]; w != nil {
 				w.ready = true
+			}
+		case "worker left the shim":
+			if w := p.live[pid]; w != nil {
+				w.execd = true
 			}
 		case "worker retiring":
 			p.retiring[pid] = true
@@ -255,9 +263,10 @@ func poolOf(evs []Event) pool {
 	return p
 }
 
-func (p pool) allReady() bool {
+// allUp reports whether every live worker is ready and out of the shim.
+func (p pool) allUp() bool {
 	for _, w := range p.live {
-		if !w.ready {
+		if !w.ready || !w.execd {
 			return false
 		}
 	}
@@ -379,14 +388,16 @@ func nsZombies(pid int) []int {
 }
 
 // waitPool waits, on baton's log, until it has exactly chaosWorkers live
-// workers, all ready and of one generation, with no swap pending and none
-// retiring.
+// workers, all ready, out of the shim and of one generation, with no swap
+// pending and none retiring. Then baton holds no descriptor for a moment
+// only: a worker's exec pipe is closed before "worker left the shim" is
+// logged, and its READY=1 may come first.
 func waitPool(t *testing.T, b *Baton, after string) {
 	t.Helper()
 	b.Err.waitFor(t, fmt.Sprintf("%d ready workers of one generation after %s", chaosWorkers, after), deadline,
 		func(_ []string, evs []Event) bool {
 			p := poolOf(evs)
-			return p.pending == 0 && len(p.retiring) == 0 && len(p.live) == chaosWorkers && p.allReady() && len(p.gens()) == 1
+			return p.pending == 0 && len(p.retiring) == 0 && len(p.live) == chaosWorkers && p.allUp() && len(p.gens()) == 1
 		})
 }
 
