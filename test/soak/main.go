@@ -287,6 +287,7 @@ type batonProc struct {
 	eof      bool
 	gen      int          // highest generation seen
 	live     map[int]bool // pids of started workers not yet exited
+	execd    map[int]bool // of those, the ones seen leaving the shim
 	retiring map[int]bool
 	events   []event // only the ones await looks for
 	tail     []string
@@ -302,7 +303,9 @@ func start(bin string, workers int) (*batonProc, error) {
 	}
 	cmd := exec.Command(bin, "--", bin, "hello")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "BATON_LISTEN=127.0.0.1:0", "BATON_WORKERS=" + strconv.Itoa(workers),
-		"BATON_READY=notify", "BATON_LOG_FORMAT=json", "BATON_LOG_LEVEL=info"}
+		"BATON_READY=notify", "BATON_LOG_FORMAT=json",
+		// "worker left the shim" is a debug event.
+		"BATON_LOG_LEVEL=debug"}
 	cmd.Stderr = w
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if os.Geteuid() == 0 {
@@ -317,7 +320,7 @@ func start(bin string, workers int) (*batonProc, error) {
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
 	b := &batonProc{cmd: cmd, exited: make(chan struct{}), changed: make(chan struct{}),
-		live: map[int]bool{}, retiring: map[int]bool{}}
+		live: map[int]bool{}, execd: map[int]bool{}, retiring: map[int]bool{}}
 	go b.read(r)
 	go func() {
 		err := cmd.Wait()
@@ -349,15 +352,18 @@ func (b *batonProc) read(r io.Reader) {
 		switch e.Message {
 		case "worker started":
 			b.live[e.PID] = true
+		case "worker left the shim":
+			b.execd[e.PID] = true
 		case "worker retiring":
 			b.retiring[e.PID] = true
 		case "worker exited":
 			delete(b.live, e.PID)
+			delete(b.execd, e.PID)
 			delete(b.retiring, e.PID)
 		case "listener opened", "generation ready", "swap complete", "swap aborted":
 			b.events = append(b.events, e)
 		}
-		if e.Message != "worker started" && e.Message != "worker ready" {
+		if e.Message == "swap complete" || e.Message == "swap aborted" || e.Message == "worker exited" {
 			b.tail = append(b.tail[max(0, len(b.tail)-19):], sc.Text())
 		}
 		close(b.changed)
@@ -409,12 +415,14 @@ func (b *batonProc) await(what string, ok func(event) bool) (event, error) {
 	return found, err
 }
 
-// quiet waits until exactly n workers are live and none is retiring: the
-// last swap's old generation has drained and been reaped. (No swap is
-// pending then: every reload waits for its swap's end.)
+// quiet waits until exactly n workers are live, out of the shim, and none
+// is retiring: the last swap's old generation has drained and been reaped,
+// and baton has closed the pipe it watched each new worker's exec by (it
+// does so before it logs "worker left the shim"). No swap is pending then:
+// every reload waits for its swap's end.
 func (b *batonProc) quiet(n int) error {
-	return b.waitFor(fmt.Sprintf("%d workers and none retiring", n), func() bool {
-		return len(b.live) == n && len(b.retiring) == 0
+	return b.waitFor(fmt.Sprintf("%d workers out of the shim and none retiring", n), func() bool {
+		return len(b.live) == n && len(b.execd) == n && len(b.retiring) == 0
 	})
 }
 
