@@ -46,9 +46,10 @@ const childEnv = "TEST_NETNS_CHILD"
 // 127.0.0.1). The child skips it, and this process runs it after the child,
 // under the user's -run and -skip; the status is then the worse of the two.
 //
-// Without root, with -test.list, or when fuzzing, the tests run here on the
-// host's loopback, as they did before. So they do where the kernel refuses a
-// new namespace (a container without CAP_SYS_ADMIN), with a warning.
+// Without root, with -test.list, when fuzzing or writing a profile (which
+// two processes would each write), the tests run here on the host's
+// loopback, as they did before. So they do where the kernel refuses a new
+// namespace (a container without CAP_SYS_ADMIN), with a warning.
 func Main(m *testing.M, host string, env ...string) int {
 	if os.Getenv(childEnv) != "" {
 		if err := loopbackUp(); err != nil {
@@ -60,6 +61,10 @@ func Main(m *testing.M, host string, env ...string) int {
 	// m.Run would parse them too; the flags decide whether to re-execute.
 	flag.Parse()
 	if os.Geteuid() != 0 || flagValue("test.list") != "" || flagValue("test.fuzz") != "" || flagValue("test.fuzzworker") == "true" {
+		return m.Run()
+	}
+	if f := profileFlag(); f != "" {
+		fmt.Fprintf(os.Stderr, "netns: -%s: the tests run on the host's loopback\n", f)
 		return m.Run()
 	}
 
@@ -79,7 +84,7 @@ func Main(m *testing.M, host string, env ...string) int {
 		fmt.Fprintf(os.Stderr, "netns: %v: the tests run on the host's loopback\n", err)
 		return m.Run()
 	}
-	if host == "" {
+	if host == "" || (code != 0 && flagValue("test.failfast") == "true") {
 		return code
 	}
 	run, ok := hostRun(flagValue("test.run"), flagValue("test.skip"), host)
@@ -92,6 +97,17 @@ func Main(m *testing.M, host string, env ...string) int {
 		return 1
 	}
 	return max(code, m.Run())
+}
+
+// profileFlag returns the first flag set that names a file the tests write
+// at the end: two processes would each write it, the second over the first.
+func profileFlag() string {
+	for _, f := range []string{"test.coverprofile", "test.cpuprofile", "test.memprofile", "test.blockprofile", "test.mutexprofile", "test.trace"} {
+		if flagValue(f) != "" {
+			return f
+		}
+	}
+	return ""
 }
 
 func flagValue(name string) string {

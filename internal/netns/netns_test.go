@@ -27,6 +27,9 @@ func TestIsolated(t *testing.T) {
 		t.Skip("not root: the tests run in the host's network namespace")
 	}
 	if os.Getenv(childEnv) == "" {
+		if f := profileFlag(); f != "" {
+			t.Skipf("-%s: the tests run in the host's network namespace", f)
+		}
 		t.Fatal("as root, this test runs in the re-executed child")
 	}
 	ns, err := os.Readlink("/proc/self/ns/net")
