@@ -450,6 +450,9 @@ func TestHTTPReadyAcrossLifecycle(t *testing.T) {
 	w.sigs <- unix.SIGHUP
 	w.sigs <- unix.SIGHUP
 	e, f := w.nextPID(), w.nextPID()
+	// The second HUP must reach the loop before the new workers' notes,
+	// which come on another channel; otherwise it starts a swap of its own.
+	until(t, sup, "second reload coalesced", func(st handoff.Status) bool { return st.ReloadsCoalesced == 1 }, mustBeReady)
 	ready(e)
 	ready(f)
 	g, h := w.nextPID(), w.nextPID() // the coalesced swap
@@ -537,9 +540,10 @@ func statusLine(s string) string {
 
 // TestHTTPProtocol: methods, paths, malformed and oversized requests.
 func TestHTTPProtocol(t *testing.T) {
-	_, w, notes, addr, _ := startFake(t)
+	sup, w, notes, addr, _ := startFake(t)
 	notes <- handoff.Note{PID: w.nextPID(), Ready: true}
 	notes <- handoff.Note{PID: w.nextPID(), Ready: true}
+	until(t, sup, "generation 1 ready", func(st handoff.Status) bool { return st.Ready }, nil)
 	base := "http://" + addr
 
 	cases := []struct {

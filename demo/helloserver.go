@@ -53,7 +53,8 @@ type helloServer struct {
 	closing bool          // shutdown began: idle connections are closed
 	zero    chan struct{} // buffered 1: the last connection closed
 	// changed, when set (tests), gets a token whenever a connection opens,
-	// closes or turns active, so a test can wait for the state it needs.
+	// closes, turns active or turns idle again, so a test can wait for the
+	// state it needs.
 	changed chan struct{}
 }
 
@@ -187,6 +188,9 @@ func (s *helloServer) idle(c *helloConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c.active = false
+	// A client can read its response before this runs: a test that waits
+	// for the connection to be idle is woken here, not by the next change.
+	s.notify()
 	return !s.closing
 }
 

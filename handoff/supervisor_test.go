@@ -187,6 +187,16 @@ func (r *rig) expect(msg string) {
 	}
 }
 
+// ready sends w's READY=1 and waits until the loop has taken it. Notes and
+// signals reach the loop on different channels: a signal or an exit sent
+// right after a bare note may be handled first (seen under -race: the
+// first worker's exit taken for a failure before ready, ending the loop).
+func (r *rig) ready(w *scriptedWorker) {
+	r.t.Helper()
+	r.notes <- Note{PID: w.pid, Ready: true}
+	r.expect("worker ready")
+}
+
 // expectStatus checks a status snapshot taken after the events awaited.
 func (r *rig) expectStatus(what string, pred func(Status) bool) {
 	r.t.Helper()
@@ -206,6 +216,15 @@ func (r *rig) status() Status {
 	return st
 }
 
+// barrier returns once the loop has finished the step it was in, since it
+// answers a query only between steps. A step may log its message before it
+// is done: the held signals are sent after "worker left the shim", the
+// terminal moves after "swap complete".
+func (r *rig) barrier() {
+	r.t.Helper()
+	r.status()
+}
+
 func baseOpts() Options {
 	return Options{Workers: 1, Ready: ReadyMode{Kind: "notify"}, ReadyTimeout: time.Minute,
 		ReloadSignal: unix.SIGHUP, StopSignal: unix.SIGTERM, StopTimeout: time.Second,
@@ -217,7 +236,7 @@ func baseOpts() Options {
 func TestSwapCoalescesAndRetires(t *testing.T) {
 	r := newRig(t, baseOpts())
 	w1 := r.worker()
-	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.ready(w1)
 	r.sigs <- unix.SIGHUP
 	w2 := r.worker()
 	r.sigs <- unix.SIGHUP
@@ -245,7 +264,7 @@ func TestSwapCoalescesAndRetires(t *testing.T) {
 func TestRollbackOnExitAndTimeout(t *testing.T) {
 	r := newRig(t, baseOpts())
 	w1 := r.worker()
-	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.ready(w1)
 	r.sigs <- unix.SIGHUP
 	w2 := r.worker()
 	r.exit(w2.pid, 1)
@@ -296,7 +315,7 @@ func TestExitCodeFirstNonZero(t *testing.T) {
 func TestRestartOnFailureThenCleanExit(t *testing.T) {
 	r := newRig(t, baseOpts())
 	w1 := r.worker()
-	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.ready(w1)
 	r.exit(w1.pid, 3)
 	// Fire timers until the restart happens.
 	var w2 *scriptedWorker
@@ -309,7 +328,7 @@ func TestRestartOnFailureThenCleanExit(t *testing.T) {
 	}
 	// w2 was started by the restart timer, after the restart was counted.
 	r.expectStatus("restarted", func(st Status) bool { return st.Stats.Restarts == 1 })
-	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.ready(w2)
 	r.exit(w2.pid, 0)
 	if code := r.ended("after a clean exit under on-failure"); code != 0 {
 		t.Fatalf("exit %d, want 0", code)
@@ -368,6 +387,7 @@ func TestSignalsHeldWhileInShim(t *testing.T) {
 	}
 	close(w.exec)
 	r.expect("worker left the shim")
+	r.barrier()
 	want := []unix.Signal{unix.SIGUSR1, unix.SIGUSR2, unix.Signal(40), unix.Signal(40)}
 	if got := w.got(); !slices.Equal(got, want) {
 		t.Fatalf("after the exec the worker got %v, want %v", got, want)
@@ -375,6 +395,7 @@ func TestSignalsHeldWhileInShim(t *testing.T) {
 	r.sigs <- unix.SIGUSR1
 	r.sigs <- unix.SIGTERM
 	r.expect("stopping")
+	r.barrier()
 	if got := w.got(); len(got) != 6 || got[4] != unix.SIGUSR1 || got[5] != unix.SIGTERM {
 		t.Fatalf("a worker out of the shim got %v, want its signals at once", got)
 	}
@@ -395,6 +416,7 @@ func TestKillAllWaitsForShim(t *testing.T) {
 	}
 	close(w.exec)
 	r.expect("worker left the shim")
+	r.barrier()
 	if c := r.calls(); !slices.Equal(c, []string{"all SIGQUIT"}) {
 		t.Fatalf("after the exec: %v, want one kill(-1, SIGQUIT)", c)
 	}
@@ -410,7 +432,7 @@ func TestKillAllWaitsForShim(t *testing.T) {
 func TestRetireKillSparesEmptiedGroup(t *testing.T) {
 	swap := func(r *rig) (old, cur *scriptedWorker) {
 		old = r.worker()
-		r.notes <- Note{PID: old.pid, Ready: true}
+		r.ready(old)
 		r.sigs <- unix.SIGHUP
 		cur = r.worker()
 		r.notes <- Note{PID: cur.pid, Ready: true}
@@ -477,7 +499,7 @@ func TestForegroundFollowsCurrent(t *testing.T) {
 	if !w1.fg {
 		t.Fatal("the first worker did not take the terminal")
 	}
-	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.ready(w1)
 	r.sigs <- unix.SIGHUP
 	w2 := r.worker()
 	r.exit(w2.pid, 1)
@@ -486,6 +508,7 @@ func TestForegroundFollowsCurrent(t *testing.T) {
 	w3 := r.worker()
 	r.notes <- Note{PID: w3.pid, Ready: true}
 	r.expect("swap complete")
+	r.barrier() // the terminal moves after "swap complete" is logged
 	if w2.fg || w3.fg {
 		t.Fatal("a new generation took the terminal as it started")
 	}

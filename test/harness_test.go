@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/internal/netns"
 )
 
 // batonBin is the baton binary built once by TestMain.
@@ -50,7 +52,11 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	code := m.Run()
+	// As root, off the host's loopback: the swaps under load open
+	// thousands of connections a second (see package netns). The Docker
+	// test stays here, in the host's namespace, where the container's port
+	// is published; the re-executed tests use the baton built above.
+	code := netns.Main(m, "TestDockerE2E", "TEST_BATON_BIN="+batonBin)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -36,6 +36,9 @@ func serve(t *testing.T, env []string, args ...string) (*Baton, string) {
 func load(t *testing.T, addr string, clients int) (stop func() *demo.Result) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
+	// A test that fails before it stops the load must not leave it
+	// running against a dead port for the tests after it.
+	t.Cleanup(cancel)
 	done := make(chan *demo.Result, 1)
 	go func() {
 		done <- demo.Load(ctx, demo.LoadConfig{Addr: addr, Clients: clients, KeepAlive: 0.5, Timeout: 5 * time.Second})
