@@ -62,6 +62,10 @@ type rig struct {
 	nextPID int
 
 	shim      bool // start workers in the shim
+	// hold is a duration whose timers are kept aside, not handed to the
+	// loops that fire timers: fireHeld fires them when the test says.
+	hold  time.Duration
+	helds []func()
 	mu        sync.Mutex
 	killed    []string     // KillAll and KillGroup calls, "all SIGTERM", "-101 SIGKILL"
 	deadGroup map[int]bool // groups KillGroup reports empty
@@ -131,7 +135,15 @@ func newRig(t *testing.T, opts Options, setup ...func(*rig)) *rig {
 		}
 		return nil
 	}
-	s.AfterFunc = func(d time.Duration, f func()) { r.timers <- f }
+	s.AfterFunc = func(d time.Duration, f func()) {
+		if r.hold != 0 && d == r.hold {
+			r.mu.Lock()
+			r.helds = append(r.helds, f)
+			r.mu.Unlock()
+			return
+		}
+		r.timers <- f
+	}
 	s.Notes = r.notes
 	r.s = s
 	for _, f := range setup {
@@ -616,11 +628,13 @@ func TestPoolSurvivesCorrelatedCrashes(t *testing.T) {
 // recycleRig starts one worker under BATON_MAX_AGE (every worker is past
 // its age at once), marks it ready and fires timers until its recycling
 // has begun; it returns the old worker and the replacement.
-func recycleRig(t *testing.T, readyTimeout time.Duration) (*rig, *scriptedWorker, *scriptedWorker) {
+// The replacement's ready timeout (armed in the step that starts it) is
+// held: it fires only when the test fires it.
+func recycleRig(t *testing.T) (*rig, *scriptedWorker, *scriptedWorker) {
 	o := baseOpts()
 	o.MaxAge = time.Nanosecond
-	o.ReadyTimeout = readyTimeout
-	r := newRig(t, o)
+	o.ReadyTimeout = recycleReadyTimeout
+	r := newRig(t, o, func(r *rig) { r.hold = recycleReadyTimeout })
 	old := r.worker()
 	r.notes <- Note{PID: old.pid, Ready: true}
 	r.expect("generation ready")
@@ -629,12 +643,30 @@ func recycleRig(t *testing.T, readyTimeout time.Duration) (*rig, *scriptedWorker
 	return r, old, repl
 }
 
+// recycleReadyTimeout is BATON_READY_TIMEOUT in the recycling tests, a
+// duration no other timer has.
+const recycleReadyTimeout = 7 * time.Minute
+
+// fireHeld fires the held timers.
+func (r *rig) fireHeld() {
+	r.mu.Lock()
+	fs := r.helds
+	r.helds = nil
+	r.mu.Unlock()
+	for _, f := range fs {
+		f()
+	}
+}
+
 // TestRecycleReplacementBoundedByReadyTimeout: a replacement that never
 // says READY=1 is stopped after BATON_READY_TIMEOUT, the old worker serves
 // on, and recycling goes on (a new replacement is started).
 func TestRecycleReplacementBoundedByReadyTimeout(t *testing.T) {
-	r, old, repl := recycleRig(t, time.Minute)
-	r.fireUntil("recycle aborted")
+	r, old, repl := recycleRig(t)
+	r.barrier() // the step that started the replacement has armed its timer
+	r.fireHeld()
+	r.expect("recycle aborted")
+	r.barrier() // the loop logs, then signals, in one step
 	if got := repl.got(); len(got) == 0 || got[0] != unix.SIGTERM {
 		t.Fatalf("the never-ready replacement got %v, want SIGTERM", got)
 	}
@@ -650,7 +682,7 @@ func TestRecycleReplacementBoundedByReadyTimeout(t *testing.T) {
 // is scheduled (which could later put a third process in the slot, or
 // leave a stale pending restart that keeps baton alive with no worker).
 func TestRecycleOldWorkerCrashes(t *testing.T) {
-	r, old, repl := recycleRig(t, time.Minute)
+	r, old, repl := recycleRig(t)
 	r.exit(old.pid, 3)
 	if m := r.nextOf("worker restarting", "replacement took over"); m != "replacement took over" {
 		t.Fatalf("the old worker's crash logged %q: a restart next to its replacement", m)
