@@ -1,0 +1,131 @@
+//go:build linux
+
+package spawn
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/baton-init/baton/internal/decodetest"
+)
+
+// passwdSeed and groupSeed are files a fuzzed spec is resolved against,
+// with the malformed lines real files have: short lines, comments, blank
+// lines, CRLF, ids that are not numbers or do not fit.
+const (
+	passwdSeed = "root:x:0:0:root:/root:/bin/bash\n" +
+		"# a comment\n\n" +
+		"app:x:1000:1000::/home/app:/bin/sh\r\n" +
+		"short:x:1001\n" +
+		"badid:x:abc:1000::/:/bin/false\n" +
+		"badgid:x:1002:-1::/:/bin/false\n" +
+		"twin:x:1003:1003::/:/bin/false\n" +
+		"twin:x:1004:1004::/:/bin/false\n" +
+		"huge:x:4294967296:1::/:/bin/false\n" +
+		"minus1:x:4294967295:4294967295::/:/bin/false\n" +
+		"gminus1:x:1005:4294967295::/:/bin/false\n" +
+		":x:1006:1006::/:/bin/false\n"
+	groupSeed = "root:x:0:\n" +
+		"app:x:1000:\n" +
+		"staff:x:50:app,other\n" +
+		"video:x:44:app\n" +
+		"dup:x:44:app\n" +
+		"self:x:1000:app\n" +
+		"badgid:x:zz:app\n" +
+		"nogid:x\n" +
+		"minus1:x:4294967295:app,gminus1\n" +
+		"# comment:x:7:app\n"
+)
+
+// FuzzResolveUser: BATON_USER and a unix listener's owner against fuzzed
+// passwd and group files. A resolved user never has the id 4294967295
+// ((uid_t)-1, which setuid and chown take for "leave unchanged"); a
+// numeric uid or gid in the spec is the one used; a name resolves only
+// through a passwd line of that name; supplementary groups are listed in
+// the group file and never repeat the primary one.
+func FuzzResolveUser(f *testing.F) {
+	for _, spec := range []string{
+		"0", "root", "app", "app:staff", "app:0", "1000", "1000:44", "1005", "0:0", "nobody", "short", "badid",
+		"badgid", "twin", "huge", "minus1", "gminus1", "app:badgid", "app:minus1", "app:nogid", "app:", ":0", "",
+		"4294967295", "0:4294967295", "4294967294:4294967294", "app:staff:extra", "#", "0123456789abcdefSECRET",
+		"app:0123456789abcdefSECRET",
+	} {
+		f.Add(spec, passwdSeed, groupSeed)
+	}
+	f.Add("app", "", "")
+	f.Add("0", "\n\n", ":::\n")
+	f.Add("app", "app:x:1000:1000\napp:x:1001:1001\n", "g:x:1:app,app\n")
+
+	f.Fuzz(func(t *testing.T, spec, passwd, group string) {
+		dir := t.TempDir()
+		pp, gp := filepath.Join(dir, "passwd"), filepath.Join(dir, "group")
+		if err := os.WriteFile(pp, []byte(passwd), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(gp, []byte(group), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c, err := ResolveUser(spec, pp, gp)
+		again, err2 := ResolveUser(spec, pp, gp)
+		if !reflect.DeepEqual(c, again) || (err == nil) != (err2 == nil) {
+			t.Fatalf("ResolveUser(%q) differs from one call to the next: %+v, %v, then %+v, %v", spec, c, err, again, err2)
+		}
+		if err != nil {
+			// The paths in the message are baton's own, not part of the value.
+			msg := strings.NewReplacer(pp, "PASSWD", gp, "GROUP").Replace(err.Error())
+			if m := decodetest.Check(spec, msg); m != "" {
+				t.Errorf("ResolveUser(%q): error %s", spec, m)
+			}
+			return
+		}
+		if c.UID == maxID || c.GID == maxID || slices.Contains(c.Groups, maxID) {
+			t.Errorf("ResolveUser(%q) = %+v: id 4294967295 names nobody", spec, c)
+		}
+		name, grp, _ := strings.Cut(spec, ":")
+		if n, err := strconv.ParseUint(name, 10, 32); err == nil && uint32(n) != c.UID {
+			t.Errorf("ResolveUser(%q) = %+v: uid is not the one asked for", spec, c)
+		} else if err != nil && !hasLine(passwd, name, 2, c.UID) {
+			t.Errorf("ResolveUser(%q) = %+v: no passwd line %s:x:%d", spec, c, name, c.UID)
+		}
+		if n, err := strconv.ParseUint(grp, 10, 32); err == nil && uint32(n) != c.GID {
+			t.Errorf("ResolveUser(%q) = %+v: gid is not the one asked for", spec, c)
+		} else if grp != "" && err != nil && !hasLine(group, grp, 2, c.GID) {
+			t.Errorf("ResolveUser(%q) = %+v: no group line %s:x:%d", spec, c, grp, c.GID)
+		}
+		for _, g := range c.Groups {
+			if g == c.GID || !strings.Contains(group, ":"+strconv.FormatUint(uint64(g), 10)+":") {
+				t.Errorf("ResolveUser(%q) = %+v: supplementary group %d is the primary one or in no group line", spec, c, g)
+			}
+		}
+	})
+}
+
+// hasLine reports whether file has a line name:...:id with id in field i.
+func hasLine(file, name string, i int, id uint32) bool {
+	for _, line := range strings.Split(file, "\n") {
+		f := strings.Split(strings.TrimSpace(line), ":")
+		if len(f) > i && f[0] == name && f[i] == strconv.FormatUint(uint64(id), 10) {
+			return true
+		}
+	}
+	return false
+}
+
+// FuzzUser: BATON_USER against this machine's files keeps the decoder
+// contract (FuzzResolveUser checks what it resolves to).
+func FuzzUser(f *testing.F) {
+	for _, spec := range []string{"0", "root", "root:root", "0:0", "1000:1000", "nosuchuser1", ":", "0123456789abcdefSECRET"} {
+		f.Add(spec)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		u, err := decodetest.Decode[User](t, spec)
+		if err == nil && (u.Spec != spec || u.Cred == nil) {
+			t.Errorf("User(%q) = %+v", spec, u)
+		}
+	})
+}
