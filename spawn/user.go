@@ -162,6 +162,12 @@ func (u *Ulimits) Decode(v string) error {
 		if _, err := l.GetRlimit(); err != nil {
 			return fmt.Errorf("ulimit %q: %w", Clip(item), err)
 		}
+		// go-units takes any negative number, and setrlimit reads limits
+		// unsigned: -5 would be a soft limit near 2^64, above a hard limit
+		// of 10, and every worker would fail to start on it.
+		if l.Soft < -1 || l.Hard < -1 {
+			return fmt.Errorf("ulimit %q: want -1 (unlimited) or a limit from 0", Clip(item))
+		}
 		out = append(out, l)
 	}
 	*u = out

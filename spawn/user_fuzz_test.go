@@ -129,3 +129,39 @@ func FuzzUser(f *testing.F) {
 		}
 	})
 }
+
+// FuzzUlimits: BATON_ULIMITS. Every decoded limit names a known resource
+// and is one the kernel takes: -1 (unlimited) or a number, soft at most
+// hard as setrlimit compares them (unsigned); there is one a list entry,
+// and name=soft:hard spelled back decodes to the same limits.
+func FuzzUlimits(f *testing.F) {
+	for _, v := range []string{
+		"nofile=65536:65536", "nofile=65536:65536,core=0", " core=0 ", "nofile=1024", "nproc=-1", "nproc=-1:-1",
+		"nofile=10:-1", "nofile=-1:10", "nofile=20:10", "nofile=-2", "nofile=-5:10", "stack=-9223372036854775808",
+		"as=1", "bogus=1:2", "nofile", "nofile=", "nofile=1:2:3", "nofile=abc", "", ",", "NOFILE=1",
+		"nofile=0123456789abcdefSECRET",
+	} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		us, err := decodetest.Decode[Ulimits](t, v)
+		if err != nil {
+			return
+		}
+		if len(us) != strings.Count(v, ",")+1 {
+			t.Errorf("Ulimits(%q): %d limits from %d entries", v, len(us), strings.Count(v, ",")+1)
+		}
+		var canon []string
+		for _, u := range us {
+			rl, err := u.GetRlimit()
+			if err != nil || u.Soft < -1 || u.Hard < -1 || rl.Soft > rl.Hard {
+				t.Errorf("Ulimits(%q): %+v is no limit setrlimit takes (%+v, %v)", v, u, rl, err)
+			}
+			canon = append(canon, u.String())
+		}
+		spelled := strings.Join(canon, ",")
+		if back, err := decodetest.Decode[Ulimits](t, spelled); err != nil || !reflect.DeepEqual(back, us) {
+			t.Errorf("Ulimits(%q) = %v, whose spelling %q decodes to %v, %v", v, us, spelled, back, err)
+		}
+	})
+}
