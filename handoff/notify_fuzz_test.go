@@ -43,7 +43,7 @@ func FuzzParseNote(f *testing.F) {
 			Status:   status,
 		}
 		if n != want {
-			t.Errorf("parseNote(%q) = %+v, want %+v", b, n, want)
+			t.Errorf("parseNote(%.200q) = %+v, want %+v", b, n, want)
 		}
 	})
 }
@@ -103,7 +103,7 @@ func FuzzNotifier(f *testing.F) {
 			want := parseNote(os.Getpid(), b)
 			want.PGID = pgid
 			if got := next(t); got != want {
-				t.Fatalf("datagram %q gave note %+v, want %+v", b, got, want)
+				t.Fatalf("datagram %.200q gave note %+v, want %+v", b, got, want)
 			}
 		}
 		want := Note{PID: os.Getpid(), PGID: pgid, Status: barrier[len("STATUS="):]}
