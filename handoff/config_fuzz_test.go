@@ -97,7 +97,8 @@ func FuzzSignal(f *testing.F) {
 	f.Fuzz(func(t *testing.T, v string) {
 		sig, perr := ParseSignal(v)
 		if perr != nil {
-			if msg := decodetest.Check(v, perr.Error()); msg != "" {
+			again := func(v string) string { _, err := ParseSignal(v); return decodetest.Message(err) }
+			if msg := decodetest.Check(v, perr.Error(), again); msg != "" {
 				t.Errorf("ParseSignal(%q): error %s", v, msg)
 			}
 		} else {

@@ -27,7 +27,7 @@ func FuzzListeners(f *testing.F) {
 		"/a.sock?owner=nosuchuser1", "/a.sock?owner=4294967295", "@abstract?mode=0600", "127.0.0.1:80?mode=0600",
 		"foo://x:1", "localhost", "unix://", "=:80", "a b=:80", "n=", "n=/x", "web=http=:80", "a,,b", "", " , ",
 		"tcp://a://b:80", "x=unix:///p=q", "/" + "0123456789abcdefSECRET" + "/app.sock", "/a.sock?mode=0123456789abcdefSECRET",
-		"0123456789abcdefSECRET=:80", "0123456789abcdefSECRET://x:1",
+		"0123456789abcdefSECRET=:80", "0123456789abcdefSECRET://x:1", "udp://0123456789abcdefSECRET",
 	} {
 		f.Add(v)
 	}

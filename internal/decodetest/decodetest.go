@@ -10,21 +10,23 @@
 // a list value (BATON_LISTEN, BATON_SIGNAL_MAP, ...) is clipped per
 // element, and an element's 16 bytes sit anywhere in the value. Bytes, not
 // characters: Clip cuts at 16 bytes, and 17 characters are at least 17
-// bytes.
+// bytes. Letters match in either case: a value upper-cased for its message
+// leaks as much.
 //
-// Two things in a message look like the value without revealing more of
-// it, and the check sees through both:
+// Three things in a message look like the value without revealing more of
+// it, and the check sees through them:
 //   - Go quoting (%q) escapes bytes, so a backslash in the value is two in
 //     the message and a tab is `\t`: quoted strings are compared unquoted,
 //     the text around them as it is;
 //   - Clip's own mark "…" follows the 16 bytes it keeps; a value with "…"
 //     right after its 16th byte would match 17 bytes and more. No match
 //     may run across the mark, so a leak goes unseen only when the value
-//     repeats "…" within every 16 bytes of it.
-//
-// Left unchecked: a value that repeats 17 bytes of a message's fixed text.
-// The fuzzer never sees that text (no code compares input with it), so it
-// cannot steer towards it; a report of one would be plain to read.
+//     repeats "…" within every 16 bytes of it;
+//   - the message's own text: "nofile=65536:6553" is in "want
+//     name=soft[:hard] like nofile=65536:65536,core=0" (the fuzzer found
+//     that one at once). A window found in the message is decoded again
+//     with its letters and digits shifted (n→o, 6→7): a leak moves with
+//     the value, the message's own text stays where it was.
 package decodetest
 
 import (
@@ -63,7 +65,7 @@ func Fresh(t testing.TB, zero func() Decoder, v string) (Decoder, error) {
 	if err == nil {
 		return got, nil
 	}
-	if msg := Check(v, err.Error()); msg != "" {
+	if msg := Check(v, err.Error(), func(v string) string { return Message(zero().Decode(v)) }); msg != "" {
 		t.Errorf("%T.Decode(%q): error %s", got, v, msg)
 	}
 	if !reflect.ValueOf(got).Elem().IsZero() {
@@ -72,44 +74,64 @@ func Fresh(t testing.TB, zero func() Decoder, v string) (Decoder, error) {
 	return got, err
 }
 
+// Message is err's text, "" for nil.
+func Message(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
 // Max is the most of a value, in consecutive bytes, a message may quote.
 const Max = 16
 
 // clipMark is what spawn.Clip appends to a value it cut.
 const clipMark = "…"
 
-// Check returns "" when msg keeps the rules for value, else what is wrong.
-func Check(value, msg string) string {
+// Check returns "" when msg, the error message for value, keeps the rules,
+// else what is wrong. messageFor gives the message for another value (""
+// when it decodes); nil takes every window found in msg for a leak.
+func Check(value, msg string, messageFor func(string) string) string {
 	if strings.ContainsAny(msg, "\n\r") {
 		return fmt.Sprintf("more than one line: %q", msg)
 	}
-	if w := Leak(value, msg); w != "" {
+	for _, i := range windows(value, msg) {
+		w := value[i : i+Max+1]
+		if messageFor != nil {
+			shifted := shift(w)
+			other := messageFor(value[:i] + shifted + value[i+Max+1:])
+			// A window the shifted value's message still has, where the
+			// shifted one is not, is the message's own text.
+			if shifted != w && len(windows(w, other)) > 0 && len(windows(shifted, other)) == 0 {
+				continue
+			}
+		}
 		return fmt.Sprintf("quotes %d consecutive bytes of the value, %q, in %q", len(w), w, msg)
 	}
 	return ""
 }
 
-// Leak returns a window of Max+1 bytes of value that msg reveals, or "".
-// Letters match in either case: a value upper-cased for its message leaks
-// as much.
-func Leak(value, msg string) string {
+// windows returns the offsets of value's (Max+1)-byte windows that msg
+// shows, ignoring the case of letters.
+func windows(value, msg string) []int {
 	if len(value) <= Max {
-		return ""
+		return nil
 	}
 	var pieces []string
 	for _, p := range parts(msg) {
 		pieces = append(pieces, strings.Split(lower(p), clipMark)...)
 	}
 	low := lower(value)
+	var out []int
 	for i := 0; i+Max+1 <= len(low); i++ {
-		w := low[i : i+Max+1]
 		for _, p := range pieces {
-			if strings.Contains(p, w) {
-				return value[i : i+Max+1]
+			if strings.Contains(p, low[i:i+Max+1]) {
+				out = append(out, i)
+				break
 			}
 		}
 	}
-	return ""
+	return out
 }
 
 // parts splits msg into the text outside Go-quoted strings, as it is, and
@@ -134,6 +156,24 @@ func parts(msg string) []string {
 		start = i + 1
 	}
 	return append(out, msg[start:])
+}
+
+// shift moves each ASCII letter and digit of s one place on in its own
+// class (z→a, 9→0), so a value keeps its shape (a number stays a number)
+// and usually takes the same path through a decoder.
+func shift(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		switch {
+		case 'a' <= c && c <= 'z':
+			b[i] = 'a' + (c-'a'+1)%26
+		case 'A' <= c && c <= 'Z':
+			b[i] = 'A' + (c-'A'+1)%26
+		case '0' <= c && c <= '9':
+			b[i] = '0' + (c-'0'+1)%10
+		}
+	}
+	return string(b)
 }
 
 // lower folds ASCII letters only: strings.ToLower would turn invalid UTF-8

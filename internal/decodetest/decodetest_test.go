@@ -31,9 +31,24 @@ func TestCheck(t *testing.T) {
 		{"carriage return", "v", "bad\rvalue", true},
 	}
 	for _, c := range cases {
-		if got := Check(c.value, c.msg); (got != "") != c.bad {
+		if got := Check(c.value, c.msg, nil); (got != "") != c.bad {
 			t.Errorf("%s: Check(%q, %q) = %q, want bad=%v", c.name, c.value, c.msg, got, c.bad)
 		}
+	}
+
+	// The message's own text is not the value's, even where they agree;
+	// a leak is one however much of the message's text it repeats.
+	example := "nofile=65536:6553"
+	clipped := func(v string) string { return fmt.Sprintf("like nofile=65536:65536, got %q", spawn.Clip(v)) }
+	whole := func(v string) string { return fmt.Sprintf("like nofile=65536:65536, got %q", v) }
+	if got := Check(example, clipped(example), clipped); got != "" {
+		t.Errorf("the message's example taken for a leak: %s", got)
+	}
+	if got := Check(example, clipped(example), nil); got == "" {
+		t.Errorf("without messageFor, every window found must count")
+	}
+	if got := Check(example+"0", whole(example+"0"), whole); got == "" {
+		t.Errorf("a leak hidden by the message's example")
 	}
 }
 
