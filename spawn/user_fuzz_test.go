@@ -102,19 +102,22 @@ func FuzzResolveUser(f *testing.F) {
 			t.Errorf("ResolveUser(%q) = %+v: no group line %s:x:%d", spec, c, grp, c.GID)
 		}
 		for _, g := range c.Groups {
-			if g == c.GID || !strings.Contains(group, ":"+strconv.FormatUint(uint64(g), 10)+":") {
+			if g == c.GID || !hasLine(group, "", 2, g) {
 				t.Errorf("ResolveUser(%q) = %+v: supplementary group %d is the primary one or in no group line", spec, c, g)
 			}
 		}
 	})
 }
 
-// hasLine reports whether file has a line name:...:id with id in field i.
+// hasLine reports whether file has a line name:...:id with id in field i
+// (any name when name is "").
 func hasLine(file, name string, i int, id uint32) bool {
 	for _, line := range strings.Split(file, "\n") {
 		f := strings.Split(strings.TrimSpace(line), ":")
-		if len(f) > i && f[0] == name && f[i] == strconv.FormatUint(uint64(id), 10) {
-			return true
+		if len(f) > i && (name == "" || f[0] == name) {
+			if n, err := strconv.ParseUint(f[i], 10, 32); err == nil && uint32(n) == id {
+				return true
+			}
 		}
 	}
 	return false
