@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -659,7 +660,10 @@ func TestServeHTTPClose(t *testing.T) {
 
 // FuzzReadRequest: no request bytes make the parser panic (a panic in any
 // goroutine of PID 1 takes the whole container down) or read past its
-// header budget.
+// header budget, whatever they hold and however they arrive. An error is
+// one serveConn answers (431, 505, 400) or the client's EOF; a request has
+// a method of capital letters and a path without query or fragment, and
+// ends at its empty line.
 func FuzzReadRequest(f *testing.F) {
 	for _, seed := range []string{
 		"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -668,11 +672,55 @@ func FuzzReadRequest(f *testing.F) {
 		"GET\r\n\r\n",
 		"GET / HTTP/1.1\r\nX: " + strings.Repeat("a", 9000) + "\r\n\r\n",
 		"\x00\xff GET / HTTP/1.1\n\n",
+		"GET http://host:9090/metrics?x=1#f HTTP/1.1\n\n",
+		"GET /readyz HTTP/1.1\r\n folded\r\n\r\n",
+		"GET /readyz HTTP/1.1\r\nHost",
+		"get / HTTP/1.1\r\n\r\n",
+		"GET  / HTTP/1.1\r\n\r\n",
+		"GET / HTTP/1.1 \r\n\r\n",
+		strings.Repeat("\r\n", 5000),
+		"",
 	} {
 		f.Add([]byte(seed))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		br := bufio.NewReaderSize(bytes.NewReader(data), 1024)
-		_, _ = readRequest(br)
+		src := &counted{r: bytes.NewReader(data)}
+		br := bufio.NewReaderSize(src, 1024) // as serveConn reads
+		req, err := readRequest(br)
+		if src.n > httpMaxHeader+1024 {
+			t.Fatalf("read %d bytes: past the %d-byte budget and one buffer", src.n, httpMaxHeader)
+		}
+		switch err {
+		case nil, errHeaderTooLarge, errBadVersion, errBadRequest, io.EOF:
+		default:
+			t.Fatalf("readRequest(%.200q): unclassified error %v", data, err)
+		}
+		// A client that sends a byte at a time gets the same answer.
+		req1, err1 := readRequest(bufio.NewReaderSize(iotest.OneByteReader(bytes.NewReader(data)), 1024))
+		if req1 != req || err1 != err {
+			t.Fatalf("readRequest(%.200q) = %+v, %v; a byte at a time %+v, %v", data, req, err, req1, err1)
+		}
+		if err != nil {
+			return
+		}
+		head := data[:src.n-br.Buffered()]
+		if len(head) > httpMaxHeader || !(bytes.HasSuffix(head, []byte("\n\n")) || bytes.HasSuffix(head, []byte("\n\r\n"))) {
+			t.Errorf("readRequest(%.200q) = %+v after %d bytes %.200q: past the budget or not at an empty line", data, req, len(head), head)
+		}
+		if req.method == "" || strings.Trim(req.method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "" || strings.ContainsAny(req.path, "?#") {
+			t.Errorf("readRequest(%.200q) = %+v", data, req)
+		}
 	})
+}
+
+// counted counts the bytes read through it.
+type counted struct {
+	r io.Reader
+	n int
+}
+
+func (c *counted) Read(p []byte) (int, error) {
+	k, err := c.r.Read(p)
+	c.n += k
+	return k, err
 }

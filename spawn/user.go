@@ -58,8 +58,8 @@ func ResolveUser(spec, passwdPath, groupPath string) (*Credential, error) {
 		for _, f := range users {
 			if len(f) > 3 && f[2] == name {
 				login = f[0]
-				if g, err := strconv.ParseUint(f[3], 10, 32); err == nil {
-					c.GID = uint32(g)
+				if g, err := fileID(f[3]); err == nil {
+					c.GID = g
 				}
 				break
 			}
@@ -68,12 +68,12 @@ func ResolveUser(spec, passwdPath, groupPath string) (*Credential, error) {
 		found := false
 		for _, f := range users {
 			if len(f) > 3 && f[0] == name {
-				uid, err1 := strconv.ParseUint(f[2], 10, 32)
-				gid, err2 := strconv.ParseUint(f[3], 10, 32)
+				uid, err1 := fileID(f[2])
+				gid, err2 := fileID(f[3])
 				if err1 != nil || err2 != nil {
 					return nil, fmt.Errorf("user %q has a malformed entry in %s", Clip(name), passwdPath)
 				}
-				c.UID, c.GID, login, found = uint32(uid), uint32(gid), name, true
+				c.UID, c.GID, login, found = uid, gid, name, true
 				break
 			}
 		}
@@ -88,11 +88,11 @@ func ResolveUser(spec, passwdPath, groupPath string) (*Credential, error) {
 			found := false
 			for _, f := range groups {
 				if len(f) > 2 && f[0] == group {
-					g, err := strconv.ParseUint(f[2], 10, 32)
+					g, err := fileID(f[2])
 					if err != nil {
 						return nil, fmt.Errorf("group %q has a malformed entry in %s", Clip(group), groupPath)
 					}
-					c.GID, found = uint32(g), true
+					c.GID, found = g, true
 					break
 				}
 			}
@@ -108,14 +108,26 @@ func ResolveUser(spec, passwdPath, groupPath string) (*Credential, error) {
 			}
 			for _, m := range strings.Split(f[3], ",") {
 				if m == login {
-					if g, err := strconv.ParseUint(f[2], 10, 32); err == nil && uint32(g) != c.GID {
-						c.Groups = append(c.Groups, uint32(g))
+					if g, err := fileID(f[2]); err == nil && g != c.GID {
+						c.Groups = append(c.Groups, g)
 					}
 				}
 			}
 		}
 	}
 	return c, nil
+}
+
+// fileID reads an id field of /etc/passwd or /etc/group. (uid_t)-1 is as
+// malformed there as a word: setuid, setgid and setgroups refuse it, so
+// every worker would fail to start, and chown would leave a socket file's
+// owner as it is.
+func fileID(s string) (uint32, error) {
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err == nil && n == maxID {
+		err = strconv.ErrRange
+	}
+	return uint32(n), err
 }
 
 func readColonFile(path string) ([][]string, error) {
@@ -149,6 +161,12 @@ func (u *Ulimits) Decode(v string) error {
 		}
 		if _, err := l.GetRlimit(); err != nil {
 			return fmt.Errorf("ulimit %q: %w", Clip(item), err)
+		}
+		// go-units takes any negative number, and setrlimit reads limits
+		// unsigned: -5 would be a soft limit near 2^64, above a hard limit
+		// of 10, and every worker would fail to start on it.
+		if l.Soft < -1 || l.Hard < -1 {
+			return fmt.Errorf("ulimit %q: want -1 (unlimited) or a limit from 0", Clip(item))
 		}
 		out = append(out, l)
 	}

@@ -68,6 +68,7 @@ func TestBadInput(t *testing.T) {
 		{"BATON_USER", "1000:", "BATON_USER", nil},
 		{"BATON_ULIMITS", "nofile=abc", "BATON_ULIMITS", nil},
 		{"BATON_ULIMITS", "bogus=1:2", "BATON_ULIMITS", nil},
+		{"BATON_ULIMITS", "nofile=-5:10", "BATON_ULIMITS", nil},
 		{"BATON_MAX_RSS", "lots", "BATON_MAX_RSS", nil},
 		{"BATON_MAX_AGE", "old", "BATON_MAX_AGE", nil},
 		{"BATON_WATCH", ",,", "BATON_WATCH", nil},
