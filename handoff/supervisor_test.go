@@ -61,11 +61,11 @@ type rig struct {
 	done    chan int
 	nextPID int
 
-	shim      bool // start workers in the shim
+	shim bool // start workers in the shim
 	// hold is a duration whose timers are kept aside, not handed to the
 	// loops that fire timers: fireHeld fires them when the test says.
-	hold  time.Duration
-	helds []func()
+	hold      time.Duration
+	helds     []func()
 	mu        sync.Mutex
 	killed    []string     // KillAll and KillGroup calls, "all SIGTERM", "-101 SIGKILL"
 	deadGroup map[int]bool // groups KillGroup reports empty
