@@ -65,7 +65,7 @@ func parseMetrics(t *testing.T, text []byte) map[string]*dto.MetricFamily {
 	}
 	for name := range fams {
 		if _, ok := wantFamilies[name]; !ok {
-			t.Errorf("unexpected family %s (add it to the contract and docs/readme/ops.md)", name)
+			t.Errorf("unexpected family %s (add it to the contract and docs/operations.md)", name)
 		}
 	}
 	return fams

@@ -20,6 +20,6 @@
 // with crypto/tls, which it always links, net/http would add about 4 MB to
 // baton. Hello serves with a minimal HTTP/1.1 server and Load is a minimal
 // HTTP/1.1 client (http1.go, helloserver.go, load.go). The tests check both
-// against net/http, and run the README's net/http drain recipe and the naive
-// http.Server.Shutdown as workers next to Hello.
+// against net/http, and run the net/http drain recipe of docs/protocol.md
+// and the naive http.Server.Shutdown as workers next to Hello.
 package demo

@@ -65,8 +65,8 @@ const (
 //
 // A second signal cuts the grace short.
 //
-// This is the recipe the README gives for a net/http server (demo's tests
-// run it with net/http and check that it loses nothing). hello itself does
+// This is the recipe docs/protocol.md gives for a net/http server (demo's
+// tests run it with net/http and check that it loses nothing). hello itself does
 // not use net/http, which would make the baton binary 4 MB larger: it
 // serves with a minimal HTTP/1.1 server of its own (helloServer), which
 // knows each connection's state exactly, so the steps above are the same.

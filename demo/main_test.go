@@ -20,8 +20,8 @@ import (
 
 // roleEnv makes the test binary play a part when the tests re-execute it
 // (the containerd/tableflip pattern): "hello" runs Hello, "naive" the naive
-// control worker, "recipe" the README's net/http recipe (nethttp_test.go),
-// "fakebaton" a stand-in for baton (run_test.go).
+// control worker, "recipe" the net/http recipe of docs/protocol.md
+// (nethttp_test.go), "fakebaton" a stand-in for baton (run_test.go).
 const roleEnv = "DEMO_TEST_ROLE"
 
 // shimPID as LISTEN_PID asks the re-executed binary to set LISTEN_PID to its

@@ -18,9 +18,9 @@ import (
 
 // The net/http side of the demo lives in the tests: `baton hello` is a
 // minimal server of its own (helloServer) so that baton stays small, but the
-// README's drain recipe is for net/http, and the naive control is
-// http.Server.Shutdown. Both run here as workers on the same shared socket
-// as hello, under the same load.
+// documented drain recipe (docs/protocol.md) is for net/http, and the naive
+// control is http.Server.Shutdown. Both run here as workers on the same
+// shared socket as hello, under the same load.
 
 // netHTTPHello is the hello response as a net/http handler: the same
 // headers and body as helloServer.
@@ -57,7 +57,7 @@ func (h *netHTTPHello) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(h.body)
 }
 
-// recipeWorker is the README's "How to drain a Go HTTP server without
+// recipeWorker is docs/protocol.md's "How to drain a Go HTTP server without
 // losing requests", line for line, on the hello handler: the documented
 // recipe, kept honest by TestRecipeDrainLosesNothing.
 func recipeWorker() int {
@@ -120,9 +120,9 @@ func recipeWorker() int {
 	return 0
 }
 
-// The README's net/http recipe loses nothing either, in the same swap run
-// as TestDrainUnderLoadLosesNothing (and TestNaiveShutdownControl, which
-// shows that this run does catch losses).
+// The net/http recipe of docs/protocol.md loses nothing either, in the same
+// swap run as TestDrainUnderLoadLosesNothing (and TestNaiveShutdownControl,
+// which shows that this run does catch losses).
 func TestRecipeDrainLosesNothing(t *testing.T) {
 	checkLossless(t, swapRun{role: "recipe", workers: 2, swaps: 10, pace: 100 * time.Millisecond})
 }

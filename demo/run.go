@@ -111,7 +111,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	return runDemo(o, stdout, stderr)
 }
 
-// batonEvent is one line of baton's JSON log (CONTRACTS.md, "Log lines").
+// batonEvent is one line of baton's JSON log (docs/pid1.md, "Logs").
 type batonEvent struct {
 	Message string  `json:"message"`
 	Gen     flexInt `json:"gen"`

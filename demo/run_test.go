@@ -21,7 +21,7 @@ import (
 )
 
 // fakeBaton stands in for baton in Run's tests, so the demo can be tested
-// without the real binary: it speaks the same log lines (CONTRACTS.md) and
+// without the real binary: it speaks the same log lines (docs/pid1.md) and
 // the same worker protocol, with none of baton's care (it is no reaper, no
 // PID 1). args are "-- COMMAND ARG...". FAKE_BATON_MODE (comma-separated)
 // breaks it on purpose: "abort" answers every SIGHUP with "swap aborted",

@@ -158,7 +158,7 @@ func TestHUPAndTERMNeverExit2(t *testing.T) {
 		// As soon as baton has started (its first log line follows the
 		// subscription), TERM must give 143. Earlier than that is the Go
 		// runtime's own start-up window, which no Go program can close:
-		// see README "Known limits".
+		// see docs/choices.md, "Known limits".
 		for i := 0; i < 20; i++ {
 			b := StartBaton(t, Opt{}, "sleep", "1000")
 			b.Expect("baton started")

@@ -3,7 +3,7 @@
 // It is not part of baton. It runs an init under test as PID 1 of a fresh PID
 // namespace and measures it from outside (RSS) or through a worker it starts
 // under the init (orphan reaping). bench/init/run drives it; see
-// docs/readme/bench-init.md for the method.
+// docs/benchmarks.md for the method.
 //
 //	benchinit rss      [-window D] -- INIT ARGS...        one JSON line: the init's VmRSS
 //	benchinit orphans  [-n N] [-backlog] -- INIT ARGS...  one JSON line: orphan reaping timing

@@ -12,7 +12,7 @@
 // clients, half keep-alive, never retrying (POST with a body that cannot be
 // rewound, see demo.Load). All traffic is on 127.0.0.1.
 //
-// See docs/readme/bench-reload.md for the method and caveats.
+// See docs/benchmarks.md for the method and caveats.
 package main
 
 import (

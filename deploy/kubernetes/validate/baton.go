@@ -26,8 +26,8 @@ var batonVars = map[string]bool{
 	"BATON_GENERATION": true, "BATON_WORKER": true,
 }
 
-// baton's subcommands (docs/CONTRACTS.md); a first argument that is one of
-// these is not a command to supervise.
+// baton's subcommands (docs/development.md, "CLI"); a first argument that
+// is one of these is not a command to supervise.
 var batonSubcommands = map[string]bool{
 	"reload": true, "health": true, "hello": true, "demo": true, "version": true,
 	"help": true, "--version": true, "--help": true,
