@@ -181,6 +181,14 @@ func cmdHealth(args []string) int {
 	return 0
 }
 
+// steerSettle is how long, in steer mode, a generation that handed over
+// keeps accepting before baton first looks whether its queue is empty: a
+// connection whose handshake began before the switch completes into the
+// old socket's queue about one round trip later. 100 ms covers clients
+// on the same network or behind a load balancer many times over; a client
+// further away whose handshake straddles the switch can still be reset.
+const steerSettle = 100 * time.Millisecond
+
 // sigBuffer is the signal channel's size (runc uses 2048): a dropped
 // duplicate SIGCHLD is harmless because the loop drains, a dropped SIGTERM
 // is not.
@@ -323,7 +331,7 @@ func supervise(argv []string) int {
 		go n.Run(notes)
 	}
 
-	fds := make([]int, len(ls))
+	fds := make(handoff.Shared, len(ls))
 	names := make([]string, len(ls))
 	for i, l := range ls {
 		fds[i], names[i] = l.FD, l.Name
@@ -333,7 +341,7 @@ func supervise(argv []string) int {
 	// Signals baton ignores (inherited SIG_IGN the Go runtime keeps) must
 	// not reach a worker: the shim resets them.
 	resetSignals := spawn.InheritsIgnored()
-	start := func(gen, idx int, foreground bool) (handoff.Worker, error) {
+	start := func(gen, idx int, fds []int, foreground bool) (handoff.Worker, error) {
 		env := append([]string(nil), baseEnv...)
 		env = append(env, "BATON_GENERATION="+strconv.Itoa(gen), "BATON_WORKER="+strconv.Itoa(idx))
 		if len(ls) > 0 {
@@ -355,8 +363,20 @@ func supervise(argv []string) int {
 		})
 	}
 
+	if cfg.Handoff == handoff.HandoffSteer {
+		opts.SteerSettle = steerSettle
+	}
 	sup := handoff.New(opts, log)
 	sup.Start = start
+	sup.Sockets = fds
+	if cfg.Handoff == handoff.HandoffSteer {
+		st, err := handoff.NewSteering(ls)
+		if err != nil {
+			stderrf("baton: BATON_HANDOFF=steer: %s", err)
+			return 1
+		}
+		sup.Sockets = st
+	}
 	if plain && stdinIsForegroundTTY() {
 		// As under tini, the app owns the terminal: Ctrl-C reaches it
 		// directly, and its exit ends baton. In pool mode baton keeps the
@@ -535,6 +555,7 @@ type config struct {
 	Subreaper     tristate             `default:"auto" desc:"become a child subreaper: auto (when not PID 1), true, false"`
 	LogLevel      logLevel             `split_words:"true" default:"info" desc:"debug, info, warn or error"`
 	LogFormat     logFormat            `split_words:"true" default:"auto" desc:"json, console, or auto (console on a TTY)"`
+	Handoff       handoff.Handoff      `default:"shared" desc:"shared (one socket per listener for every generation) or steer (a socket per generation for TCP and UDP, new connections steered in the kernel, so workers that drain badly lose nothing)"`
 }
 
 // configKeys are the variables config reads, in the order of its fields.
@@ -548,7 +569,7 @@ var configKeys = []string{
 	"BATON_SHUTDOWN_DELAY", "BATON_SIGNAL_MAP", "BATON_RESTART",
 	"BATON_RESTART_LIMIT", "BATON_EXIT_MAP", "BATON_USER", "BATON_ULIMITS",
 	"BATON_MAX_RSS", "BATON_MAX_AGE", "BATON_WATCH", "BATON_HTTP_ADDR",
-	"BATON_SUBREAPER", "BATON_LOG_LEVEL", "BATON_LOG_FORMAT",
+	"BATON_SUBREAPER", "BATON_LOG_LEVEL", "BATON_LOG_FORMAT", "BATON_HANDOFF",
 }
 
 // setByBaton are variables baton sets for its own workers; a baton running

@@ -203,7 +203,7 @@ func (f *fakeWorker) Signal(sig unix.Signal) error {
 	return nil
 }
 
-func (w *fakeWorld) start(gen, idx int, _ bool) (handoff.Worker, error) {
+func (w *fakeWorld) start(gen, idx int, _ []int, _ bool) (handoff.Worker, error) {
 	w.mu.Lock()
 	w.pid++
 	pid := w.pid

@@ -30,6 +30,8 @@ type demoOptions struct {
 	keepAlive float64
 	interval  time.Duration
 	verbose   bool
+	handoff   string // BATON_HANDOFF
+	drain     string // HELLO_DRAIN, "" for hello's own default
 
 	self        string        // the baton binary
 	env         []string      // appended to baton's environment (tests)
@@ -58,12 +60,20 @@ func defaultDemoOptions() demoOptions {
 	}
 }
 
-const demoUsage = `usage: baton demo [-reloads N] [-clients N] [-keepalive F] [-interval D] [-v]
+const demoUsage = `usage: baton demo [-reloads N] [-clients N] [-keepalive F] [-interval D] [-handoff shared|steer] [-drain D] [-v]
 
 Starts baton (this binary) with two "baton hello" workers per generation on
 127.0.0.1 (a free port), sends it SIGHUP N times under load from clients that
 never retry, waiting for each swap to complete, then stops it with SIGTERM and
 reports what the clients saw. Exit status 0 if no request failed.
+
+-drain 0 makes the workers drain the way most apps do (stop at once on
+SIGTERM, closing idle connections); with -handoff steer baton then still
+loses no request, and only the keep-alive close races of the workers'
+own making remain (a client retry covers them), so the demo then passes
+when no request failed on a fresh connection. Try both handoffs:
+  baton demo -drain 0 -handoff shared
+  baton demo -drain 0 -handoff steer
 
 `
 
@@ -88,6 +98,8 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	fs.Float64Var(&o.keepAlive, "keepalive", o.keepAlive, "fraction of clients that use keep-alive")
 	fs.DurationVar(&o.interval, "interval", o.interval, "load time before the first reload, between reloads and after the last")
 	fs.BoolVar(&o.verbose, "v", false, "forward baton's output (its JSON log and the workers' lines) to stderr")
+	fs.StringVar(&o.handoff, "handoff", "shared", "BATON_HANDOFF: shared or steer")
+	fs.StringVar(&o.drain, "drain", "", "the workers' grace after SIGTERM (HELLO_DRAIN; default hello's 500ms, 0: none)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -101,7 +113,18 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	case o.reloads < 0 || o.clients < 1 || o.keepAlive < 0 || o.keepAlive > 1 || o.interval <= 0:
 		fmt.Fprintln(stderr, "demo: want -reloads >= 0, -clients >= 1, 0 <= -keepalive <= 1, -interval > 0")
 		return 2
+	case o.handoff != "shared" && o.handoff != "steer":
+		fmt.Fprintf(stderr, "demo: -handoff wants shared or steer, got %q\n", o.handoff)
+		return 2
 	}
+	if o.drain != "" {
+		if d, err := time.ParseDuration(o.drain); (err != nil && o.drain != "0") || d < 0 {
+			fmt.Fprintf(stderr, "demo: -drain wants a duration like 500ms or 0, got %q\n", o.drain)
+			return 2
+		}
+		o.env = append(o.env, "HELLO_DRAIN="+o.drain)
+	}
+	o.env = append(o.env, "BATON_HANDOFF="+o.handoff)
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(stderr, "demo: cannot find baton's own binary: %v\n", err)
@@ -528,7 +551,10 @@ func (d *demoRun) report(res *Result, swaps []swapReport, stopErr error) int {
 	} else if code != 0 {
 		why = append(why, "baton "+exitText(d.state))
 	}
-	if res.Failures > 0 {
+	switch hard := res.Failures - res.Reused; {
+	case d.o.drain == "0" && hard > 0:
+		why = append(why, fmt.Sprintf("%d of %d requests failed on a fresh connection", hard, res.Requests))
+	case d.o.drain != "0" && res.Failures > 0:
 		why = append(why, fmt.Sprintf("%d of %d requests failed", res.Failures, res.Requests))
 	}
 	for g := 1; g <= len(swaps)+1; g++ {
@@ -539,6 +565,11 @@ func (d *demoRun) report(res *Result, swaps []swapReport, stopErr error) int {
 	if len(why) > 0 {
 		fmt.Fprintf(w, "FAIL: %s (%d reloads, %d requests)\n", strings.Join(why, "; "), len(swaps), res.Requests)
 		return 1
+	}
+	if res.Failures > 0 {
+		fmt.Fprintf(w, "OK: %d reloads, %d requests, 0 failed on a fresh connection; %d keep-alive close races, the workers' own (-drain 0)\n",
+			len(swaps), res.Requests, res.Reused)
+		return 0
 	}
 	fmt.Fprintf(w, "OK: %d reloads, %d requests, 0 failed\n", len(swaps), res.Requests)
 	return 0

@@ -301,3 +301,22 @@ func (s *Size) Decode(v string) error {
 	*s = Size(n)
 	return nil
 }
+
+// Handoff is BATON_HANDOFF: how generations share the listeners.
+type Handoff string
+
+// Handoff modes.
+const (
+	HandoffShared Handoff = "shared" // one socket per listener for every generation
+	HandoffSteer  Handoff = "steer"  // a socket per generation, steered to in the kernel
+)
+
+// Decode implements envconfig.Decoder.
+func (h *Handoff) Decode(v string) error {
+	switch Handoff(v) {
+	case HandoffShared, HandoffSteer:
+		*h = Handoff(v)
+		return nil
+	}
+	return fmt.Errorf("want shared or steer, got %q", spawn.Clip(v))
+}

@@ -138,7 +138,7 @@ func (spec *ListenSpec) decodeOptions(opts string) error {
 func Open(specs []ListenSpec) ([]*Listener, error) {
 	var out []*Listener
 	for _, spec := range specs {
-		l, err := open(spec)
+		l, err := open(spec, true)
 		if err != nil {
 			CloseAll(out)
 			return nil, err
@@ -176,7 +176,10 @@ func control(network, _ string, c syscall.RawConn) error {
 	return serr
 }
 
-func open(spec ListenSpec) (*Listener, error) {
+// open binds spec's socket. With probe, an address someone else holds is
+// refused (notTaken); steer mode opens later generations' sockets on its
+// own address without it.
+func open(spec ListenSpec, probe bool) (*Listener, error) {
 	// An IPv4 literal means IPv4, as it does for nginx: Go's "tcp" would
 	// turn 0.0.0.0 into a dual-stack [::] socket. ":8080" stays dual-stack.
 	if host, _, err := net.SplitHostPort(spec.Addr); err == nil && (spec.Network == "tcp" || spec.Network == "udp") {
@@ -185,10 +188,17 @@ func open(spec ListenSpec) (*Listener, error) {
 		}
 	}
 	ctx := context.Background()
-	if err := notTaken(ctx, spec); err != nil {
-		return nil, fmt.Errorf("listen %s %s: %w", spec.Network, spawn.Clip(spec.Addr), err)
+	if probe {
+		if err := notTaken(ctx, spec); err != nil {
+			return nil, fmt.Errorf("listen %s %s: %w", spec.Network, spawn.Clip(spec.Addr), err)
+		}
 	}
 	lc := net.ListenConfig{Control: control}
+	// Plain TCP, as systemd's socket activation hands out: Go (1.24+)
+	// makes listeners Multipath TCP where the kernel has it, which workers
+	// of any language would then inherit unasked, and the kernel refuses a
+	// reuseport program on an MPTCP socket (steer mode).
+	lc.SetMultipathTCP(false)
 	var (
 		closer interface{ Close() error }
 		raw    syscall.RawConn

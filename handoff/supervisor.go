@@ -58,6 +58,12 @@ type Options struct {
 	RestartLimit  RestartLimit
 	MaxRSS        int64         // bytes; 0: off
 	MaxAge        time.Duration // 0: off
+	// SteerSettle is set in steer mode (BATON_HANDOFF=steer): how long
+	// after steering new connections to a new generation the old one's
+	// queue is first looked at. Connections whose handshake began before
+	// the switch still land in the old socket's queue for about one round
+	// trip. 0 (shared mode): the old generation retires at once.
+	SteerSettle time.Duration
 	// PID1 is true when baton is its namespace's init: the stop signal then
 	// reaches every process in the namespace, and baton waits for all of
 	// them before it exits.
@@ -82,15 +88,19 @@ type Supervisor struct {
 	Log zerolog.Logger
 
 	// Seams, replaced in tests. New fills them with the real thing.
-	// Start starts worker index of generation gen; with foreground it
-	// takes the terminal's foreground as it starts.
-	Start       func(gen, index int, foreground bool) (Worker, error)
+	// Start starts worker index of generation gen on listening
+	// descriptors fds (3, 4, ... in the worker); with foreground it takes
+	// the terminal's foreground as it starts.
+	Start       func(gen, index int, fds []int, foreground bool) (Worker, error)
 	Reap        func() ([]reaper.Exit, error)
 	HasChildren func() bool
 	KillAll     func(unix.Signal) error // kill(-1, sig): every process in the namespace but baton
 	// KillGroup is kill(-pgid, sig); with sig 0 it tells whether the group
 	// still has a member (ESRCH: none).
 	KillGroup func(pgid int, sig unix.Signal) error
+	// Sockets gives each generation its listening descriptors and, in
+	// steer mode, which one gets new connections. Nil: no listeners.
+	Sockets Sockets
 	// Foreground, when set, means the workers own the terminal (plain mode
 	// on a TTY): the current generation's worker 0 holds its foreground,
 	// and the loop calls Foreground(pgid) to move it, 0 meaning baton's own
@@ -131,6 +141,10 @@ type Supervisor struct {
 	// killAllHeld is a kill(-1) signal waiting for workers to leave the
 	// shim (it would reach their Go runtime, not their command); 0: none.
 	killAllHeld unix.Signal
+	// leaving is the generation that handed over in steer mode and whose
+	// sockets are still in the kernel's groups: released once its queue
+	// is empty and its processes are gone (nil in shared mode).
+	leaving *generation
 
 	draining     bool // shutdown requested: not ready, no reloads
 	stopping     bool // stop signal sent: waiting for processes to go
@@ -187,6 +201,11 @@ type generation struct {
 	restarts [][]time.Time
 	pending  []bool // a restart is scheduled for the slot
 	ready    bool
+	fds      []int // listening descriptors of its workers
+	// handover (steer mode) is when new connections went to the next
+	// generation; its workers retire once its own queue is empty.
+	handover time.Time
+	retired  bool // its workers were told to stop
 }
 
 type timerKind int
@@ -200,6 +219,7 @@ const (
 	evStopKill
 	evRecycle
 	evRecycleTimeout
+	evHandover
 )
 
 type timerEvent struct {
@@ -267,7 +287,16 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	// Children inherited across exec, or exits before signal.Notify, would
 	// otherwise wait for the next SIGCHLD (tini reaps on every wake-up).
 	s.reap()
+	if s.Sockets == nil {
+		s.Sockets = Shared(nil)
+	}
 	s.current = s.newGeneration()
+	if fds, err := s.Sockets.Open(s.current.num); err != nil {
+		s.Log.Error().Err(err).Int("gen", s.current.num).Msg("listen failed")
+		s.end(1)
+	} else {
+		s.current.fds = fds
+	}
 	for i := 0; i < s.Workers && !s.stopping; i++ {
 		if w, err := s.startWorker(s.current, i, s.owns(i)); err != nil {
 			s.Log.Error().Err(err).Int("gen", s.current.num).Int("worker", i).Int("code", spawn.Code(err)).Msg("worker start failed")
@@ -431,6 +460,7 @@ func (s *Supervisor) reap() {
 			delete(s.lingering, pgid)
 		}
 	}
+	s.maybeRelease()
 }
 
 // groupAlive reports whether process group pgid has a member. Asked right
@@ -574,7 +604,7 @@ func (s *Supervisor) scheduleRestart(w *worker, code int) {
 }
 
 func (s *Supervisor) startWorker(g *generation, idx int, foreground bool) (*worker, error) {
-	p, err := s.Start(g.num, idx, foreground)
+	p, err := s.Start(g.num, idx, g.fds, foreground)
 	if err != nil {
 		return nil, err
 	}
@@ -683,6 +713,13 @@ func (s *Supervisor) beginSwap(why string) {
 	g := s.newGeneration()
 	s.next = g
 	s.Log.Info().Int("gen", g.num).Str("reason", why).Msg("swap begun")
+	fds, err := s.Sockets.Open(g.num)
+	if err != nil {
+		s.Log.Error().Err(err).Int("gen", g.num).Msg("listen failed")
+		s.abortSwap("listen failed")
+		return
+	}
+	g.fds = fds
 	for i := 0; i < s.Workers; i++ {
 		if _, err := s.startWorker(g, i, false); err != nil {
 			s.Log.Error().Err(err).Int("gen", g.num).Int("worker", i).Msg("worker start failed")
@@ -695,8 +732,20 @@ func (s *Supervisor) beginSwap(why string) {
 
 func (s *Supervisor) finishSwap() {
 	g, old := s.next, s.current
-	s.next, s.current = nil, g
 	g.ready = true
+	if s.leaving != nil {
+		// Steer mode: a kernel group holds at most the generation leaving,
+		// the current one and one starting (see Steering). The new one is
+		// steered to once the one before has left.
+		s.Log.Info().Int("gen", g.num).Int("leaving", s.leaving.num).Msg("swap waits for the old generation to leave")
+		return
+	}
+	if err := s.Sockets.Steer(g.num); err != nil {
+		s.Log.Error().Err(err).Int("gen", g.num).Msg("steer failed")
+		s.abortSwap("steer failed")
+		return
+	}
+	s.next, s.current = nil, g
 	elapsed := s.Now().Sub(g.begun)
 	s.stats.ReloadsOK++
 	s.stats.LastSwap = elapsed
@@ -704,12 +753,84 @@ func (s *Supervisor) finishSwap() {
 	if w := g.workers[0]; w != nil && s.owns(0) {
 		s.setForeground(w.pid)
 	}
-	for _, w := range old.workers {
+	if s.SteerSettle > 0 {
+		// New connections go to g now. The old generation's workers keep
+		// accepting what is already queued for them, and are asked to stop
+		// once that is empty: a worker that drops what it has not yet
+		// accepted when it stops then has nothing to drop.
+		s.leaving = old
+		old.handover = s.Now()
+		s.after(s.SteerSettle, timerEvent{kind: evHandover, gen: old.num})
+	} else {
+		s.retireGeneration(old)
+	}
+	s.afterSwap()
+}
+
+// retireGeneration asks every worker of g to stop.
+func (s *Supervisor) retireGeneration(g *generation) {
+	g.retired = true
+	for _, w := range g.workers {
 		if w != nil {
 			s.retire(w)
 		}
 	}
-	s.afterSwap()
+	for _, w := range s.byPID {
+		if w.gen == g && !w.retiring {
+			s.retire(w) // a recycling replacement of g's
+		}
+	}
+}
+
+// steerPoll is how often the old generation's queue is looked at during a
+// handover; maxHandover bounds the wait for it to empty (its workers may
+// have stopped accepting on their own).
+const (
+	steerPoll   = 5 * time.Millisecond
+	maxHandover = 2 * time.Second
+)
+
+// onHandover looks at the leaving generation's queue: empty (or waited
+// long enough), its workers are asked to stop.
+func (s *Supervisor) onHandover(gen int) {
+	g := s.leaving
+	if g == nil || g.num != gen || g.retired || s.stopping {
+		return
+	}
+	if n := s.Sockets.Pending(gen); n > 0 && s.Now().Sub(g.handover) < maxHandover {
+		s.after(steerPoll, timerEvent{kind: evHandover, gen: gen})
+		return
+	} else if n > 0 {
+		s.Log.Warn().Int("gen", gen).Int("pending", n).Msg("old generation's queue not emptied")
+	}
+	s.retireGeneration(g)
+	s.maybeRelease()
+}
+
+// maybeRelease takes the leaving generation's sockets out of the kernel's
+// groups once its workers were told to stop and every process of theirs
+// is gone, and steers to a new generation that waited for it.
+func (s *Supervisor) maybeRelease() {
+	g := s.leaving
+	if g == nil || !g.retired {
+		return
+	}
+	for _, w := range s.byPID {
+		if w.gen == g {
+			return
+		}
+	}
+	for _, w := range s.lingering {
+		if w.gen == g {
+			return
+		}
+	}
+	s.Sockets.Release(g.num)
+	s.leaving = nil
+	s.Log.Debug().Int("gen", g.num).Msg("old generation left")
+	if n := s.next; n != nil && n.ready && !s.stopping && !s.draining {
+		s.finishSwap()
+	}
 }
 
 func (s *Supervisor) abortSwap(reason string) {
@@ -722,6 +843,8 @@ func (s *Supervisor) abortSwap(reason string) {
 			s.retire(w)
 		}
 	}
+	// Never steered to: nothing waits in its sockets.
+	s.Sockets.Release(g.num)
 	s.afterSwap()
 }
 
@@ -752,7 +875,10 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 			s.markReady(ev.w)
 		}
 	case evReadyTimeout:
-		if s.next != nil && s.next.num == ev.gen {
+		if s.next != nil && s.next.num == ev.gen && !s.next.ready {
+			// (A ready generation waiting for the old one to leave, in
+			// steer mode, is not rolled back: the wait is bounded by the
+			// old one's stop timeout.)
 			s.abortSwap("not ready within BATON_READY_TIMEOUT")
 		} else if s.current.num == ev.gen && !s.current.ready && !s.stopping {
 			// Nothing to roll back to: keep waiting, reporting not-ready.
@@ -794,6 +920,8 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 		for _, w := range s.byPID {
 			_ = w.w.Signal(unix.SIGKILL)
 		}
+	case evHandover:
+		s.onHandover(ev.gen)
 	case evRecycleTimeout:
 		if w := ev.w; w == s.replacing && !w.ready {
 			// Not ready in time: the old worker serves on, and the next

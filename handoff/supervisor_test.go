@@ -99,7 +99,7 @@ func newRig(t *testing.T, opts Options, setup ...func(*rig)) *rig {
 		logs: make(chan string, 4096), done: make(chan int, 1), nextPID: 100}
 	s := New(opts, zerolog.New(logSink(r.logs)))
 	r.deadGroup = map[int]bool{}
-	s.Start = func(gen, idx int, fg bool) (Worker, error) {
+	s.Start = func(gen, idx int, _ []int, fg bool) (Worker, error) {
 		r.nextPID++
 		w := &scriptedWorker{pid: r.nextPID, fg: fg}
 		r.started <- w
@@ -695,5 +695,147 @@ func TestRecycleOldWorkerCrashes(t *testing.T) {
 	r.exit(repl.pid, 0)
 	if code := r.ended("the last worker exited 0 under on-failure"); code != 0 {
 		t.Fatalf("exit %d, want 0", code)
+	}
+}
+
+// fakeSockets records what the loop asks of the sockets in steer mode.
+type fakeSockets struct {
+	mu      sync.Mutex
+	calls   []string
+	pending map[int]int
+}
+
+func (f *fakeSockets) record(s string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, s)
+}
+
+func (f *fakeSockets) got() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.calls...)
+}
+
+func (f *fakeSockets) Open(gen int) ([]int, error) {
+	f.record(fmt.Sprintf("open %d", gen))
+	return []int{100 + gen}, nil
+}
+func (f *fakeSockets) Steer(gen int) error { f.record(fmt.Sprintf("steer %d", gen)); return nil }
+func (f *fakeSockets) Release(gen int)     { f.record(fmt.Sprintf("release %d", gen)) }
+func (f *fakeSockets) Pending(gen int) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pending[gen]
+}
+
+// groupGone makes KillGroup report pgid's group empty.
+func (r *rig) groupGone(pgid int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.deadGroup[pgid] = true
+}
+
+// steerRig is a rig in steer mode whose settle timer is held.
+func steerRig(t *testing.T) (*rig, *fakeSockets) {
+	o := baseOpts()
+	o.SteerSettle = steerTestSettle
+	fs := &fakeSockets{pending: map[int]int{}}
+	r := newRig(t, o, func(r *rig) {
+		r.s.Sockets = fs
+		r.hold = steerTestSettle
+	})
+	return r, fs
+}
+
+// steerTestSettle is a settle duration no other timer has.
+const steerTestSettle = 11 * time.Minute
+
+// TestSteerHandover: the new generation is steered to once ready; the old
+// one keeps accepting until its queue is empty, then gets the stop signal,
+// and its sockets leave the group once its workers are gone.
+func TestSteerHandover(t *testing.T) {
+	r, fs := steerRig(t)
+	w1 := r.worker()
+	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.expect("generation ready")
+	r.sigs <- unix.SIGHUP
+	w2 := r.worker()
+	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.expect("swap complete")
+	r.barrier()
+	// (Generation 1 is steered to by NewSteering, before the loop.)
+	if got := fs.got(); !slices.Equal(got, []string{"open 1", "open 2", "steer 2"}) {
+		t.Fatalf("calls %v", got)
+	}
+	if len(w1.got()) != 0 {
+		t.Fatalf("the old generation was signalled at the switch: %v", w1.got())
+	}
+	fs.mu.Lock()
+	fs.pending[1] = 3 // connections still queued for generation 1
+	fs.mu.Unlock()
+	r.fireHeld()
+	r.barrier()
+	if len(w1.got()) != 0 {
+		t.Fatalf("the old generation was signalled with its queue not empty: %v", w1.got())
+	}
+	fs.mu.Lock()
+	fs.pending[1] = 0
+	fs.mu.Unlock()
+	r.fireUntil("worker retiring") // the next look finds it empty
+	r.barrier()
+	if got := w1.got(); len(got) != 1 || got[0] != unix.SIGTERM {
+		t.Fatalf("old worker got %v, want SIGTERM", got)
+	}
+	if slices.Contains(fs.got(), "release 1") {
+		t.Fatal("released while its worker still runs")
+	}
+	r.groupGone(w1.pid) // no helper of its lingers
+	r.exit(w1.pid, 0)
+	r.expect("worker exited")
+	r.barrier()
+	if !slices.Contains(fs.got(), "release 1") {
+		t.Fatalf("generation 1 not released after its worker left: %v", fs.got())
+	}
+}
+
+// TestSteerWaitsForLeaving: a group holds at most the generation leaving,
+// the current one and one starting: a third generation ready before the
+// first has left waits, and is steered to once it has; a rolled-back one
+// is released at once.
+func TestSteerWaitsForLeaving(t *testing.T) {
+	r, fs := steerRig(t)
+	w1 := r.worker()
+	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.expect("generation ready")
+	r.sigs <- unix.SIGHUP
+	w2 := r.worker()
+	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.expect("swap complete")
+	r.sigs <- unix.SIGHUP
+	w3 := r.worker()
+	r.exit(w3.pid, 1) // generation 3 fails at boot
+	r.expect("swap aborted")
+	r.barrier()
+	if !slices.Contains(fs.got(), "release 3") {
+		t.Fatalf("a rolled-back generation was not released: %v", fs.got())
+	}
+	r.sigs <- unix.SIGHUP
+	w4 := r.worker()
+	r.notes <- Note{PID: w4.pid, Ready: true}
+	r.expect("swap waits for the old generation to leave")
+	r.barrier()
+	if slices.Contains(fs.got(), "steer 4") {
+		t.Fatal("steered to generation 4 with generation 1 still in the group")
+	}
+	r.fireHeld() // generation 1's queue is empty: it retires
+	r.expect("worker retiring")
+	r.groupGone(w1.pid)
+	r.exit(w1.pid, 0)
+	r.expect("swap complete") // generation 4, once 1 has left
+	r.barrier()
+	got := fs.got()
+	if i, j := slices.Index(got, "release 1"), slices.Index(got, "steer 4"); i < 0 || j < i {
+		t.Fatalf("want generation 1 released, then 4 steered to: %v", got)
 	}
 }

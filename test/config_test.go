@@ -88,6 +88,7 @@ func TestBadInput(t *testing.T) {
 		{"BATON_WATCH", "/" + secret + "/app.conf", "BATON_WATCH", nil},
 		{"BATON_LISTEN", "/" + secret + "/app.sock", "BATON_LISTEN", nil},
 		{"BATON_LISTEN", "/tmp/a.sock?mode=" + secret, "BATON_LISTEN", nil},
+		{"BATON_HANDOFF", "steered", "BATON_HANDOFF", nil},
 	}
 	seen := map[string]bool{}
 	for _, c := range cases {

@@ -1,9 +1,13 @@
 package test
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -15,6 +19,8 @@ func runRole(role string) int {
 	switch role {
 	case "sigecho":
 		return sigecho()
+	case "naive":
+		return naive()
 	}
 	fmt.Fprintf(os.Stderr, "unknown TEST_ROLE %q\n", role)
 	return 2
@@ -49,5 +55,44 @@ func sigecho() int {
 			return 0
 		}
 	}
+	return 0
+}
+
+// naive is a Go HTTP worker written the way most are: on SIGTERM it closes
+// its listeners and calls http.Server.Shutdown at once, which also closes
+// idle keep-alive connections and drops connections accepted but not yet
+// read. It takes its listeners from LISTEN_FDS and says READY=1.
+func naive() int {
+	n, _ := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+	if os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) || n < 1 {
+		fmt.Fprintln(os.Stderr, "naive: no LISTEN_FDS for this process")
+		return 2
+	}
+	gen := os.Getenv("BATON_GENERATION")
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Baton-Generation", gen)
+		fmt.Fprintf(w, "hello from generation %s\n", gen)
+	})}
+	for fd := 3; fd < 3+n; fd++ {
+		ln, err := net.FileListener(os.NewFile(uintptr(fd), "listener"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "naive:", err)
+			return 1
+		}
+		go srv.Serve(ln)
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, unix.SIGTERM)
+	if addr := os.Getenv("NOTIFY_SOCKET"); addr != "" {
+		if addr[0] == '@' {
+			addr = "\x00" + addr[1:]
+		}
+		if c, err := net.Dial("unixgram", addr); err == nil {
+			c.Write([]byte("READY=1"))
+			c.Close()
+		}
+	}
+	<-sigs
+	srv.Shutdown(context.Background())
 	return 0
 }

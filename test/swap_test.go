@@ -159,15 +159,16 @@ func waitGenerationServes(t *testing.T, addr, gen string) {
 // ready, is stopped while the old one keeps serving with 0 failed requests;
 // baton stays up and the next good reload succeeds.
 func TestRollback(t *testing.T) {
-	for _, mode := range []string{"exits-at-boot", "never-ready"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, c := range [][2]string{{"exits-at-boot", "shared"}, {"never-ready", "shared"}, {"exits-at-boot", "steer"}, {"never-ready", "steer"}} {
+		mode, handoff := c[0], c[1]
+		t.Run(mode+"/"+handoff, func(t *testing.T) {
 			broken := filepath.Join(t.TempDir(), "broken")
 			script := fmt.Sprintf(`if [ -e %s ]; then
   if [ %q = exits-at-boot ]; then echo "boot failed" >&2; exit 1; fi
   export HELLO_BOOT_DELAY=1h
 fi
 exec %s hello`, broken, mode, batonBin)
-			b, addr := serve(t, []string{"BATON_WORKERS=2", "BATON_READY=notify", "BATON_READY_TIMEOUT=1s", "BATON_STOP_TIMEOUT=2s"}, "sh", "-c", script)
+			b, addr := serve(t, []string{"BATON_WORKERS=2", "BATON_READY=notify", "BATON_READY_TIMEOUT=1s", "BATON_STOP_TIMEOUT=2s", "BATON_HANDOFF=" + handoff}, "sh", "-c", script)
 			stop := load(t, addr, 16)
 			if err := os.WriteFile(broken, nil, 0o644); err != nil {
 				t.Fatal(err)
@@ -193,29 +194,33 @@ exec %s hello`, broken, mode, batonBin)
 // state is one generation of exactly N workers, no leaked process, and no
 // failed request.
 func TestHUPStorm(t *testing.T) {
-	b, addr := serve(t, []string{"BATON_WORKERS=2", "BATON_READY=notify"}, batonBin, "hello")
-	stop := load(t, addr, 16)
-	// 50 HUPs 5 ms apart: a storm within a second, faster than a swap
-	// (about 15 ms for hello), yet far enough apart that the kernel does
-	// not merge them before baton sees them.
-	tick := time.NewTicker(5 * time.Millisecond)
-	for i := 0; i < 50; i++ {
-		<-tick.C
-		b.Signal(unix.SIGHUP)
-	}
-	tick.Stop()
-	settle(t, b, 2)
-	r := stop()
-	checkNoFailures(t, r)
-	begun, coalesced := b.Count("swap begun"), b.Count("reload coalesced")
-	t.Logf("50 HUPs: %d swaps begun, %d coalesced", begun, coalesced)
-	// Every HUP either begins a swap or is folded into the one pending
-	// after the current swap: coalescing means fewer swaps than HUPs.
-	if begun >= 50 || coalesced == 0 {
-		t.Fatalf("reloads were not coalesced: %d swaps for 50 HUPs (%d coalesced)", begun, coalesced)
-	}
-	if n := b.Count("swap aborted"); n != 0 {
-		t.Fatalf("%d swaps aborted", n)
+	for _, handoff := range []string{"shared", "steer"} {
+		t.Run(handoff, func(t *testing.T) {
+			b, addr := serve(t, []string{"BATON_WORKERS=2", "BATON_READY=notify", "BATON_HANDOFF=" + handoff}, batonBin, "hello")
+			stop := load(t, addr, 16)
+			// 50 HUPs 5 ms apart: a storm within a second, faster than a swap
+			// (about 15 ms for hello), yet far enough apart that the kernel does
+			// not merge them before baton sees them.
+			tick := time.NewTicker(5 * time.Millisecond)
+			for i := 0; i < 50; i++ {
+				<-tick.C
+				b.Signal(unix.SIGHUP)
+			}
+			tick.Stop()
+			settle(t, b, 2)
+			r := stop()
+			checkNoFailures(t, r)
+			begun, coalesced := b.Count("swap begun"), b.Count("reload coalesced")
+			t.Logf("50 HUPs: %d swaps begun, %d coalesced", begun, coalesced)
+			// Every HUP either begins a swap or is folded into the one pending
+			// after the current swap: coalescing means fewer swaps than HUPs.
+			if begun >= 50 || coalesced == 0 {
+				t.Fatalf("reloads were not coalesced: %d swaps for 50 HUPs (%d coalesced)", begun, coalesced)
+			}
+			if n := b.Count("swap aborted"); n != 0 {
+				t.Fatalf("%d swaps aborted", n)
+			}
+		})
 	}
 }
 

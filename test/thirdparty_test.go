@@ -14,7 +14,9 @@ import (
 
 // TestThirdPartyWorkers: real servers that speak the systemd protocol with
 // their own code serve through baton across 5 reloads with no failed
-// request, and really answer on baton's socket.
+// request, and really answer on baton's socket, in both handoff modes
+// (in steer mode each generation's socket is another one on the same
+// address).
 func TestThirdPartyWorkers(t *testing.T) {
 	w, _ := filepath.Abs("workers")
 	pyDeb := "/usr/bin/python3"
@@ -47,24 +49,26 @@ func TestThirdPartyWorkers(t *testing.T) {
 		}},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			for _, f := range c.need {
-				if _, err := os.Stat(f); err != nil {
-					t.Skipf("%s is not installed (see .ci/run for the packages)", f)
+		for _, handoff := range []string{"shared", "steer"} {
+			t.Run(c.name+"/"+handoff, func(t *testing.T) {
+				for _, f := range c.need {
+					if _, err := os.Stat(f); err != nil {
+						t.Skipf("%s is not installed (see .ci/run for the packages)", f)
+					}
 				}
-			}
-			argv := c.argv(t)
-			b, addr := serve(t, []string{"BATON_WORKERS=" + c.workers, "BATON_READY=notify", "GUNICORN_LOGLEVEL=warning"}, argv...)
-			local := localAddr(t, addr)
-			if local != addr {
-				t.Fatalf("worker answers on %s, not on baton's socket %s", local, addr)
-			}
-			reloadUnderLoad(t, b, addr, 16, 5)
-			b.Signal(unix.SIGTERM)
-			if code := b.Wait(); code != 0 {
-				t.Fatalf("exit %d after TERM, want 0", code)
-			}
-		})
+				argv := c.argv(t)
+				b, addr := serve(t, []string{"BATON_WORKERS=" + c.workers, "BATON_READY=notify", "GUNICORN_LOGLEVEL=warning", "BATON_HANDOFF=" + handoff}, argv...)
+				local := localAddr(t, addr)
+				if local != addr {
+					t.Fatalf("worker answers on %s, not on baton's socket %s", local, addr)
+				}
+				reloadUnderLoad(t, b, addr, 16, 5)
+				b.Signal(unix.SIGTERM)
+				if code := b.Wait(); code != 0 {
+					t.Fatalf("exit %d after TERM, want 0", code)
+				}
+			})
+		}
 	}
 }
 

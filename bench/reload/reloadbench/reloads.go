@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/baton-init/baton/demo"
@@ -178,13 +179,21 @@ func writeJSON(path string, v any) error {
 func (o reloadOpts) command(port int) ([]string, []string, error) {
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	switch o.design {
-	case "baton":
+	case "baton", "baton-naive", "steer", "steer-naive":
+		// baton in its two handoff modes, with hello's careful drain or
+		// none (HELLO_DRAIN=0: stop at once, as most apps do).
 		if o.baton == "" {
 			return nil, nil, errors.New("-baton is required")
 		}
-		return []string{o.baton, "--", o.baton, "hello"}, cleanEnv(
-			"BATON_LISTEN="+addr, "BATON_WORKERS="+strconv.Itoa(o.workers), "BATON_READY=notify",
-			"BATON_LOG_FORMAT=json", "BATON_LOG_LEVEL=info"), nil
+		env := []string{"BATON_LISTEN=" + addr, "BATON_WORKERS=" + strconv.Itoa(o.workers), "BATON_READY=notify",
+			"BATON_LOG_FORMAT=json", "BATON_LOG_LEVEL=info", "BATON_HANDOFF=shared"}
+		if strings.HasPrefix(o.design, "steer") {
+			env[len(env)-1] = "BATON_HANDOFF=steer"
+		}
+		if strings.HasSuffix(o.design, "-naive") {
+			env = append(env, "HELLO_DRAIN=0")
+		}
+		return []string{o.baton, "--", o.baton, "hello"}, cleanEnv(env...), nil
 	case "seed":
 		if o.seed == "" {
 			return nil, nil, errors.New("-seed is required")

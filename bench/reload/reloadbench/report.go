@@ -23,14 +23,18 @@ const (
 )
 
 // designOrder is the order of the rows; unknown labels follow, sorted.
-var designOrder = []string{"baton", "baton-b2b", "control", "seed", "reuseport"}
+var designOrder = []string{"baton", "baton-b2b", "control", "steer", "steer-b2b", "baton-naive", "steer-naive", "seed", "reuseport"}
 
 var designText = map[string]string{
-	"baton":     "baton: one shared socket, `baton hello` x2",
-	"baton-b2b": "baton, back-to-back reloads",
-	"control":   "control: baton, same timeline, no SIGHUP sent",
-	"seed":      "seed: Node 20 cluster, fork new, wait 'listening', SIGTERM old",
-	"reuseport": "per-worker SO_REUSEPORT, `baton hello` x2 (good drain)",
+	"baton":       "baton: one shared socket, `baton hello` x2",
+	"baton-b2b":   "baton, back-to-back reloads",
+	"steer":       "baton, BATON_HANDOFF=steer, `baton hello` x2 (careful drain)",
+	"steer-b2b":   "baton, BATON_HANDOFF=steer, back-to-back reloads",
+	"baton-naive": "baton, shared socket, workers that drain badly (HELLO_DRAIN=0)",
+	"steer-naive": "baton, BATON_HANDOFF=steer, workers that drain badly (HELLO_DRAIN=0)",
+	"control":     "control: baton, same timeline, no SIGHUP sent",
+	"seed":        "seed: Node 20 cluster, fork new, wait 'listening', SIGTERM old",
+	"reuseport":   "per-worker SO_REUSEPORT, `baton hello` x2 (good drain)",
 }
 
 func cmdReport(args []string) error {
@@ -109,8 +113,8 @@ func writeReport(w io.Writer, labels []string, byLabel map[string][]*runResult, 
 		p("### Reloads under load\n\n")
 		p("Medians across runs (each column on its own); failures also as min–max across runs. " +
 			"Latencies include failed requests (what the client waited).\n\n")
-		p("| design | runs | reloads per run | requests | failed | refused | reset | eof | timeout | status | other | of which on reused keep-alive conns | generations that answered | p50 during reloads | p99 during reloads | p99 without reloads | p99 ratio | req/s during reloads / without |\n")
-		p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+		p("| design | runs | reloads per run | requests | failed | hard: on a fresh connection | refused | reset | eof | timeout | status | other | of which on reused keep-alive conns | generations that answered | p50 during reloads | p99 during reloads | p99 without reloads | p99 ratio | req/s during reloads / without |\n")
+		p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, l := range labels {
 			rs := byLabel[l]
 			slices.SortFunc(rs, func(a, b *runResult) int { return a.Run - b.Run })
@@ -143,6 +147,7 @@ func writeReport(w io.Writer, labels []string, byLabel map[string][]*runResult, 
 				col(func(r *runResult) float64 { return r.ReloadSpanS }),
 				col(func(r *runResult) float64 { return float64(r.Requests) }),
 				median(fails), slices.Min(fails), slices.Max(fails))
+			p(" %.0f |", col(func(r *runResult) float64 { return float64(r.Failures - r.Reused) }))
 			for _, k := range demo.Kinds {
 				p(" %.0f |", col(func(r *runResult) float64 { return float64(r.ByKind[k]) }))
 			}
@@ -185,13 +190,16 @@ func writeReport(w io.Writer, labels []string, byLabel map[string][]*runResult, 
 	}
 
 	if rs := byLabel["baton"]; len(rs) > 0 {
-		p("### Swap overhead (baton)\n\n")
+		p("### What a reload costs in time (baton)\n\n")
 		p("Per swap: baton's \"swap complete\" `elapsed` (from the SIGHUP being handled to the new generation ready) " +
 			"minus the \"worker ready\" `elapsed` of the worker whose READY=1 completed the generation (its own boot, " +
 			"measured by baton from its start). Pooled over every swap of every run.\n\n")
-		p("| reloads | swaps | swap complete, median | worker boot, median | overhead, median | overhead, p90 | SIGHUP sent to \"swap complete\" read, median |\n")
-		p("|---|---|---|---|---|---|---|\n")
-		for _, l := range []string{"baton", "baton-b2b"} {
+		p("In steer mode \"swap complete\" is when new connections go to the new generation; the old one is asked to stop at least 100 ms later, " +
+			"once its own queue is empty, and a new swap is steered to only after the generation before has left, " +
+			"which is what back-to-back reloads pay for.\n\n")
+		p("| design | reloads | swaps | swap complete, median | worker boot, median | overhead, median | overhead, p90 | SIGHUP sent to \"swap complete\" read, median |\n")
+		p("|---|---|---|---|---|---|---|---|\n")
+		for _, l := range []string{"baton", "baton-b2b", "steer", "steer-b2b", "baton-naive", "steer-naive"} {
 			var swap, boot, ovh, seen []float64
 			for _, r := range byLabel[l] {
 				swap = append(swap, r.SwapMs...)
@@ -203,10 +211,10 @@ func writeReport(w io.Writer, labels []string, byLabel map[string][]*runResult, 
 				continue
 			}
 			cad := "200 ms apart"
-			if l == "baton-b2b" {
+			if strings.HasSuffix(l, "-b2b") {
 				cad = "back-to-back"
 			}
-			p("| %s | %d | %.2f ms | %.2f ms | **%.2f ms** | %.2f ms | %.2f ms |\n", cad, len(swap),
+			p("| %s | %s | %d | %.2f ms | %.2f ms | **%.2f ms** | %.2f ms | %.2f ms |\n", l, cad, len(swap),
 				median(swap), median(boot), median(ovh), pct(ovh, 90), median(seen))
 		}
 		p("\n")

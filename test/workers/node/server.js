@@ -25,6 +25,8 @@
 // every request still arriving on open connections with "Connection: close"
 // for WORKER_GRACE_MS (default 500), then close the idle connections, let the
 // active ones finish, and exit 0 (forced after 5 s more).
+// WORKER_DRAIN=naive does what most Node servers do instead: server.close()
+// at once (the control for baton's steer mode, which makes it lose nothing).
 //
 // Protocol (the same for every worker under test/workers):
 //   GET any path -> 200
@@ -171,6 +173,11 @@ setTimeout(() => {
 function drain(sig) {
   if (draining) return;
   draining = true;
+  if (process.env.WORKER_DRAIN === 'naive') {
+    log(`${sig}, server.close() at once`);
+    server.close(() => process.exit(0));
+    return;
+  }
   log(`${sig}, draining for ${GRACE_MS} ms`);
   // Stop accepting without http.Server.close(): see the top of this file.
   // The callback runs once every connection has ended.

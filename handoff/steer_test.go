@@ -1,0 +1,126 @@
+//go:build linux
+
+package handoff
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// steering opens one listener on a free loopback port in steer mode.
+func steering(t *testing.T, network string) (*Steering, string) {
+	t.Helper()
+	ls, err := Open([]ListenSpec{{Network: network, Addr: "127.0.0.1:0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewSteering(ls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, st := range s.listeners {
+			for _, m := range st.members {
+				unix.Close(m.fd)
+			}
+		}
+	})
+	return s, ls[0].Bound
+}
+
+// landsIn makes one connection (TCP) or sends one datagram (UDP) and
+// returns the generation whose socket got it, after emptying that socket.
+func landsIn(t *testing.T, s *Steering, network, addr string) int {
+	t.Helper()
+	c, err := net.Dial(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if network == "udp" {
+		c.Write([]byte("x"))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, m := range s.listeners[0].members {
+			if s.Pending(m.gen) == 0 {
+				continue
+			}
+			if network == "udp" {
+				unix.Recvfrom(m.fd, make([]byte, 16), 0)
+			} else {
+				nfd, _, err := unix.Accept(m.fd)
+				if err == nil {
+					unix.Close(nfd)
+				}
+			}
+			return m.gen
+		}
+		time.Sleep(time.Millisecond) // polling the kernel's queues: no event to wait on
+	}
+	t.Fatal("nothing arrived in any generation's socket")
+	return 0
+}
+
+// TestSteering: a new generation's socket gets nothing until it is
+// steered to, then everything; releasing a generation (the last member of
+// the kernel's array moves into its slot) keeps the steering on the
+// current one, with one, two or three generations in the group.
+func TestSteering(t *testing.T) {
+	for _, network := range []string{"tcp", "udp"} {
+		t.Run(network, func(t *testing.T) {
+			s, addr := steering(t, network)
+			if g := landsIn(t, s, network, addr); g != 1 {
+				t.Fatalf("generation 1 alone: landed in %d", g)
+			}
+			if _, err := s.Open(2); err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 20; i++ {
+				if g := landsIn(t, s, network, addr); g != 1 {
+					t.Fatalf("generation 2 opened, not steered to: landed in %d", g)
+				}
+			}
+			if err := s.Steer(2); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Open(3); err != nil { // [1 2 3]: 2 current, not last
+				t.Fatal(err)
+			}
+			for i := 0; i < 20; i++ {
+				if g := landsIn(t, s, network, addr); g != 2 {
+					t.Fatalf("steered to 2 with 3 opened: landed in %d", g)
+				}
+			}
+			s.Release(1) // 3 moves into slot 0: [3 2]
+			for i := 0; i < 20; i++ {
+				if g := landsIn(t, s, network, addr); g != 2 {
+					t.Fatalf("1 released: landed in %d", g)
+				}
+			}
+			s.Release(3) // a rolled-back generation: [2]
+			if n := len(s.listeners[0].members); n != 1 {
+				t.Fatalf("%d members left, want 1", n)
+			}
+			if _, err := s.Open(4); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Steer(4); err != nil { // [2 4]: 4 current and last
+				t.Fatal(err)
+			}
+			s.Release(2) // 4 moves into slot 0; the old program's index 1 is past the end
+			for i := 0; i < 20; i++ {
+				if g := landsIn(t, s, network, addr); g != 4 {
+					t.Fatalf("2 released after steering to 4: landed in %d", g)
+				}
+			}
+			s.Release(4) // the current generation is never released
+			if g := landsIn(t, s, network, addr); g != 4 {
+				t.Fatalf("after a refused release of the current: landed in %d", g)
+			}
+		})
+	}
+}
