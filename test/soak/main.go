@@ -41,8 +41,9 @@ func main() {
 	workers := flag.Int("workers", 2, "BATON_WORKERS")
 	clients := flag.Int("clients", 32, "load clients (half keep-alive, no retries)")
 	interval := flag.Duration("interval", 100*time.Millisecond, "load time between a completed swap and the next SIGHUP")
+	handoff := flag.String("handoff", "shared", "BATON_HANDOFF: shared or steer")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: soak -baton PATH [-reloads N] [-workers N] [-clients N] [-interval DUR]")
+		fmt.Fprintln(os.Stderr, "usage: soak -baton PATH [-reloads N] [-workers N] [-clients N] [-interval DUR] [-handoff shared|steer]")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -57,8 +58,10 @@ func main() {
 		usage("-interval wants a duration of 0 or more")
 	case flag.NArg() > 0:
 		usage(fmt.Sprintf("unexpected argument %q", flag.Arg(0)))
+	case *handoff != "shared" && *handoff != "steer":
+		usage(fmt.Sprintf("-handoff wants shared or steer, not %q", *handoff))
 	}
-	code, err := run(*baton, *reloads, *workers, *clients, *interval)
+	code, err := run(*baton, *reloads, *workers, *clients, *interval, *handoff)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "soak:", err)
 	}
@@ -81,12 +84,12 @@ type point struct {
 	failed   int64 // so far
 }
 
-func run(baton string, reloads, workers, clients int, interval time.Duration) (int, error) {
+func run(baton string, reloads, workers, clients int, interval time.Duration, handoff string) (int, error) {
 	bin, err := filepath.Abs(baton)
 	if err != nil {
 		return 1, err
 	}
-	b, err := start(bin, workers)
+	b, err := start(bin, workers, handoff)
 	if err != nil {
 		return 1, err
 	}
@@ -296,14 +299,14 @@ type batonProc struct {
 // start runs baton as PID 1 of a new PID namespace (as root; otherwise as
 // a plain child, which then makes itself a subreaper), with baton hello
 // workers on a loopback listener.
-func start(bin string, workers int) (*batonProc, error) {
+func start(bin string, workers int, handoff string) (*batonProc, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "--", bin, "hello")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "BATON_LISTEN=127.0.0.1:0", "BATON_WORKERS=" + strconv.Itoa(workers),
-		"BATON_READY=notify", "BATON_LOG_FORMAT=json",
+		"BATON_READY=notify", "BATON_LOG_FORMAT=json", "BATON_HANDOFF=" + handoff,
 		// "worker left the shim" is a debug event.
 		"BATON_LOG_LEVEL=debug"}
 	cmd.Stderr = w
