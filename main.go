@@ -125,13 +125,115 @@ func pidFlag(cmd string, args []string, def int) (int, error) {
 	return pid, nil
 }
 
-// cmdReload sends the reload signal, for images without a kill binary
-// (kubectl exec / docker exec).
+// Exit statuses of baton reload.
+const (
+	reloadRefused  = 1 // refused by the check, rolled back, halted, not allowed
+	reloadNoAnswer = 3 // no baton answered, or not within --timeout
+)
+
+// cmdReload asks baton (through its control socket) for a reload and waits
+// for its outcome: 0 and the generation serving, 1 and the reason it was
+// refused or rolled back, 3 when no baton answers in time. --no-wait only
+// sends the reload signal, for a baton without a control socket.
 func cmdReload(args []string) int {
-	pid, err := pidFlag("reload", args, 1)
+	var (
+		pid     int
+		noWait  bool
+		timeout time.Duration
+	)
+	for i := 0; i < len(args); i++ {
+		a := strings.TrimPrefix(strings.TrimPrefix(args[i], "-"), "-")
+		name, val, hasVal := strings.Cut(a, "=")
+		next := func() (string, bool) {
+			if hasVal {
+				return val, true
+			}
+			if i+1 < len(args) {
+				i++
+				return args[i], true
+			}
+			return "", false
+		}
+		switch name {
+		case "no-wait":
+			noWait = true
+		case "pid":
+			v, ok := next()
+			n, err := strconv.Atoi(v)
+			if !ok || err != nil || n < 1 {
+				fmt.Fprintf(os.Stderr, "baton: reload: --pid wants a process id, got %q\n", spawn.Clip(v))
+				return exitUsage
+			}
+			pid = n
+		case "timeout":
+			v, ok := next()
+			var d handoff.Timeout
+			if !ok || d.Decode(v) != nil {
+				fmt.Fprintf(os.Stderr, "baton: reload: --timeout wants a duration like 90s, got %q\n", spawn.Clip(v))
+				return exitUsage
+			}
+			timeout = time.Duration(d)
+		default:
+			fmt.Fprintf(os.Stderr, "baton: reload: unknown argument %q (usage: baton reload [--pid PID] [--timeout DUR] [--no-wait])\n", spawn.Clip(args[i]))
+			return exitUsage
+		}
+	}
+	if noWait {
+		return reloadSignal(pid)
+	}
+	if timeout == 0 {
+		timeout = defaultReloadWait()
+	}
+	var target control.Target
+	if pid > 0 {
+		target = control.TargetOf(pid)
+	} else {
+		var err error
+		if target, err = control.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "baton: reload:", err)
+			return reloadNoAnswer
+		}
+	}
+	o, err := control.AskReload(target, timeout)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "baton:", err)
-		return exitUsage
+		fmt.Fprintln(os.Stderr, "baton: reload:", err)
+		return reloadNoAnswer
+	}
+	if !o.OK {
+		fmt.Fprintf(os.Stderr, "baton: reload: %s (generation %d serves on)\n", o.Reason, o.Gen)
+		return reloadRefused
+	}
+	fmt.Printf("generation %d serving\n", o.Gen)
+	return 0
+}
+
+// defaultReloadWait bounds baton reload's wait when --timeout is not
+// given: the reload check and the new generation each get
+// BATON_READY_TIMEOUT, a steer-mode swap may wait for the old generation
+// to leave (BATON_STOP_TIMEOUT), plus a margin. It reads the variables from
+// its own environment, which docker exec and kubectl exec make the
+// container's.
+func defaultReloadWait() time.Duration {
+	ready, stop := 60*time.Second, 8*time.Second
+	var t handoff.Timeout
+	if t.Decode(os.Getenv("BATON_READY_TIMEOUT")) == nil {
+		ready = time.Duration(t)
+	}
+	var d handoff.Duration
+	if d.Decode(os.Getenv("BATON_STOP_TIMEOUT")) == nil {
+		stop = time.Duration(d)
+	}
+	wait := ready + stop + 10*time.Second
+	if os.Getenv("BATON_RELOAD_CHECK") != "" {
+		wait += ready
+	}
+	return wait
+}
+
+// reloadSignal sends the reload signal to pid (PID 1 by default).
+func reloadSignal(pid int) int {
+	if pid == 0 {
+		pid = 1
 	}
 	sig := unix.SIGHUP
 	if v := os.Getenv("BATON_RELOAD_SIGNAL"); v != "" {
@@ -350,7 +452,11 @@ func supervise(argv []string) int {
 		if notifyAddr != "" {
 			env = append(env, "NOTIFY_SOCKET="+notifyAddr)
 		}
+		if cfg.Watchdog > 0 {
+			env = append(env, "WATCHDOG_USEC="+strconv.FormatInt(time.Duration(cfg.Watchdog).Microseconds(), 10))
+		}
 		return spawn.Start(spawn.Spec{
+			WatchdogPID:  cfg.Watchdog > 0,
 			Path:         argv[0],
 			Args:         argv,
 			Env:          env,
@@ -366,8 +472,21 @@ func supervise(argv []string) int {
 	if cfg.Handoff == handoff.HandoffSteer {
 		opts.SteerSettle = steerSettle
 	}
+	opts.Surge = int(cfg.Surge)
+	if opts.Surge > 0 && opts.Surge < opts.Workers && cfg.Handoff == handoff.HandoffSteer {
+		// Steering sends every new connection to one generation; a rollout
+		// needs both generations to get some (BATON_HANDOFF=shared).
+		stderrf("baton: BATON_SURGE: a rolling swap needs BATON_HANDOFF=shared (steer mode switches whole generations)")
+		return exitUsage
+	}
+	opts.Watchdog = time.Duration(cfg.Watchdog)
 	sup := handoff.New(opts, log)
 	sup.Start = start
+	if len(cfg.ReloadCheck) > 0 {
+		sup.Check = func(gen int) (handoff.Worker, <-chan string, error) {
+			return startCheck(cfg, baseEnv, gen, resetSignals)
+		}
+	}
 	sup.Sockets = fds
 	if cfg.Handoff == handoff.HandoffSteer {
 		st, err := handoff.NewSteering(ls)
@@ -437,6 +556,55 @@ func supervise(argv []string) int {
 	log.Info().Int("pid", os.Getpid()).Str("version", version).Bool("pid1", pid1).Msg("baton started")
 	code := sup.Run(sigs)
 	return cfg.ExitMap.Apply(code)
+}
+
+// startCheck starts BATON_RELOAD_CHECK as the workers are started (user,
+// environment, rlimits), without listeners, its stdout and stderr on a
+// pipe whose last line the returned channel gets when the output ends.
+func startCheck(cfg *config, baseEnv []string, gen int, resetSignals bool) (handoff.Worker, <-chan string, error) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, nil, err
+	}
+	env := append(append([]string(nil), baseEnv...), "BATON_GENERATION="+strconv.Itoa(gen))
+	w, err := spawn.Start(spawn.Spec{
+		Path: cfg.ReloadCheck[0], Args: cfg.ReloadCheck, Env: env, Output: p[1],
+		Rlimits: cfg.Ulimits, Cred: cfg.User.Cred, ResetSignals: resetSignals,
+	})
+	_ = unix.Close(p[1]) // the check's copy alone keeps it open now
+	if err != nil {
+		_ = unix.Close(p[0])
+		return nil, nil, err
+	}
+	lines := make(chan string, 1)
+	go func() { // turns the output into one message: its last line
+		lines <- lastLine(p[0])
+		_ = unix.Close(p[0])
+	}()
+	return w, lines, nil
+}
+
+// lastLine reads fd to its end and returns the last non-empty line, from
+// at most the last 4 KiB (a check may write a lot).
+func lastLine(fd int) string {
+	var tail []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Read(fd, buf)
+		if n > 0 {
+			tail = append(tail, buf[:n]...)
+			if len(tail) > 8192 {
+				tail = append(tail[:0], tail[len(tail)-4096:]...)
+			}
+			continue
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		break
+	}
+	lines := strings.Split(strings.TrimRight(string(tail), "\n"), "\n")
+	return lines[len(lines)-1]
 }
 
 // workerEnv is baton's environment without its own configuration and
@@ -555,6 +723,9 @@ type config struct {
 	Subreaper     tristate             `default:"auto" desc:"become a child subreaper: auto (when not PID 1), true, false"`
 	LogLevel      logLevel             `split_words:"true" default:"info" desc:"debug, info, warn or error"`
 	LogFormat     logFormat            `split_words:"true" default:"auto" desc:"json, console, or auto (console on a TTY)"`
+	ReloadCheck   spawn.Command        `split_words:"true" desc:"command (no shell, split on spaces) run as the workers before each reload; non-zero or not done within BATON_READY_TIMEOUT refuses the reload"`
+	Surge         handoff.Count        `desc:"rolling swaps: at most BATON_WORKERS + N workers alive during a reload (default BATON_WORKERS: the whole generation at once)"`
+	Watchdog      handoff.Duration     `desc:"WATCHDOG_USEC for workers: one that sent WATCHDOG=1 and then nothing this long is aborted and restarted"`
 	Handoff       handoff.Handoff      `default:"shared" desc:"shared (one socket per listener for every generation) or steer (a socket per generation for TCP and UDP, new connections steered in the kernel, so workers that drain badly lose nothing)"`
 }
 
@@ -569,7 +740,8 @@ var configKeys = []string{
 	"BATON_SHUTDOWN_DELAY", "BATON_SIGNAL_MAP", "BATON_RESTART",
 	"BATON_RESTART_LIMIT", "BATON_EXIT_MAP", "BATON_USER", "BATON_ULIMITS",
 	"BATON_MAX_RSS", "BATON_MAX_AGE", "BATON_WATCH", "BATON_HTTP_ADDR",
-	"BATON_SUBREAPER", "BATON_LOG_LEVEL", "BATON_LOG_FORMAT", "BATON_HANDOFF",
+	"BATON_SUBREAPER", "BATON_LOG_LEVEL", "BATON_LOG_FORMAT", "BATON_RELOAD_CHECK",
+	"BATON_SURGE", "BATON_WATCHDOG", "BATON_HANDOFF",
 }
 
 // setByBaton are variables baton sets for its own workers; a baton running
@@ -700,7 +872,10 @@ workers and hands them its listening sockets for zero-downtime reloads.
 
 usage:
   baton [--] COMMAND [ARG...]   run COMMAND as the worker(s)
-  baton reload [--pid PID]      send the reload signal to baton (PID 1 by default)
+  baton reload [--pid PID] [--timeout DUR] [--no-wait]
+                                reload and wait for the outcome: 0 swapped, 1 refused
+                                or rolled back (reason printed), 3 no answer; --no-wait
+                                only sends the reload signal
   baton health [--pid PID]      exit 0 if baton reports ready, 1 if not
   baton hello                   the built-in demo worker (speaks LISTEN_FDS and READY=1)
   baton demo                    a reload under load, right here

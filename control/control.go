@@ -167,7 +167,11 @@ func readRequestLine(r io.Reader) (string, error) {
 func answer(s *handoff.Supervisor, h *held) {
 	_ = h.SetReadDeadline(time.Now().Add(controlReadTimeout)) // without it a slow client only holds a place longer
 	req, err := readRequestLine(h)
-	if err != nil || req != "status" || !h.working() {
+	if err != nil || (req != "status" && req != "reload") || !h.working() {
+		return
+	}
+	if req == "reload" {
+		answerReload(s, h)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
@@ -178,6 +182,54 @@ func answer(s *handoff.Supervisor, h *held) {
 	}
 	_ = h.SetWriteDeadline(time.Now().Add(controlTimeout))
 	_ = json.NewEncoder(h).Encode(st) // a client that went away gets nothing
+}
+
+// maxReloadWait bounds how long the control socket waits for a reload's
+// outcome (the client's own --timeout is usually shorter).
+const maxReloadWait = time.Hour
+
+// answerReload runs a reload and answers its outcome. A reload changes
+// what serves, so only root and baton's own user may ask (SO_PEERCRED);
+// status is anyone's in the network namespace.
+func answerReload(s *handoff.Supervisor, h *held) {
+	var o handoff.Outcome
+	cred, err := peerCred(h.Conn)
+	switch {
+	case err != nil:
+		o.Reason = "peer credentials: " + err.Error()
+	case cred.Uid != 0 && int(cred.Uid) != os.Geteuid():
+		o.Reason = "permission denied: uid " + strconv.Itoa(int(cred.Uid)) + " may not reload baton (root or baton's own user may)"
+	default:
+		ctx, cancel := context.WithTimeout(context.Background(), maxReloadWait)
+		defer cancel()
+		if o, err = s.Reload(ctx, "baton reload"); err != nil {
+			return // the loop has ended: the client sees no answer
+		}
+	}
+	_ = h.SetWriteDeadline(time.Now().Add(controlTimeout))
+	_ = json.NewEncoder(h).Encode(o)
+}
+
+// AskReload asks the baton t for a reload and waits up to wait for its
+// outcome.
+func AskReload(t Target, wait time.Duration) (handoff.Outcome, error) {
+	var o handoff.Outcome
+	c, err := dial(t)
+	if err != nil {
+		return o, err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(wait))
+	if _, err := c.Write([]byte("reload\n")); err != nil {
+		return o, fmt.Errorf("control %s: %w", t.Addr, err)
+	}
+	if err := json.NewDecoder(io.LimitReader(c, 1<<16)).Decode(&o); err != nil {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return o, fmt.Errorf("no outcome within %v (the reload may still complete)", wait)
+		}
+		return o, fmt.Errorf("control %s: %w", t.Addr, err)
+	}
+	return o, nil
 }
 
 // Target is one baton to ask: its control socket, and its pid as the

@@ -305,6 +305,8 @@ func FormatMetrics(st handoff.Status) []byte {
 	sample("baton_signals_forwarded_total", "", num(st.Forwarded))
 	family("baton_workers_recycled_total", "counter", "Workers replaced for BATON_MAX_AGE or BATON_MAX_RSS.")
 	sample("baton_workers_recycled_total", "", num(st.Recycled))
+	family("baton_watchdog_kills_total", "counter", "Workers aborted by the watchdog (BATON_WATCHDOG): silent too long, or WATCHDOG=trigger.")
+	sample("baton_watchdog_kills_total", "", num(st.WatchdogKills))
 	family("baton_last_swap_seconds", "gauge", "Duration of the last completed generation swap, from reload to new generation ready.")
 	sample("baton_last_swap_seconds", "", strconv.FormatFloat(st.LastSwap.Seconds(), 'g', -1, 64))
 	family("baton_ready", "gauge", "1 while baton reports ready (as /readyz), else 0.")

@@ -37,6 +37,7 @@ var wantFamilies = map[string]dto.MetricType{
 	"baton_orphans_reaped_total":    dto.MetricType_COUNTER,
 	"baton_signals_forwarded_total": dto.MetricType_COUNTER,
 	"baton_workers_recycled_total":  dto.MetricType_COUNTER,
+	"baton_watchdog_kills_total":    dto.MetricType_COUNTER,
 	"baton_last_swap_seconds":       dto.MetricType_GAUGE,
 	"baton_ready":                   dto.MetricType_GAUGE,
 }
@@ -106,7 +107,7 @@ func TestFormatMetrics(t *testing.T) {
 		Gen: 7, Ready: true, Healthy: true, Starting: 1, Serving: 4, Retiring: 2,
 		Stats: handoff.Stats{
 			ReloadsOK: 6, ReloadsFailed: 2, ReloadsCoalesced: 3, Restarts: 5, Orphans: 11,
-			Forwarded: 13, Recycled: 17, LastSwap: 1250 * time.Millisecond,
+			Forwarded: 13, Recycled: 17, WatchdogKills: 19, LastSwap: 1250 * time.Millisecond,
 		},
 	}
 	text := FormatMetrics(st)
@@ -127,6 +128,7 @@ func TestFormatMetrics(t *testing.T) {
 		{"baton_orphans_reaped_total", nil, 11},
 		{"baton_signals_forwarded_total", nil, 13},
 		{"baton_workers_recycled_total", nil, 17},
+		{"baton_watchdog_kills_total", nil, 19},
 		{"baton_last_swap_seconds", nil, 1.25},
 		{"baton_ready", nil, 1},
 	}

@@ -25,6 +25,8 @@ type Note struct {
 	Ready    bool   // READY=1
 	Stopping bool   // STOPPING=1
 	Status   string // STATUS=...
+	Watchdog bool   // WATCHDOG=1: alive (BATON_WATCHDOG)
+	Trigger  bool   // WATCHDOG=trigger: hung, by its own word
 }
 
 // Notifier is baton's NOTIFY_SOCKET: a datagram socket workers send
@@ -162,6 +164,10 @@ func parseNote(pid int, b []byte) Note {
 			n.Ready = true
 		case bytes.Equal(line, []byte("STOPPING=1")):
 			n.Stopping = true
+		case bytes.Equal(line, []byte("WATCHDOG=1")):
+			n.Watchdog = true
+		case bytes.Equal(line, []byte("WATCHDOG=trigger")):
+			n.Trigger = true
 		case bytes.HasPrefix(line, []byte("STATUS=")):
 			n.Status = string(line[len("STATUS="):])
 		}

@@ -41,6 +41,8 @@ func FuzzParseNote(f *testing.F) {
 			Ready:    bytes.Contains(lines, []byte("\nREADY=1\n")),
 			Stopping: bytes.Contains(lines, []byte("\nSTOPPING=1\n")),
 			Status:   status,
+			Watchdog: bytes.Contains(lines, []byte("\nWATCHDOG=1\n")),
+			Trigger:  bytes.Contains(lines, []byte("\nWATCHDOG=trigger\n")),
 		}
 		if n != want {
 			t.Errorf("parseNote(%.200q) = %+v, want %+v", b, n, want)

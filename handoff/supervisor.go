@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -64,6 +65,13 @@ type Options struct {
 	// the switch still land in the old socket's queue for about one round
 	// trip. 0 (shared mode): the old generation retires at once.
 	SteerSettle time.Duration
+	// Surge (BATON_SURGE) bounds a reload: at most Workers+Surge workers
+	// alive at once, draining ones included. Surge >= Workers (or 0) is a
+	// whole-generation swap.
+	Surge int
+	// Watchdog (BATON_WATCHDOG): a worker that sent WATCHDOG=1 and then
+	// nothing for this long is hung. 0: off.
+	Watchdog time.Duration
 	// PID1 is true when baton is its namespace's init: the stop signal then
 	// reaches every process in the namespace, and baton waits for all of
 	// them before it exits.
@@ -98,6 +106,11 @@ type Supervisor struct {
 	// KillGroup is kill(-pgid, sig); with sig 0 it tells whether the group
 	// still has a member (ESRCH: none).
 	KillGroup func(pgid int, sig unix.Signal) error
+	// Check, when set (BATON_RELOAD_CHECK), starts the pre-flight check
+	// of a reload whose generation will be gen: a process started as the
+	// workers are, which the loop reaps like any child, and a channel that
+	// gets its last line of output once the output ends.
+	Check func(gen int) (Worker, <-chan string, error)
 	// Sockets gives each generation its listening descriptors and, in
 	// steer mode, which one gets new connections. Nil: no listeners.
 	Sockets Sockets
@@ -126,6 +139,15 @@ type Supervisor struct {
 	timers  chan timerEvent
 	queries chan chan Status
 	execs   chan *worker // a worker left the shim
+	// reloadReqs are reloads whose outcome someone waits for (baton reload).
+	reloadReqs chan reloadReq
+	// queued are the replies of reloads coalesced into the swap after the
+	// one in progress.
+	queued []chan<- Outcome
+	// checking is the pre-flight check in progress; checkLines its output
+	// (nil when none).
+	checking   *check
+	checkLines <-chan string
 
 	byPID        map[int]*worker
 	current      *generation
@@ -160,6 +182,7 @@ type Supervisor struct {
 type Stats struct {
 	ReloadsOK, ReloadsFailed, ReloadsCoalesced int
 	Restarts, Orphans, Forwarded, Recycled     int
+	WatchdogKills                              int
 	LastSwap                                   time.Duration
 }
 
@@ -183,6 +206,8 @@ type worker struct {
 	initial   bool // part of the very first start: an exit before ready is a startup failure
 	maxAge    time.Duration
 	inShim    bool          // still baton's shim: signals wait in held
+	pings     int           // WATCHDOG=1 received (BATON_WATCHDOG)
+	hung      bool          // the watchdog found it hung: SIGABRT sent
 	held      []unix.Signal // signals to send once it runs its command
 	// groupGone: its leader is reaped and its process group was empty at
 	// a reap since, so the group id may name someone else by now.
@@ -206,6 +231,11 @@ type generation struct {
 	// generation; its workers retire once its own queue is empty.
 	handover time.Time
 	retired  bool // its workers were told to stop
+	// waiters get the outcome of the swap to this generation.
+	waiters []chan<- Outcome
+	// started counts the slots started (a rolling swap starts them a few
+	// at a time).
+	started int
 }
 
 type timerKind int
@@ -220,6 +250,9 @@ const (
 	evRecycle
 	evRecycleTimeout
 	evHandover
+	evCheckTimeout
+	evWatchdog
+	evWatchdogKill
 )
 
 type timerEvent struct {
@@ -245,6 +278,7 @@ func New(opts Options, log zerolog.Logger) *Supervisor {
 		timers:      make(chan timerEvent, 1024),
 		queries:     make(chan chan Status),
 		execs:       make(chan *worker, 1024),
+		reloadReqs:  make(chan reloadReq),
 	}
 	if opts.MaxRSS > 0 {
 		s.RSS = rssReader() // only read when BATON_MAX_RSS is set
@@ -283,6 +317,9 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	}
 	if s.execs == nil {
 		s.execs = make(chan *worker, 1024)
+	}
+	if s.reloadReqs == nil {
+		s.reloadReqs = make(chan reloadReq)
 	}
 	// Children inherited across exec, or exits before signal.Notify, would
 	// otherwise wait for the next SIGCHLD (tini reaps on every wake-up).
@@ -325,7 +362,11 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 		case ev := <-s.timers:
 			s.onTimer(ev)
 		case why := <-s.Reloads:
-			s.requestReload(why)
+			s.requestReload(why, nil)
+		case req := <-s.reloadReqs:
+			s.requestReload(req.why, req.reply)
+		case line := <-s.checkLines:
+			s.onCheckLine(line)
 		case q := <-s.queries:
 			q <- s.status()
 		case w := <-s.execs:
@@ -361,7 +402,7 @@ func (s *Supervisor) onSignal(sig unix.Signal) {
 		// Used by the Go runtime to preempt goroutines (runc signals.go):
 		// never forwarded.
 	case s.ReloadSignal != 0 && sig == s.ReloadSignal:
-		s.requestReload("signal")
+		s.requestReload("signal", nil)
 	case isShutdown(sig) || (s.StopSignalSet && sig == s.StopSignal):
 		s.beginShutdown(sig)
 	default:
@@ -485,6 +526,10 @@ func (s *Supervisor) setForeground(pgid int) {
 
 func (s *Supervisor) onExit(e reaper.Exit) {
 	code := e.Code()
+	if c := s.checking; c != nil && c.pid == e.PID {
+		s.onCheckExit(code)
+		return
+	}
 	w := s.byPID[e.PID]
 	if w == nil {
 		s.stats.Orphans++
@@ -534,9 +579,12 @@ func (s *Supervisor) onExit(e reaper.Exit) {
 	case s.stopping:
 		// Everything is going; checkDone decides when baton exits.
 	case w.retiring:
+		s.rollOn() // a rolling swap may start its next new worker
 	case w == s.replacing:
 		s.replacing = nil
 		s.Log.Warn().Int("gen", g.num).Int("worker", w.idx).Int("code", code).Msg("recycle aborted")
+	case g == s.next && s.rolling():
+		s.halt("worker exited before ready")
 	case g == s.next:
 		s.abortSwap("worker exited before ready")
 	case g == s.current && owned:
@@ -654,6 +702,9 @@ func (s *Supervisor) onNote(n Note) {
 		s.seenNotify = true
 		s.markReady(w)
 	}
+	if n.Watchdog || n.Trigger {
+		s.onWatchdog(w, n.Trigger)
+	}
 }
 
 func (s *Supervisor) markReady(w *worker) {
@@ -677,6 +728,15 @@ func (s *Supervisor) markReady(w *worker) {
 		}
 		return
 	}
+	if g == s.next && s.rolling() {
+		// One new worker serves: one old one may go, and the next new one
+		// start once it has.
+		s.retireOneOld()
+		s.rollOn()
+		if s.next != g {
+			return // halted while starting the next one
+		}
+	}
 	for _, o := range g.workers {
 		if o == nil || !o.ready {
 			return
@@ -691,20 +751,31 @@ func (s *Supervisor) markReady(w *worker) {
 	}
 }
 
-func (s *Supervisor) requestReload(why string) {
+func (s *Supervisor) requestReload(why string, reply chan<- Outcome) {
 	switch {
 	case s.draining || s.stopping:
 		s.Log.Info().Str("reason", why).Msg("reload ignored while stopping")
-	case s.next != nil:
+		answer(reply, Outcome{Reason: "baton is stopping"})
+	case s.next != nil || s.checking != nil:
+		// A swap (or its check) is in progress, begun before this request:
+		// the one after it covers it.
 		s.reloadQueued = true
+		if reply != nil {
+			s.queued = append(s.queued, reply)
+		}
 		s.stats.ReloadsCoalesced++
-		s.Log.Info().Int("gen", s.next.num).Str("reason", why).Msg("reload coalesced")
+		gen := s.genCount
+		s.Log.Info().Int("gen", gen).Str("reason", why).Msg("reload coalesced")
 	default:
-		s.beginSwap(why)
+		var replies []chan<- Outcome
+		if reply != nil {
+			replies = append(replies, reply)
+		}
+		s.startReload(why, replies)
 	}
 }
 
-func (s *Supervisor) beginSwap(why string) {
+func (s *Supervisor) beginSwap(why string, waiters []chan<- Outcome) {
 	if s.replacing != nil {
 		// The swap replaces every worker anyway.
 		s.retire(s.replacing)
@@ -712,6 +783,7 @@ func (s *Supervisor) beginSwap(why string) {
 	}
 	g := s.newGeneration()
 	s.next = g
+	g.waiters = waiters
 	s.Log.Info().Int("gen", g.num).Str("reason", why).Msg("swap begun")
 	fds, err := s.Sockets.Open(g.num)
 	if err != nil {
@@ -720,6 +792,11 @@ func (s *Supervisor) beginSwap(why string) {
 		return
 	}
 	g.fds = fds
+	s.after(s.ReadyTimeout, timerEvent{kind: evReadyTimeout, gen: g.num})
+	if s.rolling() {
+		s.rollOn()
+		return
+	}
 	for i := 0; i < s.Workers; i++ {
 		if _, err := s.startWorker(g, i, false); err != nil {
 			s.Log.Error().Err(err).Int("gen", g.num).Int("worker", i).Msg("worker start failed")
@@ -727,7 +804,7 @@ func (s *Supervisor) beginSwap(why string) {
 			return
 		}
 	}
-	s.after(s.ReadyTimeout, timerEvent{kind: evReadyTimeout, gen: g.num})
+	g.started = s.Workers
 }
 
 func (s *Supervisor) finishSwap() {
@@ -750,6 +827,10 @@ func (s *Supervisor) finishSwap() {
 	s.stats.ReloadsOK++
 	s.stats.LastSwap = elapsed
 	s.Log.Info().Int("gen", g.num).Dur("elapsed", elapsed).Msg("swap complete")
+	for _, r := range g.waiters {
+		answer(r, Outcome{OK: true, Gen: g.num})
+	}
+	g.waiters = nil
 	if w := g.workers[0]; w != nil && s.owns(0) {
 		s.setForeground(w.pid)
 	}
@@ -838,6 +919,10 @@ func (s *Supervisor) abortSwap(reason string) {
 	s.next = nil
 	s.stats.ReloadsFailed++
 	s.Log.Warn().Int("gen", g.num).Str("reason", reason).Msg("swap aborted")
+	for _, r := range g.waiters {
+		answer(r, Outcome{Gen: s.current.num, Reason: "generation " + strconv.Itoa(g.num) + " rolled back: " + reason})
+	}
+	g.waiters = nil
 	for _, w := range g.workers {
 		if w != nil {
 			s.retire(w)
@@ -851,7 +936,9 @@ func (s *Supervisor) abortSwap(reason string) {
 func (s *Supervisor) afterSwap() {
 	if s.reloadQueued && !s.draining && !s.stopping {
 		s.reloadQueued = false
-		s.beginSwap("coalesced")
+		queued := s.queued
+		s.queued = nil
+		s.startReload("coalesced", queued)
 	}
 }
 
@@ -879,7 +966,11 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 			// (A ready generation waiting for the old one to leave, in
 			// steer mode, is not rolled back: the wait is bounded by the
 			// old one's stop timeout.)
-			s.abortSwap("not ready within BATON_READY_TIMEOUT")
+			if s.rolling() {
+				s.halt("not ready within BATON_READY_TIMEOUT")
+			} else {
+				s.abortSwap("not ready within BATON_READY_TIMEOUT")
+			}
 		} else if s.current.num == ev.gen && !s.current.ready && !s.stopping {
 			// Nothing to roll back to: keep waiting, reporting not-ready.
 			s.Log.Warn().Int("gen", ev.gen).Dur("elapsed", s.Now().Sub(s.current.begun)).Msg("generation not ready")
@@ -920,8 +1011,25 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 		for _, w := range s.byPID {
 			_ = w.w.Signal(unix.SIGKILL)
 		}
+		if c := s.checking; c != nil {
+			_ = c.w.Signal(unix.SIGKILL)
+		}
 	case evHandover:
 		s.onHandover(ev.gen)
+	case evCheckTimeout:
+		s.onCheckTimeout(ev.pid)
+	case evWatchdog:
+		if w := ev.w; s.byPID[w.pid] == w && w.pings == ev.idx {
+			s.hang(w, "no WATCHDOG=1 within BATON_WATCHDOG")
+		}
+	case evWatchdogKill:
+		if w := ev.w; s.byPID[w.pid] == w {
+			// Alive after SIGABRT and the stop timeout (a stopped process
+			// cannot act on SIGABRT): its group goes.
+			if err := w.w.Signal(unix.SIGKILL); err == nil {
+				s.Log.Warn().Int("gen", w.gen.num).Int("pid", w.pid).Msg("hung worker killed")
+			}
+		}
 	case evRecycleTimeout:
 		if w := ev.w; w == s.replacing && !w.ready {
 			// Not ready in time: the old worker serves on, and the next
@@ -981,6 +1089,7 @@ func (s *Supervisor) stopAll() {
 		return
 	}
 	s.stopping, s.draining = true, true
+	s.failWaiters("baton is stopping")
 	s.next, s.replacing = nil, nil
 	if s.stopSig != 0 {
 		if s.PID1 {
@@ -995,6 +1104,9 @@ func (s *Supervisor) stopAll() {
 			for _, w := range s.byPID {
 				_ = s.signal(w, s.stopSig) // ESRCH: already gone, its exit is queued
 			}
+			if c := s.checking; c != nil {
+				_ = c.w.Signal(s.stopSig) // a reload check in progress goes too
+			}
 		}
 	}
 	s.Log.Info().Str("signal", unix.SignalName(s.stopSig)).Int("workers", len(s.byPID)).Msg("stopping")
@@ -1002,7 +1114,7 @@ func (s *Supervisor) stopAll() {
 }
 
 func (s *Supervisor) checkDone() {
-	if !s.stopping || len(s.byPID) > 0 {
+	if !s.stopping || len(s.byPID) > 0 || s.checking != nil {
 		return
 	}
 	if s.PID1 && s.HasChildren() {

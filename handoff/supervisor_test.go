@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -838,4 +839,216 @@ func TestSteerWaitsForLeaving(t *testing.T) {
 	if i, j := slices.Index(got, "release 1"), slices.Index(got, "steer 4"); i < 0 || j < i {
 		t.Fatalf("want generation 1 released, then 4 steered to: %v", got)
 	}
+}
+
+// reloadAsync asks the loop for a reload from a goroutine and returns where
+// its outcome arrives.
+func (r *rig) reloadAsync() <-chan Outcome {
+	out := make(chan Outcome, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		o, err := r.s.Reload(ctx, "test")
+		if err != nil {
+			o.Reason = "no outcome: " + err.Error()
+		}
+		out <- o
+	}()
+	return out
+}
+
+func (r *rig) outcome(c <-chan Outcome) Outcome {
+	r.t.Helper()
+	select {
+	case o := <-c:
+		return o
+	case <-time.After(5 * time.Second):
+		r.t.Fatal("no outcome")
+		return Outcome{}
+	}
+}
+
+// TestReloadOutcome: a reload reports the outcome of the swap that covers
+// it: its own, or, when a swap was already in progress, the one after; a
+// rolled-back swap reports why.
+func TestReloadOutcome(t *testing.T) {
+	r := newRig(t, baseOpts())
+	w1 := r.worker()
+	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.expect("generation ready")
+	first := r.reloadAsync()
+	w2 := r.worker()
+	second := r.reloadAsync() // during swap 2: covered by swap 3
+	r.expect("reload coalesced")
+	r.notes <- Note{PID: w2.pid, Ready: true}
+	if o := r.outcome(first); !o.OK || o.Gen != 2 {
+		t.Fatalf("first reload: %+v, want generation 2", o)
+	}
+	w3 := r.worker() // the coalesced swap
+	r.exit(w3.pid, 1)
+	if o := r.outcome(second); o.OK || o.Gen != 2 || !strings.Contains(o.Reason, "rolled back") {
+		t.Fatalf("second reload: %+v, want generation 3 rolled back, 2 serving", o)
+	}
+}
+
+// TestReloadCheck: a failing check refuses the reload before any worker
+// starts, with its exit status and last line; a passing one lets it go on;
+// one that does not finish in time is killed and refuses it.
+func TestReloadCheck(t *testing.T) {
+	type run struct {
+		w     *scriptedWorker
+		lines chan string
+	}
+	checks := make(chan run, 4)
+	r := newRig(t, baseOpts(), func(r *rig) {
+		r.hold = time.Minute // the check's timeout (BATON_READY_TIMEOUT)
+		r.s.Check = func(gen int) (Worker, <-chan string, error) {
+			r.nextPID++
+			c := run{&scriptedWorker{pid: r.nextPID}, make(chan string, 1)}
+			checks <- c
+			return c.w, c.lines, nil
+		}
+	})
+	w1 := r.worker()
+	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.expect("generation ready")
+
+	out := r.reloadAsync()
+	c := <-checks
+	c.lines <- "config error: line 3"
+	r.exit(c.w.pid, 2)
+	if o := r.outcome(out); o.OK || !strings.Contains(o.Reason, "exited 2: config error: line 3") {
+		t.Fatalf("failed check: %+v", o)
+	}
+	select {
+	case w := <-r.started:
+		t.Fatalf("a worker (%d) started after a failed check", w.pid)
+	default:
+	}
+
+	out = r.reloadAsync()
+	c = <-checks
+	c.lines <- "ok"
+	r.exit(c.w.pid, 0)
+	w2 := r.worker()
+	r.notes <- Note{PID: w2.pid, Ready: true}
+	if o := r.outcome(out); !o.OK || o.Gen != 2 {
+		t.Fatalf("passed check: %+v", o)
+	}
+
+	out = r.reloadAsync()
+	c = <-checks
+	r.expect("reload check begun")
+	r.barrier()
+	r.fireHeld() // BATON_READY_TIMEOUT
+	r.barrier()
+	if got := c.w.got(); len(got) != 1 || got[0] != unix.SIGKILL {
+		t.Fatalf("the hung check got %v, want SIGKILL", got)
+	}
+	c.lines <- ""
+	r.exit(c.w.pid, 137)
+	if o := r.outcome(out); o.OK || !strings.Contains(o.Reason, "did not finish") {
+		t.Fatalf("hung check: %+v", o)
+	}
+}
+
+// TestRollingSwap: with 4 workers and a surge of 1, never more than 5 are
+// alive: each new worker that is ready lets one old one go, and the next
+// new one starts once an old one has exited. A new worker that fails halts
+// the rollout: the ready new workers and the old ones left serve on.
+func TestRollingSwap(t *testing.T) {
+	o := baseOpts()
+	o.Workers, o.Surge = 4, 1
+	r := newRig(t, o)
+	var old []*scriptedWorker
+	for i := 0; i < 4; i++ {
+		old = append(old, r.worker())
+		r.notes <- Note{PID: old[i].pid, Ready: true}
+	}
+	r.expect("generation ready")
+	out := r.reloadAsync()
+	alive := map[int]bool{}
+	for _, w := range old {
+		alive[w.pid] = true
+	}
+	var gen2 []*scriptedWorker
+	for i := 0; i < 4; i++ {
+		nw := r.worker()
+		gen2 = append(gen2, nw)
+		alive[nw.pid] = true
+		if len(alive) > 5 {
+			t.Fatalf("%d workers alive during a rolling swap, want at most 5", len(alive))
+		}
+		select {
+		case extra := <-r.started:
+			t.Fatalf("worker %d started before an old one exited", extra.pid)
+		default:
+		}
+		r.notes <- Note{PID: nw.pid, Ready: true}
+		r.expect("worker retiring")
+		r.barrier()
+		for _, w := range old {
+			if alive[w.pid] && len(w.got()) > 0 {
+				delete(alive, w.pid)
+				r.exit(w.pid, 0)
+				r.expect("worker exited")
+			}
+		}
+	}
+	if oc := r.outcome(out); !oc.OK || oc.Gen != 2 {
+		t.Fatalf("rolling swap: %+v", oc)
+	}
+
+	// Halt: the second new worker fails.
+	out = r.reloadAsync()
+	n1 := r.worker()
+	r.notes <- Note{PID: n1.pid, Ready: true}
+	r.expect("worker retiring")
+	r.barrier()
+	for _, w := range gen2 {
+		if len(w.got()) > 0 {
+			r.exit(w.pid, 0) // the one it let go
+			break
+		}
+	}
+	n2 := r.worker()
+	r.exit(n2.pid, 1)
+	oc := r.outcome(out)
+	if oc.OK || !strings.Contains(oc.Reason, "halted after 1 of 4") {
+		t.Fatalf("halted rollout: %+v", oc)
+	}
+	r.expectStatus("after the halt", func(st Status) bool { return st.Gen == 2 && st.Serving == 4 })
+}
+
+// TestWatchdog: a worker that pinged and then fell silent is aborted, and
+// killed if still alive after the stop timeout; one that never pinged is
+// left alone; WATCHDOG=trigger aborts at once.
+func TestWatchdog(t *testing.T) {
+	o := baseOpts()
+	o.Workers = 3
+	o.Watchdog = 3 * time.Minute
+	r := newRig(t, o, func(r *rig) { r.hold = 3 * time.Minute })
+	ws := []*scriptedWorker{r.worker(), r.worker(), r.worker()}
+	for _, w := range ws {
+		r.notes <- Note{PID: w.pid, Ready: true}
+	}
+	r.expect("generation ready")
+	r.notes <- Note{PID: ws[0].pid, Watchdog: true} // pings once, then silence
+	r.notes <- Note{PID: ws[2].pid, Trigger: true}  // says it is hung
+	r.expect("worker hung")
+	r.barrier()
+	if got := ws[2].got(); len(got) != 1 || got[0] != unix.SIGABRT {
+		t.Fatalf("WATCHDOG=trigger: the worker got %v, want SIGABRT", got)
+	}
+	r.fireHeld() // BATON_WATCHDOG passes
+	r.expect("worker hung")
+	r.barrier()
+	if got := ws[0].got(); len(got) != 1 || got[0] != unix.SIGABRT {
+		t.Fatalf("silent worker got %v, want SIGABRT", got)
+	}
+	if got := ws[1].got(); len(got) != 0 {
+		t.Fatalf("a worker that never pinged got %v", got)
+	}
+	r.fireUntil("hung worker killed") // BATON_STOP_TIMEOUT: it is still there
+	r.expectStatus("watchdog kills counted", func(st Status) bool { return st.Stats.WatchdogKills == 2 })
 }

@@ -31,15 +31,19 @@ const ShimName = "baton:shim"
 // printing one line on stderr (which is the worker's stderr).
 func Shim(args []string) int {
 	var (
-		listenPID bool
-		rlimits   []*units.Ulimit
-		user      string
+		listenPID   bool
+		watchdogPID bool
+		rlimits     []*units.Ulimit
+		user        string
 	)
 	i := 0
 	for ; i < len(args); i++ {
 		switch args[i] {
 		case "-listen-pid":
 			listenPID = true
+			continue
+		case "-watchdog-pid":
+			watchdogPID = true
 			continue
 		case "-rlimit", "-user", "-exec-fd":
 			if i+1 >= len(args) {
@@ -92,6 +96,9 @@ func Shim(args []string) int {
 	env := os.Environ()
 	if listenPID {
 		env = setEnv(env, "LISTEN_PID", strconv.Itoa(os.Getpid()))
+	}
+	if watchdogPID {
+		env = setEnv(env, "WATCHDOG_PID", strconv.Itoa(os.Getpid()))
 	}
 
 	// An inherited SIG_IGN survives execve: the Go runtime leaves it in

@@ -60,8 +60,13 @@ type Spec struct {
 	Files []int
 	// ListenPID sets LISTEN_PID to the worker's own pid (through the shim).
 	ListenPID bool
-	Rlimits   []*units.Ulimit
-	Cred      *Credential
+	// WatchdogPID sets WATCHDOG_PID to the worker's own pid (the shim).
+	WatchdogPID bool
+	// Output, when above 2, is the descriptor the process gets as its
+	// stdout and stderr (a reload check's pipe); otherwise baton's own.
+	Output  int
+	Rlimits []*units.Ulimit
+	Cred    *Credential
 	// Foreground gives the worker's process group the terminal on fd 0.
 	Foreground bool
 	// ResetSignals starts the worker through the shim even when nothing
@@ -159,7 +164,7 @@ func classifyExec(path string, err error) error {
 // shim: LISTEN_PID and rlimits can only be set between fork and exec, which
 // Go cannot do itself.
 func (s Spec) needsShim() bool {
-	return s.ListenPID || len(s.Rlimits) > 0 || s.ResetSignals
+	return s.ListenPID || s.WatchdogPID || len(s.Rlimits) > 0 || s.ResetSignals
 }
 
 // Start starts the worker in a new process group, with an empty signal
@@ -171,6 +176,9 @@ func Start(s Spec) (*Proc, error) {
 	}
 	files := make([]uintptr, 0, listenFdsStart+len(s.Files)+1)
 	files = append(files, 0, 1, 2)
+	if s.Output > 2 {
+		files[1], files[2] = uintptr(s.Output), uintptr(s.Output)
+	}
 	for _, fd := range s.Files {
 		files = append(files, uintptr(fd))
 	}
@@ -247,6 +255,9 @@ func (s Spec) shimArgs(path string, execFD int) []string {
 	if s.ListenPID {
 		args = append(args, "-listen-pid")
 	}
+	if s.WatchdogPID {
+		args = append(args, "-watchdog-pid")
+	}
 	for _, u := range s.Rlimits {
 		args = append(args, "-rlimit", u.String())
 	}
@@ -259,4 +270,24 @@ func (s Spec) shimArgs(path string, execFD int) []string {
 	}
 	args = append(args, "--", path)
 	return append(args, s.Args...)
+}
+
+// Command is a command line with no shell (BATON_RELOAD_CHECK): split on
+// white space, the first word a program found as LookPath finds it.
+type Command []string
+
+// Decode implements envconfig.Decoder.
+func (c *Command) Decode(v string) error {
+	f := strings.Fields(v)
+	if len(f) == 0 {
+		return errors.New("want a command, split on spaces (no shell)")
+	}
+	if _, err := LookPath(f[0]); err != nil {
+		if errors.Is(err, ErrNotExecutable) {
+			return fmt.Errorf("%q: not executable", Clip(f[0]))
+		}
+		return fmt.Errorf("%q: not found", Clip(f[0]))
+	}
+	*c = f
+	return nil
 }

@@ -89,6 +89,11 @@ func TestBadInput(t *testing.T) {
 		{"BATON_LISTEN", "/" + secret + "/app.sock", "BATON_LISTEN", nil},
 		{"BATON_LISTEN", "/tmp/a.sock?mode=" + secret, "BATON_LISTEN", nil},
 		{"BATON_HANDOFF", "steered", "BATON_HANDOFF", nil},
+		{"BATON_RELOAD_CHECK", "/no/such/check --dry-run", "BATON_RELOAD_CHECK", nil},
+		{"BATON_RELOAD_CHECK", "   ", "BATON_RELOAD_CHECK", nil},
+		{"BATON_SURGE", "0", "BATON_SURGE", nil},
+		{"BATON_SURGE", "1", "BATON_SURGE", []string{"BATON_WORKERS=2", "BATON_HANDOFF=steer"}},
+		{"BATON_WATCHDOG", "soon", "BATON_WATCHDOG", nil},
 	}
 	seen := map[string]bool{}
 	for _, c := range cases {
@@ -114,6 +119,7 @@ func TestBadInput(t *testing.T) {
 	// Every variable baton documents must be in the table above.
 	_, help, _ := runBatonPlain(t, nil, "help")
 	for _, f := range strings.Fields(help) {
+		f = strings.TrimRight(f, ":,;.)")
 		if strings.HasPrefix(f, "BATON_") && !seen[f] {
 			t.Errorf("%s has no bad-input case", f)
 		}

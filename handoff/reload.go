@@ -1,0 +1,176 @@
+//go:build linux
+
+package handoff
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Outcome is how a reload ended, for whoever asked for it (baton reload).
+type Outcome struct {
+	OK     bool   // its swap completed
+	Gen    int    // the generation serving after it
+	Reason string // why not, when !OK: refused by the check, rolled back, halted, stopping
+}
+
+type reloadReq struct {
+	why   string
+	reply chan<- Outcome
+}
+
+// answer sends o to reply, if anyone asked. reply is buffered (Reload).
+func answer(reply chan<- Outcome, o Outcome) {
+	if reply != nil {
+		reply <- o
+	}
+}
+
+// Reload asks the loop for a reload and waits for the outcome of the swap
+// that covers it: the one it begins, or, with a swap already in progress
+// (begun before this request), the next one. It fails if ctx ends first.
+func (s *Supervisor) Reload(ctx context.Context, why string) (Outcome, error) {
+	reply := make(chan Outcome, 1)
+	select {
+	case s.reloadReqs <- reloadReq{why: why, reply: reply}:
+	case <-ctx.Done():
+		return Outcome{}, ctx.Err()
+	}
+	select {
+	case o := <-reply:
+		return o, nil
+	case <-ctx.Done():
+		return Outcome{}, ctx.Err()
+	}
+}
+
+// failWaiters answers every reload still waiting with reason.
+func (s *Supervisor) failWaiters(reason string) {
+	o := Outcome{Reason: reason}
+	if s.current != nil {
+		o.Gen = s.current.num
+	}
+	if s.next != nil {
+		for _, r := range s.next.waiters {
+			answer(r, o)
+		}
+		s.next.waiters = nil
+	}
+	for _, r := range s.queued {
+		answer(r, o)
+	}
+	s.queued = nil
+	if c := s.checking; c != nil {
+		for _, r := range c.replies {
+			answer(r, o)
+		}
+		c.replies = nil
+	}
+}
+
+// check is a reload's pre-flight check (BATON_RELOAD_CHECK) in progress.
+type check struct {
+	w        Worker
+	pid      int
+	why      string
+	replies  []chan<- Outcome
+	started  time.Time
+	exited   bool
+	code     int
+	lineDone bool
+	line     string
+	timedOut bool
+}
+
+// maxCheckLine bounds the check's last line of output in logs and in
+// baton reload's answer.
+const maxCheckLine = 200
+
+// startReload begins a reload: its check first, if there is one.
+func (s *Supervisor) startReload(why string, replies []chan<- Outcome) {
+	if s.Check == nil {
+		s.beginSwap(why, replies)
+		return
+	}
+	w, lines, err := s.Check(s.genCount + 1)
+	if err != nil {
+		s.refuse(why, replies, "BATON_RELOAD_CHECK did not start: "+err.Error())
+		return
+	}
+	c := &check{w: w, pid: w.PID(), why: why, replies: replies, started: s.Now()}
+	s.checking, s.checkLines = c, lines
+	s.Log.Info().Int("pid", c.pid).Str("reason", why).Msg("reload check begun")
+	s.after(s.ReadyTimeout, timerEvent{kind: evCheckTimeout, pid: c.pid})
+}
+
+func (s *Supervisor) onCheckLine(line string) {
+	if c := s.checking; c != nil {
+		c.line, c.lineDone = line, true
+		s.checkLines = nil
+		s.finishCheck()
+	}
+}
+
+func (s *Supervisor) onCheckExit(code int) {
+	c := s.checking
+	c.exited, c.code = true, code
+	s.finishCheck()
+}
+
+func (s *Supervisor) onCheckTimeout(pid int) {
+	c := s.checking
+	if c == nil || c.pid != pid || c.exited {
+		return
+	}
+	// Its group goes; the exit and the end of its output follow.
+	c.timedOut = true
+	if err := c.w.Signal(unix.SIGKILL); err != nil {
+		s.Log.Warn().Err(err).Int("pid", pid).Msg("reload check not killed")
+	}
+}
+
+// finishCheck decides once the check has exited and its output ended.
+func (s *Supervisor) finishCheck() {
+	c := s.checking
+	if c == nil || !c.exited || !c.lineDone {
+		return
+	}
+	s.checking, s.checkLines = nil, nil
+	elapsed := s.Now().Sub(c.started)
+	line := strings.TrimSpace(c.line)
+	if len(line) > maxCheckLine {
+		line = line[:maxCheckLine] + "…"
+	}
+	switch {
+	case s.stopping || s.draining:
+		return // failWaiters answered them
+	case c.timedOut:
+		s.refuse(c.why, c.replies, "BATON_RELOAD_CHECK did not finish within BATON_READY_TIMEOUT")
+	case c.code != 0:
+		reason := "BATON_RELOAD_CHECK exited " + strconv.Itoa(c.code)
+		if line != "" {
+			reason += ": " + line
+		}
+		s.Log.Warn().Int("code", c.code).Str("output", line).Dur("elapsed", elapsed).Msg("reload check failed")
+		s.refuse(c.why, c.replies, reason)
+	default:
+		s.Log.Info().Dur("elapsed", elapsed).Msg("reload check passed")
+		s.beginSwap(c.why, c.replies)
+		return
+	}
+}
+
+// refuse ends a reload before any worker started: the current generation
+// serves on. It counts as a failed reload.
+func (s *Supervisor) refuse(why string, replies []chan<- Outcome, reason string) {
+	s.stats.ReloadsFailed++
+	s.Log.Warn().Str("reason", reason).Str("trigger", why).Msg("reload refused")
+	for _, r := range replies {
+		answer(r, Outcome{Gen: s.current.num, Reason: reason})
+	}
+	s.afterSwap()
+}

@@ -1,0 +1,90 @@
+//go:build linux
+
+package handoff
+
+import "strconv"
+
+// Rolling swaps (BATON_SURGE): a reload replaces the workers a few at a
+// time, so that at most Workers+Surge are alive at any moment, draining
+// ones included: gunicorn's and einhorn's way of fitting a memory limit.
+// Each new worker that is ready lets one old worker go; the next new one
+// starts once an old one has exited.
+
+// rolling reports whether reloads are rolling swaps.
+func (s *Supervisor) rolling() bool {
+	return s.Surge > 0 && s.Surge < s.Workers
+}
+
+// rollOn starts as many of the new generation's workers as the bound
+// allows.
+func (s *Supervisor) rollOn() {
+	g := s.next
+	if g == nil || !s.rolling() || s.stopping {
+		return
+	}
+	for g.started < s.Workers && len(s.byPID) < s.Workers+s.Surge {
+		idx := g.started
+		g.started++
+		if _, err := s.startWorker(g, idx, false); err != nil {
+			s.Log.Error().Err(err).Int("gen", g.num).Int("worker", idx).Msg("worker start failed")
+			s.halt("worker start failed")
+			return
+		}
+	}
+}
+
+// retireOneOld retires one serving worker of the current generation.
+func (s *Supervisor) retireOneOld() {
+	for _, w := range s.current.workers {
+		if w != nil && !w.retiring {
+			s.retire(w)
+			return
+		}
+	}
+}
+
+// halt stops a rolling swap that went wrong: the new workers not yet
+// ready are stopped; the ready ones join the current generation in the
+// places of the old workers they let go, and serve with the old workers
+// left. The reload counts as failed; the next one starts over with a whole
+// new generation.
+func (s *Supervisor) halt(reason string) {
+	g := s.next
+	ready := 0
+	for _, w := range g.workers {
+		if w != nil && w.ready {
+			ready++
+		}
+	}
+	if ready == 0 {
+		s.abortSwap(reason)
+		return
+	}
+	s.next = nil
+	cur := s.current
+	for _, w := range g.workers {
+		if w == nil {
+			continue
+		}
+		if !w.ready {
+			s.retire(w)
+			continue
+		}
+		for i, o := range cur.workers {
+			if o == nil || o.retiring {
+				cur.workers[i] = w // the old one, if draining, no longer owns the slot
+				w.gen, w.idx = cur, i
+				break
+			}
+		}
+	}
+	s.stats.ReloadsFailed++
+	s.Log.Warn().Int("gen", g.num).Int("replaced", ready).Int("workers", s.Workers).Str("reason", reason).Msg("swap halted")
+	why := "halted after " + strconv.Itoa(ready) + " of " + strconv.Itoa(s.Workers) +
+		" workers of generation " + strconv.Itoa(g.num) + " were serving: " + reason
+	for _, r := range g.waiters {
+		answer(r, Outcome{Gen: cur.num, Reason: why})
+	}
+	g.waiters = nil
+	s.afterSwap()
+}

@@ -1,0 +1,42 @@
+//go:build linux
+
+package handoff
+
+import "golang.org/x/sys/unix"
+
+// The watchdog (BATON_WATCHDOG), systemd's convention: every worker gets
+// WATCHDOG_USEC and WATCHDOG_PID; one that has sent WATCHDOG=1 at least
+// once and then stays silent for the whole duration is hung. It gets
+// SIGABRT (a core dump, as systemd sends), SIGKILL to its group after
+// BATON_STOP_TIMEOUT, and its exit is then a crash like any other
+// (BATON_RESTART). WATCHDOG=trigger does the same at once. A worker that
+// never sent WATCHDOG=1 is not watched: it may not speak the protocol.
+
+// onWatchdog takes a WATCHDOG=1 (or =trigger) from w.
+func (s *Supervisor) onWatchdog(w *worker, trigger bool) {
+	if s.Watchdog <= 0 || w.hung || w.retiring || s.stopping {
+		return
+	}
+	if trigger {
+		s.hang(w, "WATCHDOG=trigger")
+		return
+	}
+	w.pings++
+	// Each ping arms a timer that fires unless another ping came since:
+	// the event carries the ping's number.
+	s.after(s.Watchdog, timerEvent{kind: evWatchdog, pid: w.pid, w: w, idx: w.pings})
+}
+
+// hang aborts a hung worker.
+func (s *Supervisor) hang(w *worker, reason string) {
+	if w.hung || w.retiring || s.stopping {
+		return
+	}
+	w.hung = true
+	s.stats.WatchdogKills++
+	s.Log.Warn().Int("gen", w.gen.num).Int("worker", w.idx).Int("pid", w.pid).Str("reason", reason).Msg("worker hung")
+	if err := s.signal(w, unix.SIGABRT); err != nil {
+		s.Log.Error().Err(err).Int("pid", w.pid).Msg("signal not forwarded")
+	}
+	s.after(s.StopTimeout, timerEvent{kind: evWatchdogKill, pid: w.pid, w: w})
+}
