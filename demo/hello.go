@@ -65,6 +65,10 @@ const (
 //
 // A second signal cuts the grace short.
 //
+// HELLO_FAIL_AFTER (a duration) plays a release that breaks once it is up:
+// that long after READY=1 the worker drains as above, unasked, and exits 1
+// (what a canary or a bake is there to catch).
+//
 // This is the recipe docs/protocol.md gives for a net/http server (demo's
 // tests run it with net/http and check that it loses nothing). hello itself does
 // not use net/http, which would make the baton binary 4 MB larger: it
@@ -141,6 +145,7 @@ Sends READY=1 to $NOTIFY_SOCKET. Drains on SIGTERM, SIGINT, SIGQUIT.
 
   HELLO_BOOT_DELAY   wait this long before serving and READY=1 (default 0)
   HELLO_DRAIN        grace for open connections after the stop signal (default 500ms)
+  HELLO_FAIL_AFTER   this long after READY=1, drain unasked and exit 1 (a broken release)
 `
 
 // helloWorker is one run of Hello: its identity, knobs and state.
@@ -149,7 +154,8 @@ type helloWorker struct {
 	pid         int
 	bootDelay   time.Duration
 	drain       time.Duration
-	notify      string // NOTIFY_SOCKET
+	failAfter   time.Duration // HELLO_FAIL_AFTER, 0: never
+	notify      string        // NOTIFY_SOCKET
 	getenv      func(string) string
 }
 
@@ -167,6 +173,9 @@ func newHelloWorker(getenv func(string) string) (*helloWorker, error) {
 		return nil, err
 	}
 	if w.drain, err = envDuration(getenv, "HELLO_DRAIN", defaultDrain); err != nil {
+		return nil, err
+	}
+	if w.failAfter, err = envDuration(getenv, "HELLO_FAIL_AFTER", 0); err != nil {
 		return nil, err
 	}
 	return w, nil
@@ -212,9 +221,18 @@ func (w *helloWorker) run(sigs <-chan os.Signal) int {
 	}
 	w.logf("serving on %s (%s)", strings.Join(addrs, ", "), how)
 
+	var fail <-chan time.Time
+	if w.failAfter > 0 {
+		t := time.NewTimer(w.failAfter)
+		defer t.Stop()
+		fail = t.C
+	}
 	var sig os.Signal
+	failing := false
 	select {
 	case sig = <-sigs:
+	case <-fail:
+		failing = true
 	case err := <-serveErrs:
 		// serve returns only when its listener fails: nothing to drain.
 		w.logf("serve: %v", err)
@@ -229,7 +247,11 @@ func (w *helloWorker) run(sigs <-chan os.Signal) int {
 	//    listeners close, so no connection accepted later escapes it).
 	srv.startDrain()
 	_ = sdNotify(w.notify, "STOPPING=1") // informational; baton may be gone
-	w.logf("draining on %s, grace %v", sigName(sig), w.drain)
+	if failing {
+		w.logf("failing (HELLO_FAIL_AFTER=%v): draining, grace %v", w.failAfter, w.drain)
+	} else {
+		w.logf("draining on %s, grace %v", sigName(sig), w.drain)
+	}
 
 	// 2. Stop accepting. Closing our descriptor does not touch the shared
 	//    socket (baton and the other generation hold it), so its accept queue
@@ -271,6 +293,9 @@ wait:
 		return 1
 	}
 	w.logf("exiting: %d requests served, %d connections left after the grace", srv.served.Load(), left)
+	if failing {
+		return 1
+	}
 	return 0
 }
 

@@ -131,6 +131,36 @@ func TestHelloTermWhileBooting(t *testing.T) {
 	}
 }
 
+// HELLO_FAIL_AFTER: unasked, after the duration, hello drains (answering
+// a request on a connection open before, with "Connection: close") and
+// exits 1.
+func TestHelloFailAfter(t *testing.T) {
+	_, ln, addr := sharedSocket(t)
+	p := startRole(t, "hello", "hello", ln, false, "HELLO_FAIL_AFTER=300ms", "HELLO_DRAIN=1h")
+	p.waitReady(t)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	p.stderr.waitFor(t, "failing (HELLO_FAIL_AFTER=300ms)")
+	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("a request during the failing drain: %v", err)
+	}
+	resp.Body.Close()
+	if !resp.Close {
+		t.Error("during the failing drain: no Connection: close")
+	}
+	conn.Close()
+	if code := p.wait(t); code != 1 {
+		t.Errorf("exit %d, want 1", code)
+	}
+}
+
 // The drain, step by step on one keep-alive connection: after the stop
 // signal hello still answers a request on an open connection, with
 // "Connection: close", then closes it; with no connection left it exits at
