@@ -227,6 +227,19 @@ func defaultReloadWait() time.Duration {
 	if os.Getenv("BATON_RELOAD_CHECK") != "" {
 		wait += ready
 	}
+	// A canary and a bake come before the outcome: the default wait
+	// covers them (and a canary check per step).
+	var steps handoff.CanarySteps
+	if steps.Decode(os.Getenv("BATON_CANARY")) == nil {
+		wait += steps.Total()
+		if os.Getenv("BATON_CANARY_CHECK") != "" {
+			wait += time.Duration(len(steps)) * ready
+		}
+	}
+	var bake handoff.Duration
+	if bake.Decode(os.Getenv("BATON_BAKE")) == nil {
+		wait += time.Duration(bake)
+	}
 	return wait
 }
 
@@ -276,11 +289,23 @@ func cmdHealth(args []string) int {
 		return 1
 	}
 	if !st.Ready {
-		fmt.Printf("not ready: generation %d, %d serving, %d starting, stopping=%v\n", st.Gen, st.Serving, st.Starting, st.Stopping)
+		fmt.Printf("not ready: generation %d, %d serving, %d starting, stopping=%v%s\n", st.Gen, st.Serving, st.Starting, st.Stopping, deployLine(st))
 		return 1
 	}
-	fmt.Printf("ready: generation %d, %d serving\n", st.Gen, st.Serving)
+	fmt.Printf("ready: generation %d, %d serving%s\n", st.Gen, st.Serving, deployLine(st))
 	return 0
+}
+
+// deployLine is what baton health adds about a canary or a bake in
+// progress.
+func deployLine(st handoff.Status) string {
+	switch {
+	case st.Canary > 0:
+		return fmt.Sprintf("; canary: generation %d at step %d, %d%% of new connections", st.Canary, st.CanaryStep, st.CanaryPercent)
+	case st.Parked > 0:
+		return fmt.Sprintf("; bake: generation %d parked (%d workers), %s left", st.Parked, st.ParkedWorkers, st.BakeLeft.Round(time.Second))
+	}
+	return ""
 }
 
 // steerSettle is how long, in steer mode, a generation that handed over
@@ -479,12 +504,28 @@ func supervise(argv []string) int {
 		stderrf("baton: BATON_SURGE: a rolling swap needs BATON_HANDOFF=shared (steer mode switches whole generations)")
 		return exitUsage
 	}
+	if name := canaryNeedsSteer(cfg); name != "" {
+		// Only steer mode decides which generation gets a new connection;
+		// with one shared socket there is no share to give, and no way back.
+		stderrf("baton: %s: needs BATON_HANDOFF=steer (only steer mode can give a generation a share of new connections, or return to the old one)", name)
+		return exitUsage
+	}
+	if len(cfg.CanaryCheck) > 0 && len(cfg.Canary) == 0 {
+		stderrf("baton: BATON_CANARY_CHECK: runs at the end of each canary step; set BATON_CANARY too")
+		return exitUsage
+	}
+	opts.Canary, opts.Bake = cfg.Canary, time.Duration(cfg.Bake)
 	opts.Watchdog = time.Duration(cfg.Watchdog)
 	sup := handoff.New(opts, log)
 	sup.Start = start
 	if len(cfg.ReloadCheck) > 0 {
 		sup.Check = func(gen int) (handoff.Worker, <-chan string, error) {
-			return startCheck(cfg, baseEnv, gen, resetSignals)
+			return startCheck(cfg, cfg.ReloadCheck, baseEnv, gen, resetSignals)
+		}
+	}
+	if len(cfg.CanaryCheck) > 0 {
+		sup.CanaryCheck = func(gen int) (handoff.Worker, <-chan string, error) {
+			return startCheck(cfg, cfg.CanaryCheck, baseEnv, gen, resetSignals)
 		}
 	}
 	sup.Sockets = fds
@@ -558,17 +599,32 @@ func supervise(argv []string) int {
 	return cfg.ExitMap.Apply(code)
 }
 
-// startCheck starts BATON_RELOAD_CHECK as the workers are started (user,
-// environment, rlimits), without listeners, its stdout and stderr on a
-// pipe whose last line the returned channel gets when the output ends.
-func startCheck(cfg *config, baseEnv []string, gen int, resetSignals bool) (handoff.Worker, <-chan string, error) {
+// canaryNeedsSteer names the variable that asks for a canary or a bake
+// outside steer mode, "" when none does.
+func canaryNeedsSteer(cfg *config) string {
+	switch {
+	case cfg.Handoff == handoff.HandoffSteer:
+		return ""
+	case len(cfg.Canary) > 0:
+		return "BATON_CANARY"
+	case cfg.Bake > 0:
+		return "BATON_BAKE"
+	}
+	return ""
+}
+
+// startCheck starts a check (BATON_RELOAD_CHECK, BATON_CANARY_CHECK) as
+// the workers are started (user, environment, rlimits), without
+// listeners, its stdout and stderr on a pipe whose last line the returned
+// channel gets when the output ends.
+func startCheck(cfg *config, cmd spawn.Command, baseEnv []string, gen int, resetSignals bool) (handoff.Worker, <-chan string, error) {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return nil, nil, err
 	}
 	env := append(append([]string(nil), baseEnv...), "BATON_GENERATION="+strconv.Itoa(gen))
 	w, err := spawn.Start(spawn.Spec{
-		Path: cfg.ReloadCheck[0], Args: cfg.ReloadCheck, Env: env, Output: p[1],
+		Path: cmd[0], Args: cmd, Env: env, Output: p[1],
 		Rlimits: cfg.Ulimits, Cred: cfg.User.Cred, ResetSignals: resetSignals,
 	})
 	_ = unix.Close(p[1]) // the check's copy alone keeps it open now
@@ -727,6 +783,9 @@ type config struct {
 	Surge         handoff.Count        `desc:"rolling swaps: at most BATON_WORKERS + N workers alive during a reload (default BATON_WORKERS: the whole generation at once)"`
 	Watchdog      handoff.Duration     `desc:"WATCHDOG_USEC for workers: one that sent WATCHDOG=1 and then nothing this long is aborted and restarted"`
 	Handoff       handoff.Handoff      `default:"shared" desc:"shared (one socket per listener for every generation) or steer (a socket per generation for TCP and UDP, new connections steered in the kernel, so workers that drain badly lose nothing)"`
+	Canary        handoff.CanarySteps  `desc:"steer mode: PERCENT:DURATION steps, comma-separated (10%:30s,50%:1m); a new generation gets that share of new TCP connections first, and a worker exit aborts the reload"`
+	CanaryCheck   spawn.Command        `split_words:"true" desc:"command (no shell, split on spaces) run as the workers at the end of each canary step; non-zero or not done within BATON_READY_TIMEOUT aborts the canary"`
+	Bake          handoff.Duration     `desc:"steer mode: keep the old generation parked this long after the cutover; a new worker exit meanwhile reverts to it at once"`
 }
 
 // configKeys are the variables config reads, in the order of its fields.
@@ -741,7 +800,8 @@ var configKeys = []string{
 	"BATON_RESTART_LIMIT", "BATON_EXIT_MAP", "BATON_USER", "BATON_ULIMITS",
 	"BATON_MAX_RSS", "BATON_MAX_AGE", "BATON_WATCH", "BATON_HTTP_ADDR",
 	"BATON_SUBREAPER", "BATON_LOG_LEVEL", "BATON_LOG_FORMAT", "BATON_RELOAD_CHECK",
-	"BATON_SURGE", "BATON_WATCHDOG", "BATON_HANDOFF",
+	"BATON_SURGE", "BATON_WATCHDOG", "BATON_HANDOFF", "BATON_CANARY",
+	"BATON_CANARY_CHECK", "BATON_BAKE",
 }
 
 // setByBaton are variables baton sets for its own workers; a baton running

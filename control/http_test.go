@@ -40,6 +40,9 @@ var wantFamilies = map[string]dto.MetricType{
 	"baton_watchdog_kills_total":    dto.MetricType_COUNTER,
 	"baton_last_swap_seconds":       dto.MetricType_GAUGE,
 	"baton_ready":                   dto.MetricType_GAUGE,
+	"baton_canary_percent":          dto.MetricType_GAUGE,
+	"baton_canary_step":             dto.MetricType_GAUGE,
+	"baton_bake_seconds_left":       dto.MetricType_GAUGE,
 }
 
 // parseMetrics parses a scrape with the text parser Prometheus uses and
@@ -105,8 +108,9 @@ next:
 func TestFormatMetrics(t *testing.T) {
 	st := handoff.Status{
 		Gen: 7, Ready: true, Healthy: true, Starting: 1, Serving: 4, Retiring: 2,
+		Canary: 8, CanaryStep: 2, CanaryPercent: 25, Parked: 6, ParkedWorkers: 29, BakeLeft: 90 * time.Second,
 		Stats: handoff.Stats{
-			ReloadsOK: 6, ReloadsFailed: 2, ReloadsCoalesced: 3, Restarts: 5, Orphans: 11,
+			ReloadsOK: 6, ReloadsFailed: 2, ReloadsCoalesced: 3, ReloadsReverted: 23, Restarts: 5, Orphans: 11,
 			Forwarded: 13, Recycled: 17, WatchdogKills: 19, LastSwap: 1250 * time.Millisecond,
 		},
 	}
@@ -121,9 +125,14 @@ func TestFormatMetrics(t *testing.T) {
 		{"baton_workers", []string{"state", "starting"}, 1},
 		{"baton_workers", []string{"state", "serving"}, 4},
 		{"baton_workers", []string{"state", "retiring"}, 2},
+		{"baton_workers", []string{"state", "parked"}, 29},
 		{"baton_reloads_total", []string{"result", "ok"}, 6},
 		{"baton_reloads_total", []string{"result", "failed"}, 2},
 		{"baton_reloads_total", []string{"result", "coalesced"}, 3},
+		{"baton_reloads_total", []string{"result", "reverted"}, 23},
+		{"baton_canary_percent", nil, 25},
+		{"baton_canary_step", nil, 2},
+		{"baton_bake_seconds_left", nil, 90},
 		{"baton_worker_restarts_total", nil, 5},
 		{"baton_orphans_reaped_total", nil, 11},
 		{"baton_signals_forwarded_total", nil, 13},
@@ -137,11 +146,11 @@ func TestFormatMetrics(t *testing.T) {
 			t.Errorf("%s%v = %v, want %v", c.fam, c.kv, got, c.want)
 		}
 	}
-	if n := len(fams["baton_workers"].GetMetric()); n != 3 {
-		t.Errorf("baton_workers has %d series, want 3", n)
+	if n := len(fams["baton_workers"].GetMetric()); n != 4 {
+		t.Errorf("baton_workers has %d series, want 4", n)
 	}
-	if n := len(fams["baton_reloads_total"].GetMetric()); n != 3 {
-		t.Errorf("baton_reloads_total has %d series, want 3", n)
+	if n := len(fams["baton_reloads_total"].GetMetric()); n != 4 {
+		t.Errorf("baton_reloads_total has %d series, want 4", n)
 	}
 
 	// The same text through the Decoder API, as a scraper negotiating

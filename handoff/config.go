@@ -320,3 +320,50 @@ func (h *Handoff) Decode(v string) error {
 	}
 	return fmt.Errorf("want shared or steer, got %q", spawn.Clip(v))
 }
+
+// CanarySteps is BATON_CANARY: PERCENT:DURATION steps, comma-separated
+// (10%:30s,50%:1m). The new generation gets PERCENT of new connections
+// for DURATION at each step, then all of them.
+type CanarySteps []CanaryStep
+
+// maxCanarySteps bounds BATON_CANARY to what a person would write.
+const maxCanarySteps = 16
+
+// Decode implements envconfig.Decoder.
+func (c *CanarySteps) Decode(v string) error {
+	var steps CanarySteps
+	if strings.TrimSpace(v) == "" {
+		*c = nil // set but empty: no canary
+		return nil
+	}
+	for i, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		pct, dur, ok := strings.Cut(f, ":")
+		if !ok {
+			return fmt.Errorf("step %d: want PERCENT:DURATION like 10%%:30s, got %q", i+1, spawn.Clip(f))
+		}
+		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(pct), "%"))
+		if err != nil || n < 1 || n > 99 {
+			return fmt.Errorf("step %d: want a percent from 1%% to 99%%, got %q", i+1, spawn.Clip(pct))
+		}
+		var d Duration
+		if err := d.Decode(dur); err != nil || d == 0 {
+			return fmt.Errorf("step %d: want a duration above 0 like 30s or 1m, got %q", i+1, spawn.Clip(dur))
+		}
+		if len(steps) == maxCanarySteps {
+			return fmt.Errorf("at most %d steps", maxCanarySteps)
+		}
+		steps = append(steps, CanaryStep{Percent: n, Duration: time.Duration(d)})
+	}
+	*c = steps
+	return nil
+}
+
+// Total is how long the steps last together.
+func (c CanarySteps) Total() time.Duration {
+	var t time.Duration
+	for _, s := range c {
+		t += s.Duration
+	}
+	return t
+}

@@ -279,3 +279,35 @@ func FuzzSize(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCanary: BATON_CANARY decodes to at most 16 steps, each with a
+// percent from 1 to 99 and a duration above zero, and their canonical
+// spelling (P%:D,...) decodes to the same steps.
+func FuzzCanary(f *testing.F) {
+	for _, v := range []string{
+		"10%:30s", "10%:30s,50%:1m", " 5 % : 2s , 99%:1h", "10:30", "100%:1s", "0%:1s", "1%:0", "-5%:1s", "10%",
+		"10%:30s,", ",", "", "  ", "50%:-1s", "1%:1s,2%:1s,3%:1s,4%:1s,5%:1s,6%:1s,7%:1s,8%:1s,9%:1s,10%:1s,11%:1s,12%:1s,13%:1s,14%:1s,15%:1s,16%:1s,17%:1s",
+		"10%%:1s", "0123456789abcdefSECRET",
+	} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		c, err := decodetest.Decode[CanarySteps](t, v)
+		if err != nil {
+			return
+		}
+		if len(c) > maxCanarySteps {
+			t.Errorf("CanarySteps(%q): %d steps", v, len(c))
+		}
+		var spelled []string
+		for _, s := range c {
+			if s.Percent < 1 || s.Percent > 99 || s.Duration <= 0 {
+				t.Errorf("CanarySteps(%q) has step %+v", v, s)
+			}
+			spelled = append(spelled, fmt.Sprintf("%d%%:%s", s.Percent, s.Duration))
+		}
+		if back, err := decodetest.Decode[CanarySteps](t, strings.Join(spelled, ",")); err != nil || !reflect.DeepEqual(back, c) {
+			t.Errorf("CanarySteps(%q) = %v, which decodes to %v, %v", v, c, back, err)
+		}
+	})
+}

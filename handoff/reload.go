@@ -60,6 +60,13 @@ func (s *Supervisor) failWaiters(reason string) {
 		}
 		s.next.waiters = nil
 	}
+	if s.parked != nil && s.current != nil {
+		// A bake in progress: the swap's outcome was still to come.
+		for _, r := range s.current.waiters {
+			answer(r, o)
+		}
+		s.current.waiters = nil
+	}
 	for _, r := range s.queued {
 		answer(r, o)
 	}
@@ -84,6 +91,9 @@ type check struct {
 	lineDone bool
 	line     string
 	timedOut bool
+	// canary: the check at the end of a canary step (BATON_CANARY_CHECK),
+	// not a reload's.
+	canary bool
 }
 
 // maxCheckLine bounds the check's last line of output in logs and in
@@ -145,22 +155,33 @@ func (s *Supervisor) finishCheck() {
 	if len(line) > maxCheckLine {
 		line = line[:maxCheckLine] + "…"
 	}
-	switch {
-	case s.stopping || s.draining:
+	if s.stopping || s.draining {
 		return // failWaiters answered them
+	}
+	name := "BATON_RELOAD_CHECK"
+	if c.canary {
+		name = "BATON_CANARY_CHECK"
+	}
+	reason := ""
+	switch {
 	case c.timedOut:
-		s.refuse(c.why, c.replies, "BATON_RELOAD_CHECK did not finish within BATON_READY_TIMEOUT")
+		reason = name + " did not finish within BATON_READY_TIMEOUT"
 	case c.code != 0:
-		reason := "BATON_RELOAD_CHECK exited " + strconv.Itoa(c.code)
+		reason = name + " exited " + strconv.Itoa(c.code)
 		if line != "" {
 			reason += ": " + line
 		}
-		s.Log.Warn().Int("code", c.code).Str("output", line).Dur("elapsed", elapsed).Msg("reload check failed")
+		s.Log.Warn().Int("code", c.code).Str("output", line).Dur("elapsed", elapsed).Str("check", name).Msg("reload check failed")
+	default:
+		s.Log.Info().Dur("elapsed", elapsed).Str("check", name).Msg("reload check passed")
+	}
+	switch {
+	case c.canary:
+		s.canaryChecked(reason)
+	case reason != "":
 		s.refuse(c.why, c.replies, reason)
 	default:
-		s.Log.Info().Dur("elapsed", elapsed).Msg("reload check passed")
 		s.beginSwap(c.why, c.replies)
-		return
 	}
 }
 

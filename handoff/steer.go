@@ -3,6 +3,7 @@
 package handoff
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -20,6 +21,9 @@ type Sockets interface {
 	Open(gen int) ([]int, error)
 	// Steer sends every new connection (TCP) or datagram (UDP) to gen.
 	Steer(gen int) error
+	// Split sends percent of new TCP connections to gen to, the rest (and
+	// every UDP datagram) to gen from (a canary step).
+	Split(from, to, percent int) error
 	// Pending counts what waits in gen's own sockets, not yet taken by
 	// its workers: accepted connections (TCP) or datagrams (UDP).
 	Pending(gen int) int
@@ -41,6 +45,11 @@ func (s Shared) Open(int) ([]int, error) { return s, nil }
 
 // Steer does nothing: every generation's workers accept from one queue.
 func (Shared) Steer(int) error { return nil }
+
+// Split is steer mode's alone.
+func (Shared) Split(int, int, int) error {
+	return errors.New("a canary needs BATON_HANDOFF=steer")
+}
 
 // Pending is 0: no generation has a queue of its own.
 func (Shared) Pending(int) int { return 0 }
@@ -80,6 +89,9 @@ type steered struct {
 	shared  int        // unix: the one descriptor; -1 for TCP and UDP
 	members []member   // the kernel's array, mirrored
 	current int        // the generation steered to
+	// splitTo and splitPercent: during a canary step, that share of new
+	// TCP connections goes to splitTo instead (0: none).
+	splitTo, splitPercent int
 }
 
 type member struct {
@@ -157,7 +169,7 @@ func (s *Steering) Steer(gen int) error {
 		if st.index(gen) < 0 {
 			return fmt.Errorf("steer %s %s: generation %d has no socket", st.spec.Network, spawn.Clip(st.spec.Addr), gen)
 		}
-		st.current = gen
+		st.current, st.splitTo = gen, 0
 		if err := st.attach(); err != nil {
 			return err
 		}
@@ -165,11 +177,50 @@ func (s *Steering) Steer(gen int) error {
 	return nil
 }
 
+// Split attaches, for every TCP listener, a program that gives percent of
+// new connections to to's socket and the rest to from's; UDP listeners
+// stay with from (a canary splits connections, and UDP has none: a share
+// of datagrams would split its flows).
+func (s *Steering) Split(from, to, percent int) error {
+	for _, st := range s.listeners {
+		if st.shared >= 0 {
+			continue
+		}
+		if st.index(from) < 0 || st.index(to) < 0 {
+			return fmt.Errorf("steer %s %s: generations %d and %d need sockets", st.spec.Network, spawn.Clip(st.spec.Addr), from, to)
+		}
+		st.current, st.splitTo = from, 0
+		if strings.HasPrefix(st.spec.Network, "tcp") {
+			st.splitTo, st.splitPercent = to, percent
+		}
+		if err := st.attach(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// skfAdRandom is the classic BPF ancillary load of a random number
+// (SKF_AD_OFF + SKF_AD_RANDOM), as an unsigned offset.
+const skfAdRandom = uint32(0xfffff000 + 56)
+
 // attach (re)attaches `ret #index of current`. The program belongs to the
 // group, so any member will do; the current one is certain to be in it.
 func (st *steered) attach() error {
 	k := st.index(st.current)
 	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: uint32(k)}}
+	if j := st.index(st.splitTo); st.splitTo != 0 && j >= 0 {
+		// A random number per connection: only a connection's first
+		// packet (its SYN) goes through the program; the rest of it finds
+		// its socket by its own address.
+		prog = []unix.SockFilter{
+			{Code: unix.BPF_LD | unix.BPF_W | unix.BPF_ABS, K: skfAdRandom},
+			{Code: unix.BPF_ALU | unix.BPF_MOD | unix.BPF_K, K: 100},
+			{Code: unix.BPF_JMP | unix.BPF_JGE | unix.BPF_K, K: uint32(st.splitPercent), Jt: 1, Jf: 0},
+			{Code: unix.BPF_RET | unix.BPF_K, K: uint32(j)},
+			{Code: unix.BPF_RET | unix.BPF_K, K: uint32(k)},
+		}
+	}
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 	if err := unix.SetsockoptSockFprog(st.members[k].fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &fprog); err != nil {
 		return fmt.Errorf("steer %s %s: SO_ATTACH_REUSEPORT_CBPF: %w", st.spec.Network, spawn.Clip(st.spec.Addr), err)

@@ -124,3 +124,50 @@ func TestSteering(t *testing.T) {
 		})
 	}
 }
+
+// TestSplit: a canary step's split gives the new generation its share of
+// new TCP connections, chosen at random per connection, and keeps every
+// UDP datagram on the old one; steering to one generation ends it.
+func TestSplit(t *testing.T) {
+	s, addr := steering(t, "tcp")
+	if _, err := s.Open(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Split(1, 2, 10); err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000
+	got := 0
+	for range n {
+		if landsIn(t, s, "tcp", addr) == 2 {
+			got++
+		}
+	}
+	// 10 % of 1,000 has a standard deviation of 9.5 connections: 5 to 15 %
+	// is more than 5 of them either side.
+	if got < n*5/100 || got > n*15/100 {
+		t.Fatalf("split 10%%: %d of %d connections in the new generation", got, n)
+	}
+	t.Logf("split 10%%: %d of %d connections in the new generation", got, n)
+	if err := s.Steer(2); err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		if g := landsIn(t, s, "tcp", addr); g != 2 {
+			t.Fatalf("steered to 2 after the split: landed in %d", g)
+		}
+	}
+
+	u, uaddr := steering(t, "udp")
+	if _, err := u.Open(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Split(1, 2, 50); err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		if g := landsIn(t, u, "udp", uaddr); g != 1 {
+			t.Fatalf("UDP during a split: landed in %d, want the old generation", g)
+		}
+	}
+}

@@ -69,6 +69,12 @@ type Options struct {
 	// alive at once, draining ones included. Surge >= Workers (or 0) is a
 	// whole-generation swap.
 	Surge int
+	// Canary (BATON_CANARY, steer mode) are the shares of new connections
+	// the new generation gets, step by step, before all of them.
+	Canary []CanaryStep
+	// Bake (BATON_BAKE, steer mode) keeps the old generation parked this
+	// long after the cutover, to return to at once if a new worker dies.
+	Bake time.Duration
 	// Watchdog (BATON_WATCHDOG): a worker that sent WATCHDOG=1 and then
 	// nothing for this long is hung. 0: off.
 	Watchdog time.Duration
@@ -111,6 +117,9 @@ type Supervisor struct {
 	// workers are, which the loop reaps like any child, and a channel that
 	// gets its last line of output once the output ends.
 	Check func(gen int) (Worker, <-chan string, error)
+	// CanaryCheck, when set (BATON_CANARY_CHECK), is run at the end of
+	// each canary step, as Check is; a failure aborts the canary.
+	CanaryCheck func(gen int) (Worker, <-chan string, error)
 	// Sockets gives each generation its listening descriptors and, in
 	// steer mode, which one gets new connections. Nil: no listeners.
 	Sockets Sockets
@@ -167,6 +176,11 @@ type Supervisor struct {
 	// sockets are still in the kernel's groups: released once its queue
 	// is empty and its processes are gone (nil in shared mode).
 	leaving *generation
+	// canary is the canary in progress (BATON_CANARY), parked the old
+	// generation during a bake (BATON_BAKE).
+	canary   *canaryRun
+	parked   *generation
+	bakeEnds time.Time
 
 	draining     bool // shutdown requested: not ready, no reloads
 	stopping     bool // stop signal sent: waiting for processes to go
@@ -181,6 +195,7 @@ type Supervisor struct {
 // Stats are counters for /metrics.
 type Stats struct {
 	ReloadsOK, ReloadsFailed, ReloadsCoalesced int
+	ReloadsReverted                            int // during a bake
 	Restarts, Orphans, Forwarded, Recycled     int
 	WatchdogKills                              int
 	LastSwap                                   time.Duration
@@ -191,6 +206,15 @@ type Status struct {
 	Gen                         int
 	Ready, Healthy, Stopping    bool
 	Starting, Serving, Retiring int
+	// Canary is the generation in its canary (BATON_CANARY), 0 when none:
+	// at step CanaryStep (1, 2, ...) it gets CanaryPercent of new
+	// connections.
+	Canary, CanaryStep, CanaryPercent int
+	// Parked is the old generation kept during a bake (BATON_BAKE), 0
+	// when none; the bake ends in BakeLeft. Its workers, alive, count as
+	// ParkedWorkers, not as Serving.
+	Parked, ParkedWorkers int
+	BakeLeft              time.Duration
 	Stats
 }
 
@@ -233,6 +257,8 @@ type generation struct {
 	retired  bool // its workers were told to stop
 	// waiters get the outcome of the swap to this generation.
 	waiters []chan<- Outcome
+	// canaried: its canary steps are done (or there were none to do).
+	canaried bool
 	// started counts the slots started (a rolling swap starts them a few
 	// at a time).
 	started int
@@ -253,6 +279,8 @@ const (
 	evCheckTimeout
 	evWatchdog
 	evWatchdogKill
+	evCanaryStep
+	evBakeEnd
 )
 
 type timerEvent struct {
@@ -583,6 +611,13 @@ func (s *Supervisor) onExit(e reaper.Exit) {
 	case w == s.replacing:
 		s.replacing = nil
 		s.Log.Warn().Int("gen", g.num).Int("worker", w.idx).Int("code", code).Msg("recycle aborted")
+	case s.canary != nil && g == s.canary.g:
+		s.abortCanary("worker " + strconv.Itoa(w.idx) + " exited " + strconv.Itoa(code))
+	case s.parked != nil && g == s.current && owned:
+		s.revert("worker " + strconv.Itoa(w.idx) + " exited " + strconv.Itoa(code) + " during the bake")
+	case g == s.parked && owned:
+		// Not restarted while parked; a revert starts its slot again.
+		s.Log.Warn().Int("gen", g.num).Int("worker", w.idx).Int("code", code).Msg("parked worker exited")
 	case g == s.next && s.rolling():
 		s.halt("worker exited before ready")
 	case g == s.next:
@@ -705,6 +740,9 @@ func (s *Supervisor) onNote(n Note) {
 	if n.Watchdog || n.Trigger {
 		s.onWatchdog(w, n.Trigger)
 	}
+	if n.Stopping && !w.retiring && !s.stopping && !s.draining {
+		s.onStopping(w)
+	}
 }
 
 func (s *Supervisor) markReady(w *worker) {
@@ -756,7 +794,7 @@ func (s *Supervisor) requestReload(why string, reply chan<- Outcome) {
 	case s.draining || s.stopping:
 		s.Log.Info().Str("reason", why).Msg("reload ignored while stopping")
 		answer(reply, Outcome{Reason: "baton is stopping"})
-	case s.next != nil || s.checking != nil:
+	case s.next != nil || s.checking != nil || s.parked != nil:
 		// A swap (or its check) is in progress, begun before this request:
 		// the one after it covers it.
 		s.reloadQueued = true
@@ -817,6 +855,10 @@ func (s *Supervisor) finishSwap() {
 		s.Log.Info().Int("gen", g.num).Int("leaving", s.leaving.num).Msg("swap waits for the old generation to leave")
 		return
 	}
+	if len(s.Canary) > 0 && !g.canaried {
+		s.startCanary(g)
+		return
+	}
 	if err := s.Sockets.Steer(g.num); err != nil {
 		s.Log.Error().Err(err).Int("gen", g.num).Msg("steer failed")
 		s.abortSwap("steer failed")
@@ -824,16 +866,33 @@ func (s *Supervisor) finishSwap() {
 	}
 	s.next, s.current = nil, g
 	elapsed := s.Now().Sub(g.begun)
-	s.stats.ReloadsOK++
+	if s.Bake == 0 {
+		s.stats.ReloadsOK++ // with a bake, once it is over
+	}
 	s.stats.LastSwap = elapsed
 	s.Log.Info().Int("gen", g.num).Dur("elapsed", elapsed).Msg("swap complete")
+	if w := g.workers[0]; w != nil && s.owns(0) {
+		s.setForeground(w.pid)
+	}
+	if s.Bake > 0 {
+		// The old generation stays, parked: alive, not signalled, given
+		// no new connection; the reload's outcome waits for the bake.
+		s.parked, s.bakeEnds = old, s.Now().Add(s.Bake)
+		s.Log.Info().Int("gen", g.num).Int("parked", old.num).Dur("bake", s.Bake).Msg("bake begun")
+		s.after(s.Bake, timerEvent{kind: evBakeEnd, gen: old.num})
+		return
+	}
 	for _, r := range g.waiters {
 		answer(r, Outcome{OK: true, Gen: g.num})
 	}
 	g.waiters = nil
-	if w := g.workers[0]; w != nil && s.owns(0) {
-		s.setForeground(w.pid)
-	}
+	s.handOver(old)
+	s.afterSwap()
+}
+
+// handOver retires old now that new connections go elsewhere: at once in
+// shared mode; in steer mode once its own queue is empty (onHandover).
+func (s *Supervisor) handOver(old *generation) {
 	if s.SteerSettle > 0 {
 		// New connections go to g now. The old generation's workers keep
 		// accepting what is already queued for them, and are asked to stop
@@ -845,7 +904,6 @@ func (s *Supervisor) finishSwap() {
 	} else {
 		s.retireGeneration(old)
 	}
-	s.afterSwap()
 }
 
 // retireGeneration asks every worker of g to stop.
@@ -878,7 +936,7 @@ func (s *Supervisor) onHandover(gen int) {
 	if g == nil || g.num != gen || g.retired || s.stopping {
 		return
 	}
-	if n := s.Sockets.Pending(gen); n > 0 && s.Now().Sub(g.handover) < maxHandover {
+	if n := s.Sockets.Pending(gen); n > 0 && s.Now().Sub(g.handover) < maxHandover && s.hasWorkers(g) {
 		s.after(steerPoll, timerEvent{kind: evHandover, gen: gen})
 		return
 	} else if n > 0 {
@@ -886,6 +944,19 @@ func (s *Supervisor) onHandover(gen int) {
 	}
 	s.retireGeneration(g)
 	s.maybeRelease()
+}
+
+// hasWorkers tells whether any worker of g is alive: with none, nothing
+// will accept what is queued for it, and waiting is pointless (released,
+// its queue moves to another member of the group where the kernel
+// migrates requests, net.ipv4.tcp_migrate_req=1).
+func (s *Supervisor) hasWorkers(g *generation) bool {
+	for _, w := range s.byPID {
+		if w.gen == g {
+			return true
+		}
+	}
+	return false
 }
 
 // maybeRelease takes the leaving generation's sockets out of the kernel's
@@ -896,10 +967,8 @@ func (s *Supervisor) maybeRelease() {
 	if g == nil || !g.retired {
 		return
 	}
-	for _, w := range s.byPID {
-		if w.gen == g {
-			return
-		}
+	if s.hasWorkers(g) {
+		return
 	}
 	for _, w := range s.lingering {
 		if w.gen == g {
@@ -1018,6 +1087,10 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 		s.onHandover(ev.gen)
 	case evCheckTimeout:
 		s.onCheckTimeout(ev.pid)
+	case evCanaryStep:
+		s.onCanaryStep(ev.gen, ev.idx)
+	case evBakeEnd:
+		s.onBakeEnd(ev.gen)
 	case evWatchdog:
 		if w := ev.w; s.byPID[w.pid] == w && w.pings == ev.idx {
 			s.hang(w, "no WATCHDOG=1 within BATON_WATCHDOG")
@@ -1091,6 +1164,7 @@ func (s *Supervisor) stopAll() {
 	s.stopping, s.draining = true, true
 	s.failWaiters("baton is stopping")
 	s.next, s.replacing = nil, nil
+	s.canary, s.parked = nil, nil // their generations stop with the rest
 	if s.stopSig != 0 {
 		if s.PID1 {
 			// kill(-1) reaches every process of the namespace except baton:
@@ -1179,12 +1253,20 @@ func (s *Supervisor) status() Status {
 		switch {
 		case w.retiring:
 			st.Retiring++
+		case s.parked != nil && w.gen == s.parked:
+			st.ParkedWorkers++
 		case w.ready:
 			st.Serving++
 			anyReady = true
 		default:
 			st.Starting++
 		}
+	}
+	if c := s.canary; c != nil {
+		st.Canary, st.CanaryStep, st.CanaryPercent = c.g.num, c.step+1, s.Canary[c.step].Percent
+	}
+	if s.parked != nil {
+		st.Parked, st.BakeLeft = s.parked.num, max(s.bakeEnds.Sub(s.Now()), 0)
 	}
 	st.Healthy = st.Serving+st.Starting > 0 && !s.stopping
 	st.Ready = anyReady && !st.Stopping && s.current != nil && s.current.ready

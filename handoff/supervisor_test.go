@@ -65,8 +65,11 @@ type rig struct {
 	shim bool // start workers in the shim
 	// hold is a duration whose timers are kept aside, not handed to the
 	// loops that fire timers: fireHeld fires them when the test says.
-	hold      time.Duration
-	helds     []func()
+	hold  time.Duration
+	helds []func()
+	// holdAlso are more durations whose timers are kept aside, each fired
+	// by fireHeldFor.
+	holdAlso  map[time.Duration][]func()
 	mu        sync.Mutex
 	killed    []string     // KillAll and KillGroup calls, "all SIGTERM", "-101 SIGKILL"
 	deadGroup map[int]bool // groups KillGroup reports empty
@@ -143,6 +146,13 @@ func newRig(t *testing.T, opts Options, setup ...func(*rig)) *rig {
 			r.mu.Unlock()
 			return
 		}
+		r.mu.Lock()
+		if fs, ok := r.holdAlso[d]; ok {
+			r.holdAlso[d] = append(fs, f)
+			r.mu.Unlock()
+			return
+		}
+		r.mu.Unlock()
 		r.timers <- f
 	}
 	s.Notes = r.notes
@@ -648,6 +658,23 @@ func recycleRig(t *testing.T) (*rig, *scriptedWorker, *scriptedWorker) {
 // duration no other timer has.
 const recycleReadyTimeout = 7 * time.Minute
 
+// fireHeldFor fires the timers of duration d (one of holdAlso) that the
+// loop has armed.
+func (r *rig) fireHeldFor(d time.Duration) {
+	r.t.Helper()
+	r.barrier() // the loop arms a timer within the step that logs
+	r.mu.Lock()
+	fs := r.holdAlso[d]
+	r.holdAlso[d] = fs[:0:0]
+	r.mu.Unlock()
+	if len(fs) == 0 {
+		r.t.Fatalf("no %v timer armed", d)
+	}
+	for _, f := range fs {
+		f()
+	}
+}
+
 // fireHeld fires the held timers.
 func (r *rig) fireHeld() {
 	r.mu.Lock()
@@ -723,7 +750,11 @@ func (f *fakeSockets) Open(gen int) ([]int, error) {
 	return []int{100 + gen}, nil
 }
 func (f *fakeSockets) Steer(gen int) error { f.record(fmt.Sprintf("steer %d", gen)); return nil }
-func (f *fakeSockets) Release(gen int)     { f.record(fmt.Sprintf("release %d", gen)) }
+func (f *fakeSockets) Split(from, to, pct int) error {
+	f.record(fmt.Sprintf("split %d %d %d%%", from, to, pct))
+	return nil
+}
+func (f *fakeSockets) Release(gen int) { f.record(fmt.Sprintf("release %d", gen)) }
 func (f *fakeSockets) Pending(gen int) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -94,6 +94,17 @@ func TestBadInput(t *testing.T) {
 		{"BATON_SURGE", "0", "BATON_SURGE", nil},
 		{"BATON_SURGE", "1", "BATON_SURGE", []string{"BATON_WORKERS=2", "BATON_HANDOFF=steer"}},
 		{"BATON_WATCHDOG", "soon", "BATON_WATCHDOG", nil},
+		{"BATON_CANARY", "10%", "BATON_CANARY", []string{"BATON_HANDOFF=steer"}},
+		{"BATON_CANARY", "100%:30s", "BATON_CANARY", []string{"BATON_HANDOFF=steer"}},
+		{"BATON_CANARY", "0%:30s", "BATON_CANARY", []string{"BATON_HANDOFF=steer"}},
+		{"BATON_CANARY", "10%:0s", "BATON_CANARY", []string{"BATON_HANDOFF=steer"}},
+		{"BATON_CANARY", "10%:30s,,50%:1m", "BATON_CANARY", []string{"BATON_HANDOFF=steer"}},
+		{"BATON_CANARY", "10%:" + secret, "BATON_CANARY", []string{"BATON_HANDOFF=steer"}},
+		{"BATON_CANARY", "10%:30s", "BATON_CANARY", nil}, // needs steer mode
+		{"BATON_BAKE", "a while", "BATON_BAKE", []string{"BATON_HANDOFF=steer"}},
+		{"BATON_BAKE", "5m", "BATON_BAKE", nil}, // needs steer mode
+		{"BATON_CANARY_CHECK", "/no/such/check", "BATON_CANARY_CHECK", []string{"BATON_HANDOFF=steer", "BATON_CANARY=10%:30s"}},
+		{"BATON_CANARY_CHECK", "true", "BATON_CANARY_CHECK", []string{"BATON_HANDOFF=steer"}}, // without BATON_CANARY
 	}
 	seen := map[string]bool{}
 	for _, c := range cases {

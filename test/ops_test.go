@@ -128,6 +128,8 @@ func opsScrape(t testing.TB, base string) map[string]*dto.MetricFamily {
 		"baton_orphans_reaped_total": dto.MetricType_COUNTER, "baton_signals_forwarded_total": dto.MetricType_COUNTER,
 		"baton_workers_recycled_total": dto.MetricType_COUNTER, "baton_last_swap_seconds": dto.MetricType_GAUGE,
 		"baton_ready": dto.MetricType_GAUGE, "baton_watchdog_kills_total": dto.MetricType_COUNTER,
+		"baton_canary_percent": dto.MetricType_GAUGE, "baton_canary_step": dto.MetricType_GAUGE,
+		"baton_bake_seconds_left": dto.MetricType_GAUGE,
 	} {
 		if f := fams[name]; f == nil || f.GetType() != typ {
 			t.Fatalf("/metrics: family %s missing or not a %v:\n%s", name, typ, body)

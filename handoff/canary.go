@@ -1,0 +1,185 @@
+//go:build linux
+
+package handoff
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Canary and bake, in steer mode: baton decides in the kernel which
+// generation gets each new connection, so a new generation can get a share
+// of them first (BATON_CANARY), and the old one can stay, parked, after
+// the cutover (BATON_BAKE), to return to at once.
+
+// CanaryStep is one step of BATON_CANARY: the new generation gets Percent
+// of new connections for Duration.
+type CanaryStep struct {
+	Percent  int
+	Duration time.Duration
+}
+
+// canaryRun is a canary in progress.
+type canaryRun struct {
+	g, old *generation
+	step   int
+}
+
+// startCanary begins g's canary: its workers are all ready; the old
+// generation still serves the rest.
+func (s *Supervisor) startCanary(g *generation) {
+	s.canary = &canaryRun{g: g, old: s.current}
+	s.canaryStep()
+}
+
+func (s *Supervisor) canaryStep() {
+	c := s.canary
+	st := s.Canary[c.step]
+	if err := s.Sockets.Split(c.old.num, c.g.num, st.Percent); err != nil {
+		s.Log.Error().Err(err).Int("gen", c.g.num).Msg("steer failed")
+		s.abortCanary("steer failed")
+		return
+	}
+	s.Log.Info().Int("gen", c.g.num).Int("step", c.step+1).Int("percent", st.Percent).Dur("duration", st.Duration).Msg("canary step")
+	s.after(st.Duration, timerEvent{kind: evCanaryStep, gen: c.g.num, idx: c.step})
+}
+
+// onCanaryStep ends a step: its check, if any, then the next step or the
+// cutover.
+func (s *Supervisor) onCanaryStep(gen, step int) {
+	c := s.canary
+	if c == nil || c.g.num != gen || c.step != step || s.stopping || s.draining {
+		return
+	}
+	if s.CanaryCheck == nil {
+		s.canaryChecked("")
+		return
+	}
+	w, lines, err := s.CanaryCheck(gen)
+	if err != nil {
+		s.abortCanary("BATON_CANARY_CHECK did not start: " + err.Error())
+		return
+	}
+	ck := &check{w: w, pid: w.PID(), why: "canary", started: s.Now(), canary: true}
+	s.checking, s.checkLines = ck, lines
+	s.Log.Info().Int("pid", ck.pid).Int("gen", gen).Int("step", step+1).Msg("reload check begun")
+	s.after(s.ReadyTimeout, timerEvent{kind: evCheckTimeout, pid: ck.pid})
+}
+
+// canaryChecked goes on after a step whose check passed (reason ""), or
+// aborts.
+func (s *Supervisor) canaryChecked(reason string) {
+	c := s.canary
+	if c == nil {
+		return
+	}
+	if reason != "" {
+		s.abortCanary(reason)
+		return
+	}
+	c.step++
+	if c.step < len(s.Canary) {
+		s.canaryStep()
+		return
+	}
+	s.canary = nil
+	c.g.canaried = true
+	s.finishSwap() // all new connections to it, as a swap without a canary
+}
+
+// abortCanary sends every new connection back to the old generation and
+// lets the new one go the way an old generation leaves in steer mode: it
+// keeps accepting what is already queued for it, then stops.
+func (s *Supervisor) abortCanary(reason string) {
+	c := s.canary
+	s.canary = nil
+	if c == nil {
+		return
+	}
+	if err := s.Sockets.Steer(c.old.num); err != nil {
+		s.Log.Error().Err(err).Int("gen", c.old.num).Msg("steer failed")
+	}
+	if ck := s.checking; ck != nil && ck.canary {
+		_ = ck.w.Signal(unix.SIGKILL) // its answer no longer matters
+	}
+	g := c.g
+	s.next = nil
+	s.stats.ReloadsFailed++
+	s.Log.Warn().Int("gen", g.num).Int("step", c.step+1).Str("reason", reason).Msg("canary aborted")
+	for _, r := range g.waiters {
+		answer(r, Outcome{Gen: c.old.num, Reason: fmt.Sprintf("canary of generation %d aborted at step %d: %s", g.num, c.step+1, reason)})
+	}
+	g.waiters = nil
+	s.handOver(g)
+	s.afterSwap()
+}
+
+// onBakeEnd: the bake passed; the parked generation retires as an old one
+// does.
+func (s *Supervisor) onBakeEnd(gen int) {
+	old := s.parked
+	if old == nil || old.num != gen || s.stopping || s.draining {
+		return
+	}
+	s.parked = nil
+	g := s.current
+	s.stats.ReloadsOK++
+	s.Log.Info().Int("gen", g.num).Int("parked", old.num).Msg("bake done")
+	for _, r := range g.waiters {
+		answer(r, Outcome{OK: true, Gen: g.num})
+	}
+	g.waiters = nil
+	s.handOver(old)
+	s.afterSwap()
+}
+
+// revert returns to the parked generation during a bake: every new
+// connection goes back to it at once (its workers are still up, no cold
+// start), and the generation that failed leaves as an old one does.
+func (s *Supervisor) revert(reason string) {
+	old, g := s.parked, s.current
+	s.parked = nil
+	if err := s.Sockets.Steer(old.num); err != nil {
+		s.Log.Error().Err(err).Int("gen", old.num).Msg("steer failed")
+	}
+	s.current = old
+	for i, w := range old.workers {
+		if w == nil && !old.pending[i] {
+			// A parked worker that exited is started again now (the
+			// others serve meanwhile).
+			old.pending[i] = true
+			s.after(0, timerEvent{kind: evRestart, gen: old.num, idx: i})
+		}
+	}
+	if w := old.workers[0]; w != nil && s.owns(0) {
+		s.setForeground(w.pid)
+	}
+	s.stats.ReloadsReverted++
+	s.Log.Warn().Int("gen", g.num).Int("to", old.num).Str("reason", reason).Msg("swap reverted")
+	for _, r := range g.waiters {
+		answer(r, Outcome{Gen: old.num, Reason: "generation " + strconv.Itoa(g.num) + " reverted to " + strconv.Itoa(old.num) + ": " + reason})
+	}
+	g.waiters = nil
+	s.handOver(g)
+	s.afterSwap()
+}
+
+// onStopping: a worker sent STOPPING=1 unasked, so it is about to exit. A
+// worker under test in a canary or a bake is judged on it at once, while
+// it still accepts: waiting for its exit would leave connections steered to
+// its generation meanwhile with nobody left to accept them.
+func (s *Supervisor) onStopping(w *worker) {
+	g := w.gen
+	why := "worker " + strconv.Itoa(w.idx) + " sent STOPPING=1 unasked"
+	switch {
+	case s.canary != nil && g == s.canary.g:
+		s.abortCanary(why)
+	case s.parked != nil && g == s.current:
+		s.revert(why + " during the bake")
+	default:
+		s.Log.Info().Int("gen", g.num).Int("worker", w.idx).Int("pid", w.pid).Msg("worker stopping unasked")
+	}
+}

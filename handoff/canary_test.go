@@ -1,0 +1,314 @@
+//go:build linux
+
+package handoff
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Step and bake durations in these tests: no other timer has them.
+const (
+	step1 = 21 * time.Minute
+	step2 = 22 * time.Minute
+	bake  = 23 * time.Minute
+)
+
+// canaryRig is a steer-mode rig with two workers per generation, the
+// given canary steps and bake, and generation 1 ready.
+func canaryRig(t *testing.T, steps []CanaryStep, bake time.Duration, setup ...func(*rig)) (*rig, *fakeSockets, []*scriptedWorker) {
+	t.Helper()
+	o := baseOpts()
+	o.Workers, o.SteerSettle, o.Canary, o.Bake = 2, steerTestSettle, steps, bake
+	fs := &fakeSockets{pending: map[int]int{}}
+	r := newRig(t, o, append([]func(*rig){func(r *rig) {
+		r.s.Sockets = fs
+		r.hold = steerTestSettle
+		r.holdAlso = map[time.Duration][]func(){}
+		for _, st := range steps {
+			r.holdAlso[st.Duration] = nil
+		}
+		if bake > 0 {
+			r.holdAlso[bake] = nil
+		}
+	}}, setup...)...)
+	gen1 := r.readyGeneration()
+	return r, fs, gen1
+}
+
+// readyGeneration takes the workers of the generation starting and makes
+// each ready.
+func (r *rig) readyGeneration() []*scriptedWorker {
+	r.t.Helper()
+	var ws []*scriptedWorker
+	for range r.s.Workers {
+		w := r.worker()
+		r.ready(w)
+		ws = append(ws, w)
+	}
+	return ws
+}
+
+// quiet fails the test if any of ws was signalled.
+func quiet(t *testing.T, what string, ws []*scriptedWorker) {
+	t.Helper()
+	for _, w := range ws {
+		if got := w.got(); len(got) != 0 {
+			t.Fatalf("%s: worker %d was signalled %v", what, w.pid, got)
+		}
+	}
+}
+
+// retiredAfterSettle fires the held settle timer and checks that each of
+// ws got the stop signal.
+func (r *rig) retiredAfterSettle(ws []*scriptedWorker) {
+	r.t.Helper()
+	r.fireHeld()
+	r.expect("worker retiring")
+	r.barrier()
+	for _, w := range ws {
+		if got := w.got(); len(got) != 1 || got[0] != unix.SIGTERM {
+			r.t.Fatalf("worker %d got %v, want SIGTERM", w.pid, got)
+		}
+	}
+}
+
+// TestCanaryStepsThenBake: the new generation gets each step's share, then
+// every new connection; the old one is parked through the bake, neither
+// signalled nor steered to, and retires once it ends. The reload's outcome
+// waits for the bake; status shows each phase.
+func TestCanaryStepsThenBake(t *testing.T) {
+	r, fs, gen1 := canaryRig(t, []CanaryStep{{10, step1}, {50, step2}}, bake)
+	out := r.reloadAsync()
+	gen2 := r.readyGeneration()
+	r.expect("canary step")
+	r.expectStatus("step 1", func(st Status) bool {
+		return st.Gen == 1 && st.Canary == 2 && st.CanaryStep == 1 && st.CanaryPercent == 10 && st.Ready
+	})
+	if got := fs.got(); !slices.Equal(got, []string{"open 1", "open 2", "split 1 2 10%"}) {
+		t.Fatalf("calls %v", got)
+	}
+	r.fireHeldFor(step1)
+	r.expect("canary step")
+	r.expectStatus("step 2", func(st Status) bool { return st.CanaryStep == 2 && st.CanaryPercent == 50 })
+	r.fireHeldFor(step2)
+	r.expect("bake begun")
+	r.expectStatus("bake", func(st Status) bool {
+		return st.Gen == 2 && st.Canary == 0 && st.Parked == 1 && st.BakeLeft > bake-time.Minute && st.BakeLeft <= bake && st.Stats.ReloadsOK == 0
+	})
+	if got := fs.got(); !slices.Equal(got[2:], []string{"split 1 2 10%", "split 1 2 50%", "steer 2"}) {
+		t.Fatalf("calls %v", got)
+	}
+	quiet(t, "canary and bake", gen1)
+	select {
+	case o := <-out:
+		t.Fatalf("outcome %+v before the bake ended", o)
+	default:
+	}
+	r.fireHeldFor(bake)
+	r.expect("bake done")
+	if o := r.outcome(out); !o.OK || o.Gen != 2 {
+		t.Fatalf("outcome %+v, want generation 2", o)
+	}
+	r.retiredAfterSettle(gen1)
+	quiet(t, "after the bake", gen2)
+	r.expectStatus("after", func(st Status) bool { return st.Parked == 0 && st.Gen == 2 && st.Stats.ReloadsOK == 1 })
+}
+
+// TestCanaryAbortedByExit: a new worker that exits during a step sends
+// every new connection back to the old generation at once; the new
+// generation leaves, the reload fails with the reason, and the next
+// reload runs its canary again.
+func TestCanaryAbortedByExit(t *testing.T) {
+	r, fs, gen1 := canaryRig(t, []CanaryStep{{10, step1}}, 0)
+	out := r.reloadAsync()
+	gen2 := r.readyGeneration()
+	r.expect("canary step")
+	r.exit(gen2[0].pid, 3)
+	r.expect("canary aborted")
+	o := r.outcome(out)
+	if o.OK || o.Gen != 1 || !strings.Contains(o.Reason, "canary of generation 2 aborted at step 1: worker 0 exited 3") {
+		t.Fatalf("outcome %+v", o)
+	}
+	if got := fs.got(); got[len(got)-1] != "steer 1" {
+		t.Fatalf("calls %v, want steered back to 1", got)
+	}
+	r.expectStatus("aborted", func(st Status) bool {
+		return st.Gen == 1 && st.Canary == 0 && st.Stats.ReloadsFailed == 1 && st.Ready
+	})
+	r.retiredAfterSettle(gen2[1:])
+	quiet(t, "abort", gen1)
+	r.groupGone(gen2[1].pid)
+	r.exit(gen2[1].pid, 0)
+	r.expect("worker exited")
+
+	out = r.reloadAsync()
+	r.readyGeneration()
+	r.expect("canary step")
+	if got := fs.got(); got[len(got)-1] != "split 1 3 10%" {
+		t.Fatalf("calls %v, want generation 3's canary", got)
+	}
+	r.fireHeldFor(step1)
+	r.expect("swap complete")
+	if o := r.outcome(out); !o.OK || o.Gen != 3 {
+		t.Fatalf("outcome %+v", o)
+	}
+}
+
+// TestCanaryCheck: BATON_CANARY_CHECK runs at the end of each step; a
+// pass goes on, a failure aborts with its status and last line.
+func TestCanaryCheck(t *testing.T) {
+	checks := make(chan *scriptedWorker, 4)
+	lines := make(chan string, 4)
+	r, fs, _ := canaryRig(t, []CanaryStep{{10, step1}, {50, step2}}, 0, func(r *rig) {
+		r.s.CanaryCheck = func(gen int) (Worker, <-chan string, error) {
+			r.nextPID++
+			w := &scriptedWorker{pid: r.nextPID}
+			checks <- w
+			return w, lines, nil
+		}
+	})
+	out := r.reloadAsync()
+	r.readyGeneration()
+	r.expect("canary step")
+	r.fireHeldFor(step1)
+	r.expect("reload check begun")
+	c := <-checks
+	lines <- "p99 fine"
+	r.exit(c.pid, 0)
+	r.expect("canary step")
+	r.fireHeldFor(step2)
+	r.expect("reload check begun")
+	c = <-checks
+	lines <- "error rate 7%"
+	r.exit(c.pid, 1)
+	o := r.outcome(out)
+	if o.OK || !strings.Contains(o.Reason, "at step 2: BATON_CANARY_CHECK exited 1: error rate 7%") {
+		t.Fatalf("outcome %+v", o)
+	}
+	if got := fs.got(); got[len(got)-1] != "steer 1" {
+		t.Fatalf("calls %v, want steered back to 1", got)
+	}
+}
+
+// TestBakeRevert: a new worker that exits during the bake sends every new
+// connection back to the parked generation, whose workers never stopped
+// (a parked worker that died meanwhile is started again); the reload
+// reports the revert and the new generation leaves.
+func TestBakeRevert(t *testing.T) {
+	r, fs, gen1 := canaryRig(t, nil, bake)
+	out := r.reloadAsync()
+	gen2 := r.readyGeneration()
+	r.expect("bake begun")
+	r.exit(gen1[1].pid, 9)
+	r.expect("parked worker exited")
+	select {
+	case w := <-r.started:
+		t.Fatalf("parked worker restarted (%d) during the bake", w.pid)
+	default:
+	}
+	r.exit(gen2[1].pid, 2)
+	r.expect("swap reverted")
+	o := r.outcome(out)
+	if o.OK || o.Gen != 1 || !strings.Contains(o.Reason, "generation 2 reverted to 1: worker 1 exited 2 during the bake") {
+		t.Fatalf("outcome %+v", o)
+	}
+	if got := fs.got(); got[len(got)-1] != "steer 1" {
+		t.Fatalf("calls %v, want steered back to 1", got)
+	}
+	r.expectStatus("reverted", func(st Status) bool {
+		return st.Gen == 1 && st.Parked == 0 && st.Stats.ReloadsReverted == 1 && st.Stats.ReloadsOK == 0
+	})
+	quiet(t, "revert", gen1[:1])
+	r.fireUntil("worker started") // the parked worker that died
+	r.worker()
+	r.retiredAfterSettle(gen2[:1])
+}
+
+// TestStopDuringBake: a shutdown during the bake stops both generations
+// and answers the reload.
+func TestStopDuringBake(t *testing.T) {
+	r, _, gen1 := canaryRig(t, nil, bake)
+	out := r.reloadAsync()
+	gen2 := r.readyGeneration()
+	r.expect("bake begun")
+	r.sigs <- unix.SIGTERM
+	r.expect("stopping")
+	if o := r.outcome(out); o.OK || o.Reason != "baton is stopping" {
+		t.Fatalf("outcome %+v", o)
+	}
+	r.barrier()
+	for _, w := range append(gen1, gen2...) {
+		if got := w.got(); len(got) != 1 || got[0] != unix.SIGTERM {
+			t.Fatalf("worker %d got %v, want SIGTERM", w.pid, got)
+		}
+	}
+}
+
+// TestStoppingUnasked: STOPPING=1 from a worker under test, which baton
+// did not ask to stop, aborts its canary or reverts its bake at once,
+// before it stops accepting: connections steered to its generation after
+// that would find nobody to accept them.
+func TestStoppingUnasked(t *testing.T) {
+	t.Run("canary", func(t *testing.T) {
+		r, fs, _ := canaryRig(t, []CanaryStep{{10, step1}}, 0)
+		out := r.reloadAsync()
+		gen2 := r.readyGeneration()
+		r.expect("canary step")
+		r.notes <- Note{PID: gen2[1].pid, Stopping: true}
+		if o := r.outcome(out); o.OK || !strings.Contains(o.Reason, "worker 1 sent STOPPING=1 unasked") {
+			t.Fatalf("outcome %+v", o)
+		}
+		if got := fs.got(); got[len(got)-1] != "steer 1" {
+			t.Fatalf("calls %v, want steered back to 1", got)
+		}
+	})
+	t.Run("bake", func(t *testing.T) {
+		r, fs, _ := canaryRig(t, nil, bake)
+		out := r.reloadAsync()
+		gen2 := r.readyGeneration()
+		r.expect("bake begun")
+		r.notes <- Note{PID: gen2[0].pid, Stopping: true}
+		if o := r.outcome(out); o.OK || !strings.Contains(o.Reason, "reverted to 1: worker 0 sent STOPPING=1 unasked during the bake") {
+			t.Fatalf("outcome %+v", o)
+		}
+		if got := fs.got(); got[len(got)-1] != "steer 1" {
+			t.Fatalf("calls %v, want steered back to 1", got)
+		}
+	})
+	t.Run("otherwise", func(t *testing.T) {
+		r, _, gen1 := canaryRig(t, nil, 0)
+		r.notes <- Note{PID: gen1[0].pid, Stopping: true}
+		r.expect("worker stopping unasked")
+		r.expectStatus("nothing changed", func(st Status) bool { return st.Gen == 1 && st.Serving == 2 })
+	})
+}
+
+// TestReleaseWhenNobodyAccepts: a leaving generation with connections
+// queued but no worker left is released at once instead of polled for
+// two seconds: nothing will accept them, and a release is what lets the
+// kernel migrate them (net.ipv4.tcp_migrate_req=1).
+func TestReleaseWhenNobodyAccepts(t *testing.T) {
+	r, fs, _ := canaryRig(t, []CanaryStep{{10, step1}}, 0)
+	r.reloadAsync()
+	gen2 := r.readyGeneration()
+	r.expect("canary step")
+	fs.mu.Lock()
+	fs.pending[2] = 5
+	fs.mu.Unlock()
+	for _, w := range gen2 {
+		r.groupGone(w.pid)
+		r.exit(w.pid, 1)
+		r.expect("worker exited")
+	}
+	r.fireHeld() // the settle after the abort
+	r.expect("old generation's queue not emptied")
+	r.barrier()
+	if got := fs.got(); got[len(got)-1] != "release 2" {
+		t.Fatalf("calls %v, want generation 2 released at once", got)
+	}
+}
