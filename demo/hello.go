@@ -67,7 +67,8 @@ const (
 //
 // HELLO_FAIL_AFTER (a duration) plays a release that breaks once it is up:
 // that long after READY=1 the worker drains as above, unasked, and exits 1
-// (what a canary or a bake is there to catch).
+// (what a canary or a bake is there to catch). It says STOPPING=1 first,
+// unless HELLO_FAIL_QUIET=1.
 //
 // This is the recipe docs/protocol.md gives for a net/http server (demo's
 // tests run it with net/http and check that it loses nothing). hello itself does
@@ -146,6 +147,7 @@ Sends READY=1 to $NOTIFY_SOCKET. Drains on SIGTERM, SIGINT, SIGQUIT.
   HELLO_BOOT_DELAY   wait this long before serving and READY=1 (default 0)
   HELLO_DRAIN        grace for open connections after the stop signal (default 500ms)
   HELLO_FAIL_AFTER   this long after READY=1, drain unasked and exit 1 (a broken release)
+  HELLO_FAIL_QUIET   1: fail without sending STOPPING=1 first (an app that does not say it is stopping)
 `
 
 // helloWorker is one run of Hello: its identity, knobs and state.
@@ -155,6 +157,7 @@ type helloWorker struct {
 	bootDelay   time.Duration
 	drain       time.Duration
 	failAfter   time.Duration // HELLO_FAIL_AFTER, 0: never
+	failQuiet   bool          // HELLO_FAIL_QUIET: fail without STOPPING=1
 	notify      string        // NOTIFY_SOCKET
 	getenv      func(string) string
 }
@@ -177,6 +180,13 @@ func newHelloWorker(getenv func(string) string) (*helloWorker, error) {
 	}
 	if w.failAfter, err = envDuration(getenv, "HELLO_FAIL_AFTER", 0); err != nil {
 		return nil, err
+	}
+	switch v := getenv("HELLO_FAIL_QUIET"); v {
+	case "", "0":
+	case "1":
+		w.failQuiet = true
+	default:
+		return nil, fmt.Errorf("HELLO_FAIL_QUIET: want 0 or 1, got %q", v)
 	}
 	return w, nil
 }
@@ -246,7 +256,9 @@ func (w *helloWorker) run(sigs <-chan os.Signal) int {
 	// 1. From now on every response carries "Connection: close" (before the
 	//    listeners close, so no connection accepted later escapes it).
 	srv.startDrain()
-	_ = sdNotify(w.notify, "STOPPING=1") // informational; baton may be gone
+	if !(failing && w.failQuiet) {
+		_ = sdNotify(w.notify, "STOPPING=1") // informational; baton may be gone
+	}
 	if failing {
 		w.logf("failing (HELLO_FAIL_AFTER=%v): draining, grace %v", w.failAfter, w.drain)
 	} else {

@@ -105,12 +105,15 @@ func TestHelloForeignListenPID(t *testing.T) {
 }
 
 func TestHelloBadEnv(t *testing.T) {
-	p := startRole(t, "hello", "hello", nil, false, "HELLO_DRAIN=banana")
-	if code := p.wait(t); code != 2 {
-		t.Errorf("exit %d, want 2", code)
-	}
-	if !strings.Contains(p.stderr.String(), `HELLO_DRAIN="banana"`) {
-		t.Errorf("stderr does not name the variable:\n%s", p.stderr.String())
+	for _, env := range []string{"HELLO_DRAIN=banana", "HELLO_FAIL_QUIET=yes"} {
+		p := startRole(t, "hello", "hello", nil, false, env)
+		if code := p.wait(t); code != 2 {
+			t.Errorf("%s: exit %d, want 2", env, code)
+		}
+		name, val, _ := strings.Cut(env, "=")
+		if out := p.stderr.String(); !strings.Contains(out, name) || !strings.Contains(out, `"`+val+`"`) {
+			t.Errorf("%s: stderr does not name the variable and its value:\n%s", env, out)
+		}
 	}
 }
 

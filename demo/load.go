@@ -50,6 +50,9 @@ type Result struct {
 	// connection: the keep-alive close races, as opposed to failures on a
 	// fresh connection.
 	Reused int64
+	// Fresh splits the failures on a fresh connection (the hard ones:
+	// Failures - Reused) by kind, as ByKind.
+	Fresh map[string]int64
 	// Errors holds, for each kind that occurred, one error message, for
 	// diagnosis.
 	Errors      map[string]string
@@ -129,19 +132,21 @@ func Load(ctx context.Context, cfg LoadConfig) *Result {
 
 	r := &Result{
 		ByKind:      make(map[string]int64, len(Kinds)),
+		Fresh:       make(map[string]int64, len(Kinds)),
 		Generations: make(map[string]int64),
 		Errors:      make(map[string]string),
 		Start:       start,
 		Elapsed:     time.Since(start),
 	}
 	for _, k := range Kinds {
-		r.ByKind[k] = 0
+		r.ByKind[k], r.Fresh[k] = 0, 0
 	}
 	for _, c := range clients {
 		r.Requests += c.requests
 		r.Reused += c.reusedFailures
 		for k, v := range c.kinds {
 			r.ByKind[Kinds[k]] += v
+			r.Fresh[Kinds[k]] += c.freshKinds[k]
 			r.Failures += v
 			if msg := c.errs[k]; msg != "" && r.Errors[Kinds[k]] == "" {
 				r.Errors[Kinds[k]] = msg
@@ -196,6 +201,7 @@ type loadClient struct {
 
 	requests       int64
 	kinds          [len(Kinds)]int64  // indexed like Kinds
+	freshKinds     [len(Kinds)]int64  // of those, on a fresh connection
 	errs           [len(Kinds)]string // first error message of each kind
 	reusedFailures int64
 	gens           map[string]int64
@@ -242,6 +248,8 @@ func (c *loadClient) do() {
 		c.kinds[kind]++
 		if reused {
 			c.reusedFailures++
+		} else {
+			c.freshKinds[kind]++
 		}
 	} else {
 		c.gens[gen]++
