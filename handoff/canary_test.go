@@ -290,8 +290,8 @@ func TestStoppingUnasked(t *testing.T) {
 
 // TestReleaseWhenNobodyAccepts: a leaving generation with connections
 // queued but no worker left is released at once instead of polled for
-// two seconds: nothing will accept them, and a release is what lets the
-// kernel migrate them (net.ipv4.tcp_migrate_req=1).
+// two seconds: nothing of it will accept them, so baton relays them to
+// the current generation first, then releases the sockets.
 func TestReleaseWhenNobodyAccepts(t *testing.T) {
 	r, fs, _ := canaryRig(t, []CanaryStep{{10, step1}}, 0)
 	r.reloadAsync()
@@ -308,7 +308,7 @@ func TestReleaseWhenNobodyAccepts(t *testing.T) {
 	r.fireHeld() // the settle after the abort
 	r.expect("old generation's queue not emptied")
 	r.barrier()
-	if got := fs.got(); got[len(got)-1] != "release 2" {
-		t.Fatalf("calls %v, want generation 2 released at once", got)
+	if got := fs.got(); len(got) < 2 || got[len(got)-2] != "relay 2" || got[len(got)-1] != "release 2" {
+		t.Fatalf("calls %v, want generation 2 relayed, then released at once", got)
 	}
 }

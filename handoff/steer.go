@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -27,10 +28,14 @@ type Sockets interface {
 	// Pending counts what waits in gen's own sockets, not yet taken by
 	// its workers: accepted connections (TCP) or datagrams (UDP).
 	Pending(gen int) int
+	// Relay takes the connections still queued in gen's own sockets, once
+	// no process of gen is left to accept them, and passes each on to the
+	// generation steered to now (relay.go); it returns how many.
+	Relay(gen int, idle time.Duration) int
 	// Release takes gen's own sockets out of the kernel's group and closes
 	// them. Connections still queued in them would be reset: call it once
-	// gen's workers are gone and Pending is 0, or for a generation never
-	// steered to.
+	// gen's workers are gone and Pending is 0 (or Relay took the rest), or
+	// for a generation never steered to.
 	Release(gen int)
 }
 
@@ -53,6 +58,9 @@ func (Shared) Split(int, int, int) error {
 
 // Pending is 0: no generation has a queue of its own.
 func (Shared) Pending(int) int { return 0 }
+
+// Relay has nothing to take: the one queue is every generation's.
+func (Shared) Relay(int, time.Duration) int { return 0 }
 
 // Release does nothing: the sockets live as long as baton.
 func (Shared) Release(int) {}

@@ -3,7 +3,11 @@
 package handoff
 
 import (
+	"bufio"
+	"io"
 	"net"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,5 +173,69 @@ func TestSplit(t *testing.T) {
 		if g := landsIn(t, u, "udp", uaddr); g != 1 {
 			t.Fatalf("UDP during a split: landed in %d, want the old generation", g)
 		}
+	}
+}
+
+// TestRelay: connections queued on a generation's socket that nobody of
+// it accepts any more are relayed, byte for byte and both ways, to the
+// generation steered to now, instead of being reset at Release.
+func TestRelay(t *testing.T) {
+	s, addr := steering(t, "tcp")
+	// Five clients queued on generation 1's socket, each with a request
+	// written, nobody accepting.
+	const n = 5
+	var clients []net.Conn
+	for i := range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte{byte('a' + i), '\n'}); err != nil {
+			t.Fatal(err)
+		}
+		clients = append(clients, c)
+	}
+	if _, err := s.Open(2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Steer(2); err != nil {
+		t.Fatal(err)
+	}
+	// Generation 2 answers each line with it in upper case, then closes.
+	ln, err := net.FileListener(os.NewFile(uintptr(s.listeners[0].fdOf(2)), "gen2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				io.WriteString(c, strings.ToUpper(line))
+			}()
+		}
+	}()
+	if got := s.Relay(1, 5*time.Second); got != n {
+		t.Fatalf("Relay took %d connections, want %d", got, n)
+	}
+	s.Release(1)
+	for i, c := range clients {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(c)
+		if want := string([]byte{byte('A' + i), '\n'}); err != nil || string(got) != want {
+			t.Errorf("client %d: %q %v, want %q then the close passed on", i, got, err, want)
+		}
+	}
+	if got := s.Relay(1, time.Second); got != 0 {
+		t.Errorf("Relay after Release took %d", got)
+	}
+	if got := Shared([]int{}).Relay(1, time.Second); got != 0 {
+		t.Errorf("shared mode relayed %d", got)
 	}
 }

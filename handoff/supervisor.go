@@ -975,6 +975,14 @@ func (s *Supervisor) maybeRelease() {
 			return
 		}
 	}
+	if !s.stopping {
+		// What the kernel queued for g and no worker of g took: a new
+		// generation that failed, or workers that stopped accepting
+		// early. Passed on rather than reset.
+		if n := s.Sockets.Relay(g.num, max(s.StopTimeout, time.Second)); n > 0 {
+			s.Log.Warn().Int("gen", g.num).Int("connections", n).Msg("queued connections relayed")
+		}
+	}
 	s.Sockets.Release(g.num)
 	s.leaving = nil
 	s.Log.Debug().Int("gen", g.num).Msg("old generation left")

@@ -755,6 +755,10 @@ func (f *fakeSockets) Split(from, to, pct int) error {
 	return nil
 }
 func (f *fakeSockets) Release(gen int) { f.record(fmt.Sprintf("release %d", gen)) }
+func (f *fakeSockets) Relay(gen int, _ time.Duration) int {
+	f.record(fmt.Sprintf("relay %d", gen))
+	return 0
+}
 func (f *fakeSockets) Pending(gen int) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

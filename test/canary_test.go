@@ -187,3 +187,69 @@ func TestCanaryAbortAndBakeRevert(t *testing.T) {
 		})
 	}
 }
+
+// TestCanaryBakeUnannouncedExit: the new generation's workers exit 2 s
+// after they became ready without a word to baton (no STOPPING=1): they
+// close their listeners, answer what they accepted, and exit 1. What the
+// kernel had queued on the new generation's sockets by then, and queued
+// until baton saw the exits, no worker of that generation takes any more;
+// baton relays it to the generation it steered back to, where closing the
+// sockets would have reset it (3 to 16 resets a run before the relay).
+//   - careful: hello, HELLO_FAIL_QUIET=1 (it drains as on SIGTERM): the
+//     load (no retries) sees no failure at all;
+//   - naive: listener close and http.Server.Shutdown at once. No request
+//     is reset or refused; Shutdown drops a request it accepted and read
+//     after it began (net/http's own, a few a run), which no init can
+//     save: those are counted as its own and only logged.
+func TestCanaryBakeUnannouncedExit(t *testing.T) {
+	naive, role := selfWorker(t, "naive")
+	for _, w := range []struct {
+		name string
+		env  []string
+		args []string
+	}{
+		{"careful", []string{"HELLO_FAIL_QUIET=1"}, []string{"sh", "-c", `[ "$BATON_GENERATION" = 2 ] && export HELLO_FAIL_AFTER=2s; exec "$0" hello`, batonBin}},
+		{"naive", []string{role}, append([]string{"sh", "-c", `[ "$BATON_GENERATION" = 2 ] && export TEST_FAIL_AFTER=2s; exec "$@"`, "naive"}, naive...)},
+	} {
+		for _, c := range []struct {
+			name, env, event, outcome string
+		}{
+			{"canary", "BATON_CANARY=10%:20s", "canary aborted", "canary of generation 2 aborted at step 1: worker"},
+			{"bake", "BATON_BAKE=20s", "swap reverted", "generation 2 reverted to 1: worker"},
+		} {
+			t.Run(w.name+"/"+c.name, func(t *testing.T) {
+				env := append([]string{"BATON_WORKERS=2", "BATON_READY=notify", "BATON_HANDOFF=steer", c.env}, w.env...)
+				b, addr := serve(t, env, w.args...)
+				stop := load(t, addr, 32)
+				code, out := runBaton(t, "reload", "--pid", strconv.Itoa(b.PID()))
+				if code != 1 || !strings.Contains(out, c.outcome) || !strings.Contains(out, "exited 1") {
+					t.Fatalf("reload: exit %d %q, want 1 and %q ... exited 1", code, out, c.outcome)
+				}
+				b.Expect(c.event, "gen", 2)
+				if by := answeredBy(t, addr, 100); by["1"] != 100 {
+					t.Fatalf("after the %s: %v, want all 100 from generation 1", c.event, by)
+				}
+				r := stop()
+				relayed := 0
+				for _, ev := range b.Events() {
+					if ev.Msg() == "queued connections relayed" {
+						relayed += ev.Int("connections")
+					}
+				}
+				t.Logf("%d requests, %d failed %v (%d on reused connections), generations %v; %d connections relayed", r.Requests, r.Failures, r.ByKind, r.Reused, r.Generations, relayed)
+				if r.Generations["2"] == 0 {
+					t.Error("generation 2 never answered: the test did not put it under load")
+				}
+				t.Logf("on fresh connections: %v; errors %v", r.Fresh, r.Errors)
+				if n := r.Fresh["reset"] + r.Fresh["refused"] + r.Fresh["timeout"]; n != 0 {
+					t.Errorf("%d requests on fresh connections reset, refused or timed out, want 0", n)
+				}
+				if w.name == "careful" && r.Failures != 0 {
+					t.Errorf("careful worker: %d failures, want none at all", r.Failures)
+				}
+				b.Signal(unix.SIGTERM)
+				b.Wait()
+			})
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -92,7 +93,19 @@ func naive() int {
 			c.Close()
 		}
 	}
-	<-sigs
+	// TEST_FAIL_AFTER plays a release that breaks once it is up: that long
+	// after READY=1 it shuts down the same naive way, unasked and without
+	// a word to baton (no STOPPING=1), and exits 1.
+	var fail <-chan time.Time
+	if d, err := time.ParseDuration(os.Getenv("TEST_FAIL_AFTER")); err == nil {
+		fail = time.After(d)
+	}
+	select {
+	case <-sigs:
+	case <-fail:
+		srv.Shutdown(context.Background())
+		return 1
+	}
 	srv.Shutdown(context.Background())
 	return 0
 }
