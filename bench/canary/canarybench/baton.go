@@ -3,17 +3,15 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/baton-init/baton/bench/internal/logread"
 )
 
 // event is one JSON line of baton's log (stderr), stamped when read.
@@ -33,21 +31,12 @@ type event struct {
 }
 
 // baton is one baton under test. Its stderr (and its workers', which
-// inherit it) is read line by line; the JSON lines are its events.
+// inherit it) is read line by line; the JSON lines are its events, the
+// last 20 others (worker output) are kept for diagnosis.
 type baton struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
-
-	mu     sync.Mutex
-	events []event
-	tail   []string // last lines that are not baton's JSON (worker output)
-	more   chan struct{}
-	eof    bool
-	// hook, when set, runs in the reader for every event as it is read,
-	// before any waiter sees it (for measurements that must be taken at
-	// that moment).
-	hook func(ev event)
-	raw  *os.File // every line read, for --keep
+	log    *logread.Log[event]
 }
 
 var (
@@ -71,14 +60,19 @@ func stopAll() {
 	wg.Wait()
 }
 
+// startBaton starts baton. hook, when not nil, runs in the reader for every
+// event as it is read, before any waiter sees it (for measurements that must
+// be taken at that moment). rawPath, when not "", gets every line read, for
+// --keep.
 func startBaton(argv, env []string, rawPath string, hook func(event)) (*baton, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	b := &baton{exited: make(chan struct{}), more: make(chan struct{}, 1), hook: hook}
+	b := &baton{exited: make(chan struct{}), log: logread.New[event](20)}
+	var raw *os.File
 	if rawPath != "" {
-		if b.raw, err = os.Create(rawPath); err != nil {
+		if raw, err = os.Create(rawPath); err != nil {
 			return nil, err
 		}
 	}
@@ -103,54 +97,32 @@ func startBaton(argv, env []string, rawPath string, hook func(event)) (*baton, e
 		_ = b.cmd.Wait()
 		close(b.exited)
 	}()
-	go b.read(r)
+	parse := func(line string, seen time.Time) (ev event, ok bool) {
+		if !logread.JSON(line, &ev) || ev.Message == "" {
+			return ev, false
+		}
+		ev.seen = seen
+		if hook != nil {
+			hook(ev)
+		}
+		return ev, true
+	}
+	var each func(string, time.Time)
+	if raw != nil {
+		each = func(line string, seen time.Time) {
+			fmt.Fprintf(raw, "%s %s\n", seen.Format("15:04:05.000000"), line)
+		}
+	}
+	go func() {
+		b.log.Read(r, parse, each)
+		if raw != nil {
+			raw.Close()
+		}
+	}()
 	return b, nil
 }
 
 func (b *baton) pid() int { return b.cmd.Process.Pid }
-
-func (b *baton) read(r io.ReadCloser) {
-	defer r.Close()
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		now := time.Now()
-		if b.raw != nil {
-			fmt.Fprintf(b.raw, "%s %s\n", now.Format("15:04:05.000000"), line)
-		}
-		var ev event
-		if strings.HasPrefix(line, "{") && json.Unmarshal([]byte(line), &ev) == nil && ev.Message != "" {
-			ev.seen = now
-			if b.hook != nil {
-				b.hook(ev)
-			}
-			b.mu.Lock()
-			b.events = append(b.events, ev)
-		} else {
-			b.mu.Lock()
-			b.tail = append(b.tail, line)
-			if len(b.tail) > 20 {
-				b.tail = b.tail[1:]
-			}
-		}
-		b.mu.Unlock()
-		select {
-		case b.more <- struct{}{}:
-		default:
-		}
-	}
-	b.mu.Lock()
-	b.eof = true
-	b.mu.Unlock()
-	if b.raw != nil {
-		b.raw.Close()
-	}
-	select {
-	case b.more <- struct{}{}:
-	default:
-	}
-}
 
 // errFailed: baton logged that the reload did not go through (a rollback,
 // an aborted canary, a revert).
@@ -163,49 +135,22 @@ var failure = map[string]bool{"swap aborted": true, "canary aborted": true, "swa
 // advancing *cursor past it. A failure event, baton's exit, or the
 // deadline end the wait with an error.
 func (b *baton) await(cursor *int, what string, timeout time.Duration, ok func(event) bool) (event, error) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		b.mu.Lock()
-		for *cursor < len(b.events) {
-			ev := b.events[*cursor]
-			*cursor++
-			if failure[ev.Message] {
-				b.mu.Unlock()
-				return ev, fmt.Errorf("%w: %s (gen %d): %s", errFailed, ev.Message, ev.Gen, ev.Reason)
-			}
-			if ok(ev) {
-				b.mu.Unlock()
-				return ev, nil
-			}
+	ev, err := b.log.Await(cursor, timeout, nil, func(ev event) (bool, error) {
+		if failure[ev.Message] {
+			return true, fmt.Errorf("%w: %s (gen %d): %s", errFailed, ev.Message, ev.Gen, ev.Reason)
 		}
-		eof := b.eof
-		b.mu.Unlock()
-		if eof {
-			return event{}, fmt.Errorf("baton's output ended while waiting for %s%s", what, b.tailText())
-		}
-		select {
-		case <-b.more:
-		case <-deadline.C:
-			return event{}, fmt.Errorf("no %s within %v%s", what, timeout, b.tailText())
-		}
+		return ok(ev), nil
+	})
+	switch err {
+	case logread.ErrEnded:
+		err = fmt.Errorf("baton's output ended while waiting for %s%s", what, b.log.TailText(tailPrefix))
+	case logread.ErrTimeout:
+		err = fmt.Errorf("no %s within %v%s", what, timeout, b.log.TailText(tailPrefix))
 	}
+	return ev, err
 }
 
-func (b *baton) snapshot() []event {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return append([]event(nil), b.events...)
-}
-
-func (b *baton) tailText() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if len(b.tail) == 0 {
-		return ""
-	}
-	return "; last worker output:\n  " + strings.Join(b.tail, "\n  ")
-}
+const tailPrefix = "; last worker output:\n  "
 
 // stop sends baton SIGTERM (it stops its workers) and waits up to wait,
 // then SIGKILLs baton's process group and every process left below it.

@@ -384,7 +384,7 @@ func measure(sp spec, logf func(string, ...any)) (res Result, err error) {
 
 	// Every worker of generation 1 exits.
 	oldWorkers := 0
-	for _, ev := range b.snapshot() {
+	for _, ev := range b.log.Snapshot() {
 		if ev.Message == "worker started" && ev.Gen == 1 {
 			oldWorkers++
 			res.OldGenWorkers = append(res.OldGenWorkers, ev.PID)
@@ -425,7 +425,7 @@ func measure(sp spec, logf func(string, ...any)) (res Result, err error) {
 	res.OldGone = rel(oldGone)
 	res.BaselineFrom = rel(baselineFrom)
 	firstNewStart, lastOldExit := -1.0, -1.0
-	for _, ev := range b.snapshot() {
+	for _, ev := range b.log.Snapshot() {
 		te := TEvent{T: rel(ev.seen), Msg: ev.Message, Gen: ev.Gen, Worker: ev.Worker, PID: ev.PID, Step: ev.Step,
 			Percent: ev.Percent, Parked: ev.Parked, Code: ev.Code, Reason: ev.Reason}
 		res.Events = append(res.Events, te)

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/bench/internal/logread"
 )
 
 // event is one JSON log line of a server under test (baton's log contract;
@@ -31,16 +30,12 @@ type event struct {
 }
 
 // server is a process under test, in its own process group, whose stderr
-// (and its workers', which inherit it) is parsed for events.
+// (and its workers', which inherit it) is parsed for events; the last 30
+// other lines are kept for diagnosis.
 type server struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
-
-	mu     sync.Mutex
-	events []event
-	tail   []string // last non-JSON lines, for diagnosis
-	more   chan struct{}
-	eof    bool
+	log    *logread.Log[event]
 }
 
 // active is the server under test that is running, if any (one at a time).
@@ -63,7 +58,7 @@ func startServer(argv, env []string, verbose bool) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{exited: make(chan struct{}), more: make(chan struct{}, 1)}
+	s := &server{exited: make(chan struct{}), log: logread.New[event](30)}
 	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.Env = env
 	s.cmd.Stderr = w
@@ -78,46 +73,24 @@ func startServer(argv, env []string, verbose bool) (*server, error) {
 		_, _ = s.cmd.Process.Wait()
 		close(s.exited)
 	}()
-	go s.read(r, verbose)
+	var echo func(string, time.Time)
+	if verbose {
+		echo = func(line string, _ time.Time) { fmt.Fprintln(os.Stderr, line) }
+	}
+	go s.log.Read(r, parseEvent, echo)
 	active.Lock()
 	active.s = s
 	active.Unlock()
 	return s, nil
 }
 
-func (s *server) read(r io.ReadCloser, verbose bool) {
-	defer r.Close()
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if verbose {
-			fmt.Fprintln(os.Stderr, line)
-		}
-		var ev event
-		s.mu.Lock()
-		if strings.HasPrefix(line, "{") && json.Unmarshal([]byte(line), &ev) == nil && ev.Message != "" {
-			ev.seen = time.Now()
-			s.events = append(s.events, ev)
-		} else {
-			s.tail = append(s.tail, line)
-			if len(s.tail) > 30 {
-				s.tail = s.tail[1:]
-			}
-		}
-		s.mu.Unlock()
-		select {
-		case s.more <- struct{}{}:
-		default:
-		}
+// parseEvent returns the event a line is, if it is one.
+func parseEvent(line string, seen time.Time) (ev event, ok bool) {
+	if !logread.JSON(line, &ev) || ev.Message == "" {
+		return ev, false
 	}
-	s.mu.Lock()
-	s.eof = true
-	s.mu.Unlock()
-	select {
-	case s.more <- struct{}{}:
-	default:
-	}
+	ev.seen = seen
+	return ev, true
 }
 
 var errAborted = errors.New("swap aborted")
@@ -126,57 +99,22 @@ var errAborted = errors.New("swap aborted")
 // accepts, advancing *cursor past it. A "swap aborted", the process's exit or
 // the timeout end the wait with an error.
 func (s *server) await(cursor *int, msg string, timeout time.Duration, ok func(event) bool) (event, error) {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		s.mu.Lock()
-		for *cursor < len(s.events) {
-			ev := s.events[*cursor]
-			*cursor++
-			if ev.Message == "swap aborted" {
-				s.mu.Unlock()
-				return ev, fmt.Errorf("%w: gen %d: %s", errAborted, ev.Gen, ev.Reason)
-			}
-			if ev.Message == msg && (ok == nil || ok(ev)) {
-				s.mu.Unlock()
-				return ev, nil
-			}
+	ev, err := s.log.Await(cursor, timeout, s.exited, func(ev event) (bool, error) {
+		if ev.Message == "swap aborted" {
+			return true, fmt.Errorf("%w: gen %d: %s", errAborted, ev.Gen, ev.Reason)
 		}
-		eof := s.eof
-		s.mu.Unlock()
-		if eof {
-			return event{}, fmt.Errorf("server output ended while waiting for %q%s", msg, s.tailText())
-		}
-		select {
-		case <-s.more:
-		case <-s.exited:
-			// let the reader catch up, then report
-			time.Sleep(100 * time.Millisecond)
-			s.mu.Lock()
-			pending := *cursor < len(s.events)
-			s.mu.Unlock()
-			if !pending {
-				return event{}, fmt.Errorf("server exited while waiting for %q%s", msg, s.tailText())
-			}
-		case <-deadline.C:
-			return event{}, fmt.Errorf("no %q within %v%s", msg, timeout, s.tailText())
-		}
+		return ev.Message == msg && (ok == nil || ok(ev)), nil
+	})
+	tail := func() string { return s.log.TailText("; last output:\n  ") }
+	switch err {
+	case logread.ErrEnded:
+		err = fmt.Errorf("server output ended while waiting for %q%s", msg, tail())
+	case logread.ErrExited:
+		err = fmt.Errorf("server exited while waiting for %q%s", msg, tail())
+	case logread.ErrTimeout:
+		err = fmt.Errorf("no %q within %v%s", msg, timeout, tail())
 	}
-}
-
-func (s *server) snapshot() []event {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]event(nil), s.events...)
-}
-
-func (s *server) tailText() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.tail) == 0 {
-		return ""
-	}
-	return "; last output:\n  " + strings.Join(s.tail, "\n  ")
+	return ev, err
 }
 
 func (s *server) signal(sig syscall.Signal) error { return s.cmd.Process.Signal(sig) }

@@ -342,7 +342,7 @@ func runReloads(o reloadOpts) (*runResult, *plotData, error) {
 
 	// Swap timing, and for designs whose log has "worker ready", the boot of
 	// the worker that completed each generation.
-	events := srv.snapshot()
+	events := srv.log.Snapshot()
 	for _, s := range swaps {
 		if o.control {
 			break
