@@ -130,7 +130,11 @@ func reloadUnderLoad(t *testing.T, b *Baton, addr string, clients, n int) {
 	waitGenerationServes(t, addr, strconv.Itoa(n+1))
 	r := stop()
 	checkNoFailures(t, r)
-	for gen := 1; gen <= n+1; gen++ {
+	// The last generation has answered the request above; the load may
+	// not have reached it yet when it stops (in steer mode its keep-alive
+	// clients stay with the generation before: seen once in 6 full runs, with
+	// uvicorn). Every generation before it served the load for a while.
+	for gen := 1; gen <= n; gen++ {
 		if r.Generations[strconv.Itoa(gen)] == 0 {
 			t.Errorf("generation %d never answered", gen)
 		}
