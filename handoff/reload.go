@@ -138,6 +138,7 @@ func (s *Supervisor) onCheckTimeout(pid int) {
 	}
 	// Its group goes; the exit and the end of its output follow.
 	c.timedOut = true
+	s.Log.Warn().Int("pid", pid).Dur("timeout", s.ReadyTimeout).Msg("reload check timed out")
 	if err := c.w.Signal(unix.SIGKILL); err != nil {
 		s.Log.Warn().Err(err).Int("pid", pid).Msg("reload check not killed")
 	}
