@@ -442,7 +442,7 @@ func TestLateKillSparesReusedPID(t *testing.T) {
 	b := StartBaton(t, Opt{Env: []string{
 		"BATON_RELOAD_SIGNAL=HUP", "BATON_READY=delay:20ms", "BATON_STOP_TIMEOUT=1s", "REUSE_PID_FILE=" + pidFile,
 	}}, py, testdata("reuse.py"))
-	line, _ := b.ExpectOut(0, "ready ")
+	line, at := b.ExpectOut(0, "ready ")
 	var pid1 int
 	fmt.Sscanf(line, "ready pid=%d", &pid1)
 	if err := os.WriteFile(pidFile, []byte(strconv.Itoa(pid1)), 0o644); err != nil {
@@ -452,7 +452,11 @@ func TestLateKillSparesReusedPID(t *testing.T) {
 	b.Signal(unix.SIGHUP)
 	b.Expect("swap complete", "gen", 2)
 	b.Expect("worker exited", "gen", 1, "pid", pid1)
-	// Generation 2 makes the unrelated process with generation 1's pid.
+	// Generation 2 makes the unrelated process with generation 1's pid,
+	// once its handler is in place: "ready" for baton is 20 ms after the
+	// start, and a Python still starting dies of the USR1 (baton then
+	// ended: 21 runs in 30 with 3 busy loops on 2 cores).
+	b.ExpectOut(at+1, "ready ")
 	b.Signal(unix.SIGUSR1)
 	vline, _ := b.ExpectOut(0, "victim")
 	var nspid, hostpid int
