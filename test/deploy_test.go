@@ -183,6 +183,10 @@ func TestWatchdogReplacesHungWorker(t *testing.T) {
 	for _, k := range childrenOf(b.PID()) {
 		host[nsPID(t, k)] = k
 	}
+	// Only a worker that has sent WATCHDOG=1 is watched: stop it once its
+	// first is in baton's queue (stopped before it, under load, it was
+	// rightly left alone, and the test waited in vain).
+	b.ExpectOut(0, "pinged")
 	stopped := time.Now()
 	if err := syscall.Kill(host[pinger], syscall.SIGSTOP); err != nil {
 		t.Fatal(err)

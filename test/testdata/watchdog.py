@@ -1,5 +1,6 @@
 """A worker for the watchdog test. Sends READY=1; worker 0 then sends
-WATCHDOG=1 every WATCHDOG_USEC/4, worker 1 never does. Prints
+WATCHDOG=1 every WATCHDOG_USEC/4 (and prints "pinged" once the first is in
+baton's queue), worker 1 never does. Prints
 "watchdog worker=W pid=P usec=U pid_ok=yes|no" first."""
 import os, signal, socket, time
 
@@ -13,9 +14,13 @@ if addr.startswith("@"):
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.sendto(b"READY=1", addr)
 signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
+first = True
 while True:
     if w == "0":
         s.sendto(b"WATCHDOG=1", addr)
+        if first:
+            print("pinged", flush=True)
+            first = False
         time.sleep(usec / 4e6)
     else:
         signal.pause()
