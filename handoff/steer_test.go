@@ -47,23 +47,33 @@ func landsIn(t *testing.T, s *Steering, network, addr string) int {
 	if network == "udp" {
 		c.Write([]byte("x"))
 	}
+	// Wait for the kernel to queue it: a listening or UDP socket polls
+	// readable once a connection or a datagram waits in it.
+	ms := s.listeners[0].members
+	fds := make([]unix.PollFd, len(ms))
+	for i, m := range ms {
+		fds[i] = unix.PollFd{Fd: int32(m.fd), Events: unix.POLLIN}
+	}
 	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		for _, m := range s.listeners[0].members {
-			if s.Pending(m.gen) == 0 {
+	for left := time.Until(deadline); left > 0; left = time.Until(deadline) {
+		n, err := unix.Poll(fds, int(left.Milliseconds())+1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || n == 0 {
+			break
+		}
+		for i, m := range ms {
+			if fds[i].Revents&unix.POLLIN == 0 {
 				continue
 			}
 			if network == "udp" {
 				unix.Recvfrom(m.fd, make([]byte, 16), 0)
-			} else {
-				nfd, _, err := unix.Accept(m.fd)
-				if err == nil {
-					unix.Close(nfd)
-				}
+			} else if nfd, _, err := unix.Accept(m.fd); err == nil {
+				unix.Close(nfd)
 			}
 			return m.gen
 		}
-		time.Sleep(time.Millisecond) // polling the kernel's queues: no event to wait on
 	}
 	t.Fatal("nothing arrived in any generation's socket")
 	return 0

@@ -123,17 +123,18 @@ func TestRollingSurge(t *testing.T) {
 	most, samples := 0, 0
 	done := make(chan struct{})
 	go func() {
+		tick := time.NewTicker(2 * time.Millisecond) // sampling, not waiting for an event
+		defer tick.Stop()
 		for {
-			select {
-			case <-done:
-				return
-			default:
-			}
 			n := len(childrenOf(b.PID()))
 			mu.Lock()
 			most, samples = max(most, n), samples+1
 			mu.Unlock()
-			time.Sleep(2 * time.Millisecond) // sampling, not waiting for an event
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
 		}
 	}()
 	for gen := 2; gen <= 21; gen++ {
