@@ -214,22 +214,29 @@ func answerReload(s *handoff.Supervisor, h *held) {
 // outcome.
 func AskReload(t Target, wait time.Duration) (handoff.Outcome, error) {
 	var o handoff.Outcome
+	err := ask(t, "reload", wait, &o)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return o, fmt.Errorf("no outcome within %v (the reload may still complete)", wait)
+	}
+	return o, err
+}
+
+// ask sends the baton t one request line and decodes its JSON answer into
+// v, all within wait.
+func ask(t Target, req string, wait time.Duration, v any) error {
 	c, err := dial(t)
 	if err != nil {
-		return o, err
+		return err
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(wait))
-	if _, err := c.Write([]byte("reload\n")); err != nil {
-		return o, fmt.Errorf("control %s: %w", t.Addr, err)
+	if _, err := c.Write([]byte(req + "\n")); err != nil {
+		return fmt.Errorf("control %s: %w", t.Addr, err)
 	}
-	if err := json.NewDecoder(io.LimitReader(c, 1<<16)).Decode(&o); err != nil {
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return o, fmt.Errorf("no outcome within %v (the reload may still complete)", wait)
-		}
-		return o, fmt.Errorf("control %s: %w", t.Addr, err)
+	if err := json.NewDecoder(io.LimitReader(c, 1<<16)).Decode(v); err != nil {
+		return fmt.Errorf("control %s: %w", t.Addr, err)
 	}
-	return o, nil
+	return nil
 }
 
 // Target is one baton to ask: its control socket, and its pid as the
@@ -359,17 +366,5 @@ func dial(t Target) (net.Conn, error) {
 // AskStatus asks the baton t for its status.
 func AskStatus(t Target) (handoff.Status, error) {
 	var st handoff.Status
-	c, err := dial(t)
-	if err != nil {
-		return st, err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(controlTimeout))
-	if _, err := c.Write([]byte("status\n")); err != nil {
-		return st, fmt.Errorf("control %s: %w", t.Addr, err)
-	}
-	if err := json.NewDecoder(io.LimitReader(c, 1<<16)).Decode(&st); err != nil {
-		return st, fmt.Errorf("control %s: %w", t.Addr, err)
-	}
-	return st, nil
+	return st, ask(t, "status", controlTimeout, &st)
 }

@@ -35,17 +35,7 @@ func answer(reply chan<- Outcome, o Outcome) {
 // (begun before this request), the next one. It fails if ctx ends first.
 func (s *Supervisor) Reload(ctx context.Context, why string) (Outcome, error) {
 	reply := make(chan Outcome, 1)
-	select {
-	case s.reloadReqs <- reloadReq{why: why, reply: reply}:
-	case <-ctx.Done():
-		return Outcome{}, ctx.Err()
-	}
-	select {
-	case o := <-reply:
-		return o, nil
-	case <-ctx.Done():
-		return Outcome{}, ctx.Err()
-	}
+	return roundTrip(ctx, s.reloadReqs, reloadReq{why: why, reply: reply}, reply)
 }
 
 // failWaiters answers every reload still waiting with reason.

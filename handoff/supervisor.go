@@ -318,16 +318,23 @@ func New(opts Options, log zerolog.Logger) *Supervisor {
 // answer before ctx ends (it has exited, or is busy past the deadline).
 func (s *Supervisor) Query(ctx context.Context) (Status, error) {
 	reply := make(chan Status, 1)
+	return roundTrip(ctx, s.queries, reply, reply)
+}
+
+// roundTrip hands req to the loop on ch and waits for its answer on reply,
+// both within ctx.
+func roundTrip[R, T any](ctx context.Context, ch chan<- R, req R, reply <-chan T) (T, error) {
+	var zero T
 	select {
-	case s.queries <- reply:
+	case ch <- req:
 	case <-ctx.Done():
-		return Status{}, ctx.Err()
+		return zero, ctx.Err()
 	}
 	select {
-	case st := <-reply:
-		return st, nil
+	case v := <-reply:
+		return v, nil
 	case <-ctx.Done():
-		return Status{}, ctx.Err()
+		return zero, ctx.Err()
 	}
 }
 
