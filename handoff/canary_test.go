@@ -254,32 +254,31 @@ func TestStopDuringBake(t *testing.T) {
 // before it stops accepting: connections steered to its generation after
 // that would find nobody to accept them.
 func TestStoppingUnasked(t *testing.T) {
-	t.Run("canary", func(t *testing.T) {
-		r, fs, _ := canaryRig(t, []CanaryStep{{10, step1}}, 0)
-		out := r.reloadAsync()
-		gen2 := r.readyGeneration()
-		r.expect("canary step")
-		r.notes <- Note{PID: gen2[1].pid, Stopping: true}
-		if o := r.outcome(out); o.OK || !strings.Contains(o.Reason, "worker 1 sent STOPPING=1 unasked") {
-			t.Fatalf("outcome %+v", o)
-		}
-		if got := fs.got(); got[len(got)-1] != "steer 1" {
-			t.Fatalf("calls %v, want steered back to 1", got)
-		}
-	})
-	t.Run("bake", func(t *testing.T) {
-		r, fs, _ := canaryRig(t, nil, bake)
-		out := r.reloadAsync()
-		gen2 := r.readyGeneration()
-		r.expect("bake begun")
-		r.notes <- Note{PID: gen2[0].pid, Stopping: true}
-		if o := r.outcome(out); o.OK || !strings.Contains(o.Reason, "reverted to 1: worker 0 sent STOPPING=1 unasked during the bake") {
-			t.Fatalf("outcome %+v", o)
-		}
-		if got := fs.got(); got[len(got)-1] != "steer 1" {
-			t.Fatalf("calls %v, want steered back to 1", got)
-		}
-	})
+	for _, c := range []struct {
+		name   string
+		steps  []CanaryStep
+		bake   time.Duration
+		begun  string
+		worker int
+		reason string
+	}{
+		{"canary", []CanaryStep{{10, step1}}, 0, "canary step", 1, "worker 1 sent STOPPING=1 unasked"},
+		{"bake", nil, bake, "bake begun", 0, "reverted to 1: worker 0 sent STOPPING=1 unasked during the bake"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r, fs, _ := canaryRig(t, c.steps, c.bake)
+			out := r.reloadAsync()
+			gen2 := r.readyGeneration()
+			r.expect(c.begun)
+			r.notes <- Note{PID: gen2[c.worker].pid, Stopping: true}
+			if o := r.outcome(out); o.OK || !strings.Contains(o.Reason, c.reason) {
+				t.Fatalf("outcome %+v", o)
+			}
+			if got := fs.got(); got[len(got)-1] != "steer 1" {
+				t.Fatalf("calls %v, want steered back to 1", got)
+			}
+		})
+	}
 	t.Run("otherwise", func(t *testing.T) {
 		r, _, gen1 := canaryRig(t, nil, 0)
 		r.notes <- Note{PID: gen1[0].pid, Stopping: true}

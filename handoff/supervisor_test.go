@@ -784,6 +784,20 @@ func steerRig(t *testing.T) (*rig, *fakeSockets) {
 	return r, fs
 }
 
+// swapOnce makes generation 1's one worker ready, reloads, and makes
+// generation 2's ready: the swap is complete.
+func (r *rig) swapOnce() (w1, w2 *scriptedWorker) {
+	r.t.Helper()
+	w1 = r.worker()
+	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.expect("generation ready")
+	r.sigs <- unix.SIGHUP
+	w2 = r.worker()
+	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.expect("swap complete")
+	return w1, w2
+}
+
 // steerTestSettle is a settle duration no other timer has.
 const steerTestSettle = 11 * time.Minute
 
@@ -792,13 +806,7 @@ const steerTestSettle = 11 * time.Minute
 // and its sockets leave the group once its workers are gone.
 func TestSteerHandover(t *testing.T) {
 	r, fs := steerRig(t)
-	w1 := r.worker()
-	r.notes <- Note{PID: w1.pid, Ready: true}
-	r.expect("generation ready")
-	r.sigs <- unix.SIGHUP
-	w2 := r.worker()
-	r.notes <- Note{PID: w2.pid, Ready: true}
-	r.expect("swap complete")
+	w1, _ := r.swapOnce()
 	r.barrier()
 	// (Generation 1 is steered to by NewSteering, before the loop.)
 	if got := fs.got(); !slices.Equal(got, []string{"open 1", "open 2", "steer 2"}) {
@@ -841,13 +849,7 @@ func TestSteerHandover(t *testing.T) {
 // is released at once.
 func TestSteerWaitsForLeaving(t *testing.T) {
 	r, fs := steerRig(t)
-	w1 := r.worker()
-	r.notes <- Note{PID: w1.pid, Ready: true}
-	r.expect("generation ready")
-	r.sigs <- unix.SIGHUP
-	w2 := r.worker()
-	r.notes <- Note{PID: w2.pid, Ready: true}
-	r.expect("swap complete")
+	w1, _ := r.swapOnce()
 	r.sigs <- unix.SIGHUP
 	w3 := r.worker()
 	r.exit(w3.pid, 1) // generation 3 fails at boot
