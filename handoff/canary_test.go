@@ -64,7 +64,9 @@ func quiet(t *testing.T, what string, ws []*scriptedWorker) {
 }
 
 // retiredAfterSettle fires the held settle timer and checks that each of
-// ws got the stop signal.
+// ws got the stop signal. The loop arms that timer in the step that ends
+// the swap, after it has answered the reload's waiters: an outcome seen
+// does not mean the timer is armed yet (fireHeld waits for the step).
 func (r *rig) retiredAfterSettle(ws []*scriptedWorker) {
 	r.t.Helper()
 	r.fireHeld()

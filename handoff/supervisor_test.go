@@ -675,12 +675,19 @@ func (r *rig) fireHeldFor(d time.Duration) {
 	}
 }
 
-// fireHeld fires the held timers.
+// fireHeld fires the held timers, and fails the test if the loop has
+// armed none. It waits for the loop's step first, as fireHeldFor does: a
+// timer armed in the step that logged (or answered) is then held.
 func (r *rig) fireHeld() {
+	r.t.Helper()
+	r.barrier()
 	r.mu.Lock()
 	fs := r.helds
 	r.helds = nil
 	r.mu.Unlock()
+	if len(fs) == 0 {
+		r.t.Fatalf("no %v timer armed", r.hold)
+	}
 	for _, f := range fs {
 		f()
 	}
