@@ -70,6 +70,7 @@ type rig struct {
 	// holdAlso are more durations whose timers are kept aside, each fired
 	// by fireHeldFor.
 	holdAlso  map[time.Duration][]func()
+	heldNow   chan time.Duration // the duration of each timer held, as the loop arms it
 	mu        sync.Mutex
 	killed    []string     // KillAll and KillGroup calls, "all SIGTERM", "-101 SIGKILL"
 	deadGroup map[int]bool // groups KillGroup reports empty
@@ -100,7 +101,8 @@ func (l logSink) Write(p []byte) (int, error) {
 func newRig(t *testing.T, opts Options, setup ...func(*rig)) *rig {
 	r := &rig{t: t, sigs: make(chan os.Signal, 16), notes: make(chan Note, 16),
 		started: make(chan *scriptedWorker, 64), exits: make(chan []reaper.Exit, 1), timers: make(chan func(), 64),
-		logs: make(chan string, 4096), done: make(chan int, 1), nextPID: 100}
+		logs: make(chan string, 4096), done: make(chan int, 1), nextPID: 100,
+		heldNow: make(chan time.Duration, 256)}
 	s := New(opts, zerolog.New(logSink(r.logs)))
 	r.deadGroup = map[int]bool{}
 	s.Start = func(gen, idx int, _ []int, fg bool) (Worker, error) {
@@ -140,20 +142,23 @@ func newRig(t *testing.T, opts Options, setup ...func(*rig)) *rig {
 		return nil
 	}
 	s.AfterFunc = func(d time.Duration, f func()) {
-		if r.hold != 0 && d == r.hold {
-			r.mu.Lock()
-			r.helds = append(r.helds, f)
-			r.mu.Unlock()
-			return
-		}
 		r.mu.Lock()
-		if fs, ok := r.holdAlso[d]; ok {
+		fs, also := r.holdAlso[d]
+		switch {
+		case r.hold != 0 && d == r.hold:
+			r.helds = append(r.helds, f)
+		case also:
 			r.holdAlso[d] = append(fs, f)
+		default:
 			r.mu.Unlock()
+			r.timers <- f
 			return
 		}
 		r.mu.Unlock()
-		r.timers <- f
+		select {
+		case r.heldNow <- d:
+		default: // nobody waits for it
+		}
 	}
 	s.Notes = r.notes
 	r.s = s
@@ -675,6 +680,25 @@ func (r *rig) fireHeldFor(d time.Duration) {
 	}
 }
 
+// awaitHeld waits until the loop arms a timer of duration d (r.hold or
+// one of r.holdAlso). Timers reach the loop on a buffered channel, so a
+// barrier after firing one does not show that the loop has handled it; a
+// timer it arms in reply does.
+func (r *rig) awaitHeld(d time.Duration) {
+	r.t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case got := <-r.heldNow:
+			if got == d {
+				return
+			}
+		case <-deadline:
+			r.t.Fatalf("no %v timer armed", d)
+		}
+	}
+}
+
 // fireHeld fires the held timers, and fails the test if the loop has
 // armed none. It waits for the loop's step first, as fireHeldFor does: a
 // timer armed in the step that logged (or answered) is then held.
@@ -825,15 +849,19 @@ func TestSteerHandover(t *testing.T) {
 	fs.mu.Lock()
 	fs.pending[1] = 3 // connections still queued for generation 1
 	fs.mu.Unlock()
+	r.mu.Lock()
+	r.holdAlso = map[time.Duration][]func(){steerPoll: nil}
+	r.mu.Unlock()
 	r.fireHeld()
-	r.barrier()
+	r.awaitHeld(steerPoll) // the loop found them queued and will look again
 	if len(w1.got()) != 0 {
 		t.Fatalf("the old generation was signalled with its queue not empty: %v", w1.got())
 	}
 	fs.mu.Lock()
 	fs.pending[1] = 0
 	fs.mu.Unlock()
-	r.fireUntil("worker retiring") // the next look finds it empty
+	r.fireHeldFor(steerPoll) // the next look finds it empty
+	r.expect("worker retiring")
 	r.barrier()
 	if got := w1.got(); len(got) != 1 || got[0] != unix.SIGTERM {
 		t.Fatalf("old worker got %v, want SIGTERM", got)
