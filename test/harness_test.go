@@ -258,6 +258,9 @@ func StartBaton(t testing.TB, opt Opt, args ...string) *Baton {
 		select {
 		case <-b.done:
 		default:
+			if t.Failed() {
+				t.Logf("signal state before the kill:\n%s", signalState(cmd.Process.Pid))
+			}
 			_ = cmd.Process.Kill()
 			<-b.done
 		}
@@ -477,4 +480,33 @@ func childrenOf(pid int) []int {
 		}
 	}
 	return out
+}
+
+// signalState describes pid and every process under it, one line each:
+// pid, parent, state, command and the signal masks of /proc/PID/status
+// (pending, blocked, ignored, caught), for a failed test to show where a
+// signal stopped.
+func signalState(pid int) string {
+	var b strings.Builder
+	var walk func(pid, depth int)
+	walk = func(pid, depth int) {
+		status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			fmt.Fprintf(&b, "%*s%d: %v\n", 2*depth, "", pid, err)
+			return
+		}
+		fields := map[string]string{}
+		for _, l := range strings.Split(string(status), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok {
+				fields[k] = strings.TrimSpace(v)
+			}
+		}
+		fmt.Fprintf(&b, "%*s%d %s %s SigPnd=%s ShdPnd=%s SigBlk=%s SigIgn=%s SigCgt=%s\n", 2*depth, "",
+			pid, fields["Name"], fields["State"], fields["SigPnd"], fields["ShdPnd"], fields["SigBlk"], fields["SigIgn"], fields["SigCgt"])
+		for _, c := range childrenOf(pid) {
+			walk(c, depth+1)
+		}
+	}
+	walk(pid, 0)
+	return b.String()
 }
