@@ -259,11 +259,6 @@ func (w *helloWorker) run(sigs <-chan os.Signal) int {
 	if !(failing && w.failQuiet) {
 		_ = sdNotify(w.notify, "STOPPING=1") // informational; baton may be gone
 	}
-	if failing {
-		w.logf("failing (HELLO_FAIL_AFTER=%v): draining, grace %v", w.failAfter, w.drain)
-	} else {
-		w.logf("draining on %s, grace %v", sigName(sig), w.drain)
-	}
 
 	// 2. Stop accepting. Closing our descriptor does not touch the shared
 	//    socket (baton and the other generation hold it), so its accept queue
@@ -275,6 +270,12 @@ func (w *helloWorker) run(sigs <-chan os.Signal) int {
 	// Wait for the serve loops: a connection accepted just before the close
 	// is tracked by serve before it returns, so the count below is complete.
 	serving.Wait()
+	// Logged once no connection is accepted any more.
+	if failing {
+		w.logf("failing (HELLO_FAIL_AFTER=%v): draining, grace %v", w.failAfter, w.drain)
+	} else {
+		w.logf("draining on %s, grace %v", sigName(sig), w.drain)
+	}
 
 	// 3. Grace: answer on open connections until none is left or time is up.
 	//    An idle connection is left open: its client may be sending a

@@ -5,11 +5,15 @@ package test
 // to stop only once its queue is empty.
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -300,4 +304,165 @@ func TestSteerUnprivileged(t *testing.T) {
 	}
 	b.Signal(unix.SIGTERM)
 	b.Wait()
+}
+
+// TestSteerLateHandshake: clients whose handshake begins before a swap and
+// ends late, their SYN-ACKs lost meanwhile (here nftables drops them until
+// the test lifts the rule), lose nothing (docs/choices.md, "Steer mode and
+// distant clients"):
+//   - "while the old worker drains": the handshake ends after the old
+//     generation was told to stop, into its queue, where no worker accepts
+//     any more. baton relays the connection to the current generation once
+//     the old worker is gone, instead of closing it with the socket.
+//   - "after the old socket is gone": the client's next SYN, with nothing
+//     of the old generation left, reaches the current generation.
+func TestSteerLateHandshake(t *testing.T) {
+	if os.Getenv("TEST_NETNS_CHILD") == "" {
+		t.Skip("needs root and a network namespace of its own (it adds an nftables rule)")
+	}
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("nft not installed (test/run installs nftables as root)")
+	}
+	for _, c := range []struct {
+		name      string
+		heldAlive bool // an idle connection keeps the old worker draining
+	}{
+		{"while the old worker drains", true},
+		{"after the old socket is gone", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// HELLO_DRAIN: the old worker serves its open connections this
+			// long after SIGTERM, and exits once none is left.
+			b, addr := serve(t, []string{"BATON_WORKERS=1", "BATON_READY=notify", "BATON_HANDOFF=steer",
+				"BATON_STOP_TIMEOUT=60s", "HELLO_DRAIN=60s", "BATON_LOG_LEVEL=debug"}, batonBin, "hello")
+			var idle net.Conn
+			if c.heldAlive {
+				var err error
+				if idle, err = net.DialTimeout("tcp", addr, 5*time.Second); err != nil {
+					t.Fatal(err)
+				}
+				defer idle.Close()
+				if gen := generationOn(t, idle, "keep-alive"); gen != "1" {
+					t.Fatalf("the idle connection was answered by generation %s, want 1", gen)
+				}
+			}
+			conn := lateClient(t, addr, func() {
+				b.Signal(unix.SIGHUP)
+				b.Expect("swap complete", "gen", 2)
+				b.Expect("worker retiring", "gen", 1)
+				if !c.heldAlive {
+					b.Expect("old generation left", "gen", 1)
+					return
+				}
+				// hello says so once its listener is closed: it accepts no more.
+				b.Err.waitFor(t, "generation 1's drain", deadline, func(all []string, _ []Event) bool {
+					return slices.ContainsFunc(all, func(l string) bool {
+						return strings.Contains(l, "generation 1 worker 0") && strings.Contains(l, "draining on SIGTERM")
+					})
+				})
+			})
+			if c.heldAlive {
+				idle.Close() // generation 1's worker has nothing left to serve: it exits
+			}
+			if gen := generationOn(t, conn, "close"); gen != "2" {
+				t.Fatalf("the late connection was answered by generation %s, want 2", gen)
+			}
+			relayed := 0
+			if c.heldAlive {
+				relayed = b.Expect("queued connections relayed", "gen", 1).Int("connections")
+			}
+			b.Signal(unix.SIGTERM)
+			b.Wait()
+			if !c.heldAlive {
+				for _, ev := range b.Events() {
+					if ev.Msg() == "queued connections relayed" {
+						relayed += ev.Int("connections")
+					}
+				}
+			}
+			if want := map[bool]int{true: 1, false: 0}[c.heldAlive]; relayed != want {
+				t.Fatalf("%d connections relayed, want %d", relayed, want)
+			}
+		})
+	}
+}
+
+// lateClient connects to addr with its SYN-ACKs dropped until swap has
+// run, and returns the connection once the handshake has completed.
+func lateClient(t *testing.T, addr string, swap func()) net.Conn {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := os.NewFile(uintptr(fd), "late client")
+	defer f.Close() // conn holds a dup
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table := fmt.Sprintf("batonlate%d", sa.(*unix.SockaddrInet4).Port)
+	nft(t, "add table inet "+table)
+	t.Cleanup(func() { _ = exec.Command("nft", "delete", "table", "inet", table).Run() })
+	nft(t, "add chain inet "+table+" in { type filter hook input priority 0 ; }")
+	nft(t, fmt.Sprintf("add rule inet %s in tcp dport %d tcp flags & (syn | ack) == syn | ack drop", table, sa.(*unix.SockaddrInet4).Port))
+	ap, err := net.ResolveTCPAddr("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: ap.Port, Addr: [4]byte(ap.IP.To4())}); err != unix.EINPROGRESS {
+		t.Fatalf("connect: %v, want EINPROGRESS", err)
+	}
+	swap()
+	nft(t, "delete table inet "+table)
+	// A retransmitted SYN or SYN-ACK (1 s, 3 s, ... after the first) ends
+	// the handshake.
+	pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+	if n, err := unix.Poll(pfd, int(deadline/time.Millisecond)); n != 1 || err != nil {
+		t.Fatalf("the late handshake did not complete: poll %d %v", n, err)
+	}
+	if errno, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ERROR); err != nil || errno != 0 {
+		t.Fatalf("the late handshake failed: %v %v", unix.Errno(errno), err)
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.FileConn(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// nft runs one nft command (words split on spaces) or fails the test.
+func nft(t *testing.T, cmd string) {
+	t.Helper()
+	if out, err := exec.Command("nft", strings.Fields(cmd)...).CombinedOutput(); err != nil {
+		t.Fatalf("nft %s: %v: %s", cmd, err, out)
+	}
+}
+
+// generationOn sends one GET / on c with the given Connection header and
+// returns the generation that answered (X-Baton-Generation).
+func generationOn(t *testing.T, c net.Conn, connection string) string {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(deadline))
+	if _, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: baton\r\nConnection: %s\r\n\r\n", connection); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	c.SetDeadline(time.Time{})
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	return resp.Header.Get("X-Baton-Generation")
 }
