@@ -9,6 +9,8 @@ once on TERM: the main child exits first, which is where inits lose them.
 """
 import os, signal, sys, time
 
+import sigwait
+
 n, cleanup = int(sys.argv[1]), int(sys.argv[2]) / 1000.0
 r, w = os.pipe()
 for i in range(n):
@@ -16,6 +18,7 @@ for i in range(n):
         os.close(r)
         if i % 2 == 1:
             os.setsid()
+        sigwait.setup()
         def handler(num, frame, i=i):
             time.sleep(cleanup)
             print("cleaned", i, flush=True)
@@ -23,13 +26,12 @@ for i in range(n):
         signal.signal(signal.SIGTERM, handler)
         os.write(w, b"x")
         os.close(w)
-        while True:
-            signal.pause()
+        sigwait.forever()
 os.close(w)
 got = 0
 while got < n:
     got += len(os.read(r, n))
+sigwait.setup()
 signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
 print("ready", flush=True)
-while True:
-    signal.pause()
+sigwait.forever()

@@ -6,6 +6,8 @@ fd3_ino=I fd4_ino=I fd3_nonblock=yes|no
 """
 import fcntl, os, signal
 
+import sigwait
+
 fds = sorted(int(f) for f in os.listdir("/proc/self/fd"))
 # listdir itself opened one descriptor, closed by now: keep those still open.
 fds = [f for f in fds if os.path.exists("/proc/self/fd/%d" % f)]
@@ -35,6 +37,6 @@ try:
 except OSError:
     rep["fd3_nonblock"] = "none"
 print("hygiene " + " ".join("%s=%s" % kv for kv in rep.items()), flush=True)
+sigwait.setup()
 signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
-while True:
-    signal.pause()
+sigwait.forever()

@@ -7,6 +7,8 @@ group, so baton must count its READY=1 for the worker.
 """
 import os, signal, socket, sys
 
+import sigwait
+
 
 def send_ready():
     addr = os.environ["NOTIFY_SOCKET"]
@@ -27,10 +29,10 @@ def child(setsid):
         if setsid:
             os.setsid()
         send_ready()
-        os.write(w, b"x")
+        sigwait.setup()
         signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
-        while True:
-            signal.pause()
+        os.write(w, b"x")
+        sigwait.forever()
     os.close(w)
     os.read(r, 1)
     return pid
@@ -42,6 +44,6 @@ print("stranger %d" % stranger, flush=True)
 sys.stdin.readline()
 helper = child(False)
 print("helper %d" % helper, flush=True)
+sigwait.setup()
 signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
-while True:
-    signal.pause()
+sigwait.forever()

@@ -7,6 +7,8 @@ It never touches the inherited listeners.
 """
 import os, signal, socket, sys
 
+import sigwait
+
 gen = os.environ.get("BATON_GENERATION", "0")
 sent = False
 
@@ -28,8 +30,8 @@ def on_usr1(num, frame):
         os.write(1, b"ready gen=%s pid=%d\n" % (gen.encode(), os.getpid()))
 
 
+sigwait.setup()
 signal.signal(signal.SIGUSR1, on_usr1)
 signal.signal(signal.SIGTERM, lambda n, f: os._exit(0))
 print("started gen=%s pid=%d" % (gen, os.getpid()), flush=True)
-while True:
-    signal.pause()
+sigwait.forever()

@@ -11,6 +11,8 @@ worker then exits with CODE; with --wait it waits for TERM instead.
 """
 import os, random, signal, sys
 
+import sigwait
+
 n = int(sys.argv[1])
 linger = 0
 code = None
@@ -46,8 +48,8 @@ for line in out.split():
     print("orphan", line, flush=True)
 print("done", n, flush=True)
 if wait:
+    sigwait.setup()
     signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
-    while True:
-        signal.pause()
+    sigwait.forever()
 if code is not None:
     os._exit(code)

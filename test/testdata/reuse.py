@@ -9,6 +9,8 @@ process prints "victim nspid=N hostpid=H" and waits.
 """
 import os, signal, time
 
+import sigwait
+
 gen = os.environ.get("BATON_GENERATION", "")
 
 
@@ -23,19 +25,19 @@ def victim(num, frame):
     pid = os.fork()
     if pid == 0:
         os.setsid()
+        sigwait.setup()
         signal.signal(signal.SIGUSR1, signal.SIG_DFL)
         # /proc here is the test's (host) view, so /proc/self names the
         # host pid.
         os.write(1, b"victim nspid=%d hostpid=%s\n" % (os.getpid(), os.readlink("/proc/self").encode()))
-        while True:
-            signal.pause()
+        sigwait.forever()
 
 
+sigwait.setup()
 signal.signal(signal.SIGUSR1, victim)
 if gen == "2":
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 else:
     signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
 print("ready pid=%d gen=%s" % (os.getpid(), gen), flush=True)
-while True:
-    signal.pause()
+sigwait.forever()

@@ -9,11 +9,14 @@ does.
 """
 import os, signal, sys
 
+import sigwait
+
 SKIP = {signal.SIGKILL, signal.SIGSTOP}
 STOP = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
 
 
 def run(prefix):
+    sigwait.setup()
     def handler(num, frame):
         # os.write, not print: a handler may run inside another's print,
         # and buffered writers are not reentrant.
@@ -28,8 +31,7 @@ def run(prefix):
         except (OSError, ValueError):
             pass
     print("%sready pid=%d pgid=%d" % (prefix, os.getpid(), os.getpgrp()), flush=True)
-    while True:
-        signal.pause()
+    sigwait.forever()
 
 
 children = 0

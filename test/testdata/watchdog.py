@@ -4,6 +4,8 @@ baton's queue), worker 1 never does. Prints
 "watchdog worker=W pid=P usec=U pid_ok=yes|no" first."""
 import os, signal, socket, time
 
+import sigwait
+
 w = os.environ.get("BATON_WORKER", "")
 usec = int(os.environ.get("WATCHDOG_USEC", "0"))
 ok = "yes" if os.environ.get("WATCHDOG_PID") == str(os.getpid()) else "no"
@@ -13,6 +15,7 @@ if addr.startswith("@"):
     addr = "\0" + addr[1:]
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.sendto(b"READY=1", addr)
+sigwait.setup()
 signal.signal(signal.SIGTERM, lambda *a: os._exit(0))
 first = True
 while True:
@@ -23,4 +26,4 @@ while True:
             first = False
         time.sleep(usec / 4e6)
     else:
-        signal.pause()
+        sigwait.forever()
