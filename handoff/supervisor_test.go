@@ -202,15 +202,22 @@ func (r *rig) exit(pid, code int) {
 // query is only ordered after a change once the change's event was seen.
 func (r *rig) expect(msg string) {
 	r.t.Helper()
+	awaitValue(r.t, r.logs, msg, fmt.Sprintf("no %q logged", msg))
+}
+
+// awaitValue takes values from c until one equals want, or fails the test
+// with failure after 5 s.
+func awaitValue[T comparable](t *testing.T, c <-chan T, want T, failure string) {
+	t.Helper()
 	deadline := time.After(5 * time.Second)
 	for {
 		select {
-		case m := <-r.logs:
-			if m == msg {
+		case v := <-c:
+			if v == want {
 				return
 			}
 		case <-deadline:
-			r.t.Fatalf("no %q logged", msg)
+			t.Fatal(failure)
 		}
 	}
 }
@@ -686,17 +693,7 @@ func (r *rig) fireHeldFor(d time.Duration) {
 // timer it arms in reply does.
 func (r *rig) awaitHeld(d time.Duration) {
 	r.t.Helper()
-	deadline := time.After(5 * time.Second)
-	for {
-		select {
-		case got := <-r.heldNow:
-			if got == d {
-				return
-			}
-		case <-deadline:
-			r.t.Fatalf("no %v timer armed", d)
-		}
-	}
+	awaitValue(r.t, r.heldNow, d, fmt.Sprintf("no %v timer armed", d))
 }
 
 // fireHeld fires the held timers, and fails the test if the loop has
