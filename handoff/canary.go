@@ -109,10 +109,7 @@ func (s *Supervisor) abortCanary(reason string) {
 	s.next = nil
 	s.stats.ReloadsFailed++
 	s.Log.Warn().Int("gen", g.num).Int("step", c.step+1).Str("reason", reason).Msg("canary aborted")
-	for _, r := range g.waiters {
-		answer(r, Outcome{Gen: c.old.num, Reason: fmt.Sprintf("canary of generation %d aborted at step %d: %s", g.num, c.step+1, reason)})
-	}
-	g.waiters = nil
+	answerAll(&g.waiters, Outcome{Gen: c.old.num, Reason: fmt.Sprintf("canary of generation %d aborted at step %d: %s", g.num, c.step+1, reason)})
 	s.handOver(g)
 	s.afterSwap()
 }
@@ -128,10 +125,7 @@ func (s *Supervisor) onBakeEnd(gen int) {
 	g := s.current
 	s.stats.ReloadsOK++
 	s.Log.Info().Int("gen", g.num).Int("parked", old.num).Msg("bake done")
-	for _, r := range g.waiters {
-		answer(r, Outcome{OK: true, Gen: g.num})
-	}
-	g.waiters = nil
+	answerAll(&g.waiters, Outcome{OK: true, Gen: g.num})
 	s.handOver(old)
 	s.afterSwap()
 }
@@ -159,10 +153,7 @@ func (s *Supervisor) revert(reason string) {
 	}
 	s.stats.ReloadsReverted++
 	s.Log.Warn().Int("gen", g.num).Int("to", old.num).Str("reason", reason).Msg("swap reverted")
-	for _, r := range g.waiters {
-		answer(r, Outcome{Gen: old.num, Reason: "generation " + strconv.Itoa(g.num) + " reverted to " + strconv.Itoa(old.num) + ": " + reason})
-	}
-	g.waiters = nil
+	answerAll(&g.waiters, Outcome{Gen: old.num, Reason: "generation " + strconv.Itoa(g.num) + " reverted to " + strconv.Itoa(old.num) + ": " + reason})
 	s.handOver(g)
 	s.afterSwap()
 }

@@ -30,6 +30,14 @@ func answer(reply chan<- Outcome, o Outcome) {
 	}
 }
 
+// answerAll sends o to every reply in *replies, which it then empties.
+func answerAll(replies *[]chan<- Outcome, o Outcome) {
+	for _, r := range *replies {
+		answer(r, o)
+	}
+	*replies = nil
+}
+
 // Reload asks the loop for a reload and waits for the outcome of the swap
 // that covers it: the one it begins, or, with a swap already in progress
 // (begun before this request), the next one. It fails if ctx ends first.
@@ -45,27 +53,15 @@ func (s *Supervisor) failWaiters(reason string) {
 		o.Gen = s.current.num
 	}
 	if s.next != nil {
-		for _, r := range s.next.waiters {
-			answer(r, o)
-		}
-		s.next.waiters = nil
+		answerAll(&s.next.waiters, o)
 	}
 	if s.parked != nil && s.current != nil {
 		// A bake in progress: the swap's outcome was still to come.
-		for _, r := range s.current.waiters {
-			answer(r, o)
-		}
-		s.current.waiters = nil
+		answerAll(&s.current.waiters, o)
 	}
-	for _, r := range s.queued {
-		answer(r, o)
-	}
-	s.queued = nil
+	answerAll(&s.queued, o)
 	if c := s.checking; c != nil {
-		for _, r := range c.replies {
-			answer(r, o)
-		}
-		c.replies = nil
+		answerAll(&c.replies, o)
 	}
 }
 
@@ -181,8 +177,6 @@ func (s *Supervisor) finishCheck() {
 func (s *Supervisor) refuse(why string, replies []chan<- Outcome, reason string) {
 	s.stats.ReloadsFailed++
 	s.Log.Warn().Str("reason", reason).Str("trigger", why).Msg("reload refused")
-	for _, r := range replies {
-		answer(r, Outcome{Gen: s.current.num, Reason: reason})
-	}
+	answerAll(&replies, Outcome{Gen: s.current.num, Reason: reason})
 	s.afterSwap()
 }

@@ -82,9 +82,6 @@ func (s *Supervisor) halt(reason string) {
 	s.Log.Warn().Int("gen", g.num).Int("replaced", ready).Int("workers", s.Workers).Str("reason", reason).Msg("swap halted")
 	why := "halted after " + strconv.Itoa(ready) + " of " + strconv.Itoa(s.Workers) +
 		" workers of generation " + strconv.Itoa(g.num) + " were serving: " + reason
-	for _, r := range g.waiters {
-		answer(r, Outcome{Gen: cur.num, Reason: why})
-	}
-	g.waiters = nil
+	answerAll(&g.waiters, Outcome{Gen: cur.num, Reason: why})
 	s.afterSwap()
 }

@@ -889,10 +889,7 @@ func (s *Supervisor) finishSwap() {
 		s.after(s.Bake, timerEvent{kind: evBakeEnd, gen: old.num})
 		return
 	}
-	for _, r := range g.waiters {
-		answer(r, Outcome{OK: true, Gen: g.num})
-	}
-	g.waiters = nil
+	answerAll(&g.waiters, Outcome{OK: true, Gen: g.num})
 	s.handOver(old)
 	s.afterSwap()
 }
@@ -1003,10 +1000,7 @@ func (s *Supervisor) abortSwap(reason string) {
 	s.next = nil
 	s.stats.ReloadsFailed++
 	s.Log.Warn().Int("gen", g.num).Str("reason", reason).Msg("swap aborted")
-	for _, r := range g.waiters {
-		answer(r, Outcome{Gen: s.current.num, Reason: "generation " + strconv.Itoa(g.num) + " rolled back: " + reason})
-	}
-	g.waiters = nil
+	answerAll(&g.waiters, Outcome{Gen: s.current.num, Reason: "generation " + strconv.Itoa(g.num) + " rolled back: " + reason})
 	for _, w := range g.workers {
 		if w != nil {
 			s.retire(w)
