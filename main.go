@@ -10,6 +10,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -101,26 +102,23 @@ func restoreProcs() {
 	oneproc.Restore(n)
 }
 
-// pidFlag parses an optional "--pid N" (or -pid N, --pid=N).
-func pidFlag(cmd string, args []string, def int) (int, error) {
-	pid := def
-	for i := 0; i < len(args); i++ {
-		a := strings.TrimPrefix(strings.TrimPrefix(args[i], "-"), "-")
-		val := ""
-		switch {
-		case a == "pid" && i+1 < len(args):
-			val = args[i+1]
-			i++
-		case strings.HasPrefix(a, "pid="):
-			val = strings.TrimPrefix(a, "pid=")
-		default:
-			return 0, fmt.Errorf("%s: unknown argument %q (usage: baton %s [--pid PID])", cmd, spawn.Clip(args[i]), cmd)
-		}
-		n, err := strconv.Atoi(val)
+// parseSub parses a subcommand's arguments into fs, which gets --pid N
+// (also -pid N, --pid=N) here; an error is one line with the usage.
+func parseSub(fs *flag.FlagSet, usage string, args []string) (pid int, err error) {
+	fs.SetOutput(io.Discard)
+	fs.Func("pid", "", func(v string) error {
+		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 {
-			return 0, fmt.Errorf("%s: --pid wants a process id, got %q", cmd, spawn.Clip(val))
+			return errors.New("wants a process id")
 		}
 		pid = n
+		return nil
+	})
+	if err := fs.Parse(args); err != nil {
+		return 0, fmt.Errorf("%s: %v (usage: baton %s)", fs.Name(), err, usage)
+	}
+	if fs.NArg() > 0 {
+		return 0, fmt.Errorf("%s: unknown argument %q (usage: baton %s)", fs.Name(), spawn.Clip(fs.Arg(0)), usage)
 	}
 	return pid, nil
 }
@@ -136,49 +134,23 @@ const (
 // refused or rolled back, 3 when no baton answers in time. --no-wait only
 // sends the reload signal, for a baton without a control socket.
 func cmdReload(args []string) int {
-	var (
-		pid     int
-		noWait  bool
-		timeout time.Duration
-	)
-	for i := 0; i < len(args); i++ {
-		a := strings.TrimPrefix(strings.TrimPrefix(args[i], "-"), "-")
-		name, val, hasVal := strings.Cut(a, "=")
-		next := func() (string, bool) {
-			if hasVal {
-				return val, true
-			}
-			if i+1 < len(args) {
-				i++
-				return args[i], true
-			}
-			return "", false
+	fs := flag.NewFlagSet("reload", flag.ContinueOnError)
+	noWait := fs.Bool("no-wait", false, "")
+	var timeout time.Duration
+	fs.Func("timeout", "", func(v string) error {
+		var d handoff.Timeout
+		if d.Decode(v) != nil {
+			return errors.New("wants a duration like 90s")
 		}
-		switch name {
-		case "no-wait":
-			noWait = true
-		case "pid":
-			v, ok := next()
-			n, err := strconv.Atoi(v)
-			if !ok || err != nil || n < 1 {
-				fmt.Fprintf(os.Stderr, "baton: reload: --pid wants a process id, got %q\n", spawn.Clip(v))
-				return exitUsage
-			}
-			pid = n
-		case "timeout":
-			v, ok := next()
-			var d handoff.Timeout
-			if !ok || d.Decode(v) != nil {
-				fmt.Fprintf(os.Stderr, "baton: reload: --timeout wants a duration like 90s, got %q\n", spawn.Clip(v))
-				return exitUsage
-			}
-			timeout = time.Duration(d)
-		default:
-			fmt.Fprintf(os.Stderr, "baton: reload: unknown argument %q (usage: baton reload [--pid PID] [--timeout DUR] [--no-wait])\n", spawn.Clip(args[i]))
-			return exitUsage
-		}
+		timeout = time.Duration(d)
+		return nil
+	})
+	pid, err := parseSub(fs, "reload [--pid PID] [--timeout DUR] [--no-wait]", args)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "baton:", err)
+		return exitUsage
 	}
-	if noWait {
+	if *noWait {
 		return reloadSignal(pid)
 	}
 	if timeout == 0 {
@@ -187,12 +159,9 @@ func cmdReload(args []string) int {
 	var target control.Target
 	if pid > 0 {
 		target = control.TargetOf(pid)
-	} else {
-		var err error
-		if target, err = control.Find(); err != nil {
-			fmt.Fprintln(os.Stderr, "baton: reload:", err)
-			return reloadNoAnswer
-		}
+	} else if target, err = control.Find(); err != nil {
+		fmt.Fprintln(os.Stderr, "baton: reload:", err)
+		return reloadNoAnswer
 	}
 	o, err := control.AskReload(target, timeout)
 	if err != nil {
@@ -214,31 +183,20 @@ func cmdReload(args []string) int {
 // its own environment, which docker exec and kubectl exec make the
 // container's.
 func defaultReloadWait() time.Duration {
-	ready, stop := 60*time.Second, 8*time.Second
-	var t handoff.Timeout
-	if t.Decode(os.Getenv("BATON_READY_TIMEOUT")) == nil {
-		ready = time.Duration(t)
+	cfg, err := loadConfig()
+	if err != nil {
+		cfg = defaultConfig() // baton itself would have refused to start
 	}
-	var d handoff.Duration
-	if d.Decode(os.Getenv("BATON_STOP_TIMEOUT")) == nil {
-		stop = time.Duration(d)
-	}
-	wait := ready + stop + 10*time.Second
-	if os.Getenv("BATON_RELOAD_CHECK") != "" {
+	ready := time.Duration(cfg.ReadyTimeout)
+	wait := ready + time.Duration(cfg.StopTimeout) + 10*time.Second
+	if len(cfg.ReloadCheck) > 0 {
 		wait += ready
 	}
 	// A canary and a bake come before the outcome: the default wait
 	// covers them (and a canary check per step).
-	var steps handoff.CanarySteps
-	if steps.Decode(os.Getenv("BATON_CANARY")) == nil {
-		wait += steps.Total()
-		if os.Getenv("BATON_CANARY_CHECK") != "" {
-			wait += time.Duration(len(steps)) * ready
-		}
-	}
-	var bake handoff.Duration
-	if bake.Decode(os.Getenv("BATON_BAKE")) == nil {
-		wait += time.Duration(bake)
+	wait += cfg.Canary.Total() + time.Duration(cfg.Bake)
+	if len(cfg.CanaryCheck) > 0 {
+		wait += time.Duration(len(cfg.Canary)) * ready
 	}
 	return wait
 }
@@ -271,7 +229,7 @@ func reloadSignal(pid int) int {
 // cmdHealth exits 0 when the baton of this PID namespace (or of --pid's)
 // reports ready. It needs no HTTP server, shell or curl.
 func cmdHealth(args []string) int {
-	pid, err := pidFlag("health", args, 0)
+	pid, err := parseSub(flag.NewFlagSet("health", flag.ContinueOnError), "health [--pid PID]", args)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "baton:", err)
 		return exitUsage

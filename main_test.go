@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/kelseyhightower/envconfig"
 )
@@ -79,5 +80,31 @@ func TestProcs(t *testing.T) {
 	restoreProcs()
 	if n := runtime.GOMAXPROCS(0); n != runtime.NumCPU() && n < 2 {
 		t.Errorf("no GOMAXPROCS in the environment: got %d, want the default (%d CPUs)", n, runtime.NumCPU())
+	}
+}
+
+// TestDefaultReloadWait: baton reload's default --timeout follows the
+// container's variables, and their defaults when unset.
+func TestDefaultReloadWait(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want time.Duration
+	}{
+		{nil, 60*time.Second + 8*time.Second + 10*time.Second},
+		{map[string]string{"BATON_READY_TIMEOUT": "5s", "BATON_STOP_TIMEOUT": "2s", "BATON_BAKE": "30s",
+			"BATON_RELOAD_CHECK": "true", "BATON_HANDOFF": "steer", "BATON_CANARY": "10%:3s,50%:4s", "BATON_CANARY_CHECK": "true"},
+			5*time.Second + 2*time.Second + 10*time.Second + 5*time.Second + 30*time.Second + 7*time.Second + 2*5*time.Second},
+	} {
+		for _, kv := range os.Environ() {
+			if k, _, _ := strings.Cut(kv, "="); strings.HasPrefix(k, "BATON_") {
+				t.Setenv(k, "")
+			}
+		}
+		for k, v := range c.env {
+			t.Setenv(k, v)
+		}
+		if got := defaultReloadWait(); got != c.want {
+			t.Errorf("%v: %v, want %v", c.env, got, c.want)
+		}
 	}
 }
