@@ -63,10 +63,8 @@ func (s *Supervisor) onCanaryStep(gen, step int) {
 		s.abortCanary("BATON_CANARY_CHECK did not start: " + err.Error())
 		return
 	}
-	ck := &check{w: w, pid: w.PID(), why: "canary", started: s.Now(), canary: true}
-	s.checking, s.checkLines = ck, lines
-	s.Log.Info().Int("pid", ck.pid).Int("gen", gen).Int("step", step+1).Msg("reload check begun")
-	s.after(s.ReadyTimeout, timerEvent{kind: evCheckTimeout, pid: ck.pid})
+	s.beginCheck(&check{w: w, why: "canary", canary: true}, lines)
+	s.Log.Info().Int("pid", w.PID()).Int("gen", gen).Int("step", step+1).Msg("reload check begun")
 }
 
 // canaryChecked goes on after a step whose check passed (reason ""), or

@@ -68,7 +68,6 @@ func (s *Supervisor) failWaiters(reason string) {
 // check is a reload's pre-flight check (BATON_RELOAD_CHECK) in progress.
 type check struct {
 	w        Worker
-	pid      int
 	why      string
 	replies  []chan<- Outcome
 	started  time.Time
@@ -97,10 +96,16 @@ func (s *Supervisor) startReload(why string, replies []chan<- Outcome) {
 		s.refuse(why, replies, "BATON_RELOAD_CHECK did not start: "+err.Error())
 		return
 	}
-	c := &check{w: w, pid: w.PID(), why: why, replies: replies, started: s.Now()}
+	s.beginCheck(&check{w: w, why: why, replies: replies}, lines)
+	s.Log.Info().Int("pid", w.PID()).Str("reason", why).Msg("reload check begun")
+}
+
+// beginCheck makes c the check in progress, its last line of output to
+// come on lines, and bounds it by BATON_READY_TIMEOUT.
+func (s *Supervisor) beginCheck(c *check, lines <-chan string) {
+	c.started = s.Now()
 	s.checking, s.checkLines = c, lines
-	s.Log.Info().Int("pid", c.pid).Str("reason", why).Msg("reload check begun")
-	s.after(s.ReadyTimeout, timerEvent{kind: evCheckTimeout, pid: c.pid})
+	s.after(s.ReadyTimeout, timerEvent{kind: evCheckTimeout, pid: c.w.PID()})
 }
 
 func (s *Supervisor) onCheckLine(line string) {
@@ -119,7 +124,7 @@ func (s *Supervisor) onCheckExit(code int) {
 
 func (s *Supervisor) onCheckTimeout(pid int) {
 	c := s.checking
-	if c == nil || c.pid != pid || c.exited {
+	if c == nil || c.w.PID() != pid || c.exited {
 		return
 	}
 	// Its group goes; the exit and the end of its output follow.

@@ -561,7 +561,7 @@ func (s *Supervisor) setForeground(pgid int) {
 
 func (s *Supervisor) onExit(e reaper.Exit) {
 	code := e.Code()
-	if c := s.checking; c != nil && c.pid == e.PID {
+	if c := s.checking; c != nil && c.w.PID() == e.PID {
 		s.onCheckExit(code)
 		return
 	}
