@@ -787,6 +787,15 @@ func (f *fakeSockets) Relay(gen int, _ time.Duration) int {
 	f.record(fmt.Sprintf("relay %d", gen))
 	return 0
 }
+
+// wantLast fails the test unless the last call recorded is want.
+func (f *fakeSockets) wantLast(t *testing.T, want, what string) {
+	t.Helper()
+	if got := f.got(); len(got) == 0 || got[len(got)-1] != want {
+		t.Fatalf("calls %v, want %s", got, what)
+	}
+}
+
 func (f *fakeSockets) Pending(gen int) int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -802,13 +811,18 @@ func (r *rig) groupGone(pgid int) {
 
 // steerRig is a rig in steer mode whose settle timer is held.
 func steerRig(t *testing.T) (*rig, *fakeSockets) {
-	o := baseOpts()
+	return steerRigWith(t, baseOpts())
+}
+
+// steerRigWith is steerRig with options o (its SteerSettle is set) and
+// more setup.
+func steerRigWith(t *testing.T, o Options, setup ...func(*rig)) (*rig, *fakeSockets) {
 	o.SteerSettle = steerTestSettle
 	fs := &fakeSockets{pending: map[int]int{}}
-	r := newRig(t, o, func(r *rig) {
+	r := newRig(t, o, append([]func(*rig){func(r *rig) {
 		r.s.Sockets = fs
 		r.hold = steerTestSettle
-	})
+	}}, setup...)...)
 	return r, fs
 }
 
@@ -989,6 +1003,7 @@ func TestReloadCheck(t *testing.T) {
 	if o := r.outcome(out); o.OK || !strings.Contains(o.Reason, "exited 2: config error: line 3") {
 		t.Fatalf("failed check: %+v", o)
 	}
+	r.barrier() // the step that answered is over: a worker it started is in r.started
 	select {
 	case w := <-r.started:
 		t.Fatalf("a worker (%d) started after a failed check", w.pid)

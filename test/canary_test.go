@@ -112,6 +112,10 @@ func TestCanaryShare(t *testing.T) {
 	}
 }
 
+// helloFailingGen2, run by sh -c with baton's path as $0, is baton hello
+// whose generation 2 fails 2 s after it is ready (HELLO_FAIL_AFTER).
+const helloFailingGen2 = `[ "$BATON_GENERATION" = 2 ] && export HELLO_FAIL_AFTER=2s; exec "$0" hello`
+
 // TestCanaryAbortAndBakeRevert: a new generation whose workers exit 2 s
 // after they became ready (hello's HELLO_FAIL_AFTER: it says STOPPING=1,
 // drains and exits 1) is aborted during a canary and reverted during a
@@ -119,7 +123,6 @@ func TestCanaryShare(t *testing.T) {
 // (in a bake with the same workers, never signalled), baton reload reports
 // why, and the next reload works.
 func TestCanaryAbortAndBakeRevert(t *testing.T) {
-	script := `[ "$BATON_GENERATION" = 2 ] && export HELLO_FAIL_AFTER=2s; exec "$0" hello`
 	for _, c := range []struct {
 		name, env, event, outcome string
 	}{
@@ -127,7 +130,7 @@ func TestCanaryAbortAndBakeRevert(t *testing.T) {
 		{"bake", "BATON_BAKE=20s", "swap reverted", "generation 2 reverted to 1: worker"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			b, addr := serve(t, []string{"BATON_WORKERS=2", "BATON_READY=notify", "BATON_HANDOFF=steer", c.env}, "sh", "-c", script, batonBin)
+			b, addr := serve(t, []string{"BATON_WORKERS=2", "BATON_READY=notify", "BATON_HANDOFF=steer", c.env}, "sh", "-c", helloFailingGen2, batonBin)
 			pid := strconv.Itoa(b.PID())
 			old := map[int]bool{}
 			for _, ev := range b.Events() {
@@ -208,7 +211,7 @@ func TestCanaryBakeUnannouncedExit(t *testing.T) {
 		env  []string
 		args []string
 	}{
-		{"careful", []string{"HELLO_FAIL_QUIET=1"}, []string{"sh", "-c", `[ "$BATON_GENERATION" = 2 ] && export HELLO_FAIL_AFTER=2s; exec "$0" hello`, batonBin}},
+		{"careful", []string{"HELLO_FAIL_QUIET=1"}, []string{"sh", "-c", helloFailingGen2, batonBin}},
 		{"naive", []string{role}, append([]string{"sh", "-c", `[ "$BATON_GENERATION" = 2 ] && export TEST_FAIL_AFTER=2s; exec "$@"`, "naive"}, naive...)},
 	} {
 		for _, c := range []struct {
@@ -230,12 +233,7 @@ func TestCanaryBakeUnannouncedExit(t *testing.T) {
 					t.Fatalf("after the %s: %v, want all 100 from generation 1", c.event, by)
 				}
 				r := stop()
-				relayed := 0
-				for _, ev := range b.Events() {
-					if ev.Msg() == "queued connections relayed" {
-						relayed += ev.Int("connections")
-					}
-				}
+				relayed := relayedSoFar(b)
 				t.Logf("%d requests, %d failed %v (%d on reused connections), generations %v; %d connections relayed", r.Requests, r.Failures, r.ByKind, r.Reused, r.Generations, relayed)
 				if r.Generations["2"] == 0 {
 					t.Error("generation 2 never answered: the test did not put it under load")

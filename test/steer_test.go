@@ -257,22 +257,7 @@ func TestSteerUnprivileged(t *testing.T) {
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req"); err == nil && strings.TrimSpace(string(b)) != "0" {
 		t.Fatalf("net.ipv4.tcp_migrate_req is %s here: the test would not show that steer mode does without it", strings.TrimSpace(string(b)))
 	}
-	// A copy of baton that uid 65534 may run (the test's build directory
-	// is root's, 0700).
-	dir, err := os.MkdirTemp("", "baton-unpriv-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	bin := filepath.Join(dir, "baton")
-	data, err := os.ReadFile(batonBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	bin := copyForAll(t) // uid 65534 may run it
 	b := StartBaton(t, Opt{
 		Bin: bin,
 		Env: []string{"BATON_LISTEN=127.0.0.1:0", "BATON_WORKERS=2", "BATON_READY=notify", "BATON_HANDOFF=steer", "HELLO_DRAIN=0"},
@@ -374,17 +359,25 @@ func TestSteerLateHandshake(t *testing.T) {
 			b.Signal(unix.SIGTERM)
 			b.Wait()
 			if !c.heldAlive {
-				for _, ev := range b.Events() {
-					if ev.Msg() == "queued connections relayed" {
-						relayed += ev.Int("connections")
-					}
-				}
+				relayed = relayedSoFar(b)
 			}
 			if want := map[bool]int{true: 1, false: 0}[c.heldAlive]; relayed != want {
 				t.Fatalf("%d connections relayed, want %d", relayed, want)
 			}
 		})
 	}
+}
+
+// relayedSoFar sums the connections baton has logged relaying so far
+// ("queued connections relayed").
+func relayedSoFar(b *Baton) int {
+	n := 0
+	for _, ev := range b.Events() {
+		if ev.Msg() == "queued connections relayed" {
+			n += ev.Int("connections")
+		}
+	}
+	return n
 }
 
 // lateClient connects to addr with its SYN-ACKs dropped until swap has
