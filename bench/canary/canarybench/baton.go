@@ -135,7 +135,7 @@ var failure = map[string]bool{"swap aborted": true, "canary aborted": true, "swa
 // advancing *cursor past it. A failure event, baton's exit, or the
 // deadline end the wait with an error.
 func (b *baton) await(cursor *int, what string, timeout time.Duration, ok func(event) bool) (event, error) {
-	ev, err := b.log.Await(cursor, timeout, nil, func(ev event) (bool, error) {
+	ev, err := b.log.Await(cursor, timeout, b.exited, func(ev event) (bool, error) {
 		if failure[ev.Message] {
 			return true, fmt.Errorf("%w: %s (gen %d): %s", errFailed, ev.Message, ev.Gen, ev.Reason)
 		}
@@ -144,6 +144,8 @@ func (b *baton) await(cursor *int, what string, timeout time.Duration, ok func(e
 	switch err {
 	case logread.ErrEnded:
 		err = fmt.Errorf("baton's output ended while waiting for %s%s", what, b.log.TailText(tailPrefix))
+	case logread.ErrExited:
+		err = fmt.Errorf("baton exited while waiting for %s%s", what, b.log.TailText(tailPrefix))
 	case logread.ErrTimeout:
 		err = fmt.Errorf("no %s within %v%s", what, timeout, b.log.TailText(tailPrefix))
 	}

@@ -6,7 +6,7 @@
 // a light load. bench/canary/run drives it; see the header of that script.
 //
 //	canarybench run    -out DIR -run N -baton-hello B1 -baton-gunicorn B2 -gunicorn-dir D [flags]
-//	canarybench report -dir DIR [-command CMD]
+//	canarybench report -dir DIR
 package main
 
 import (

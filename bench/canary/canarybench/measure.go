@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/baton-init/baton/bench/internal/procfs"
 )
 
 // spec is one measurement: a worker kind under one reload configuration.
@@ -147,19 +149,25 @@ type Result struct {
 	OldGenWorkers []int
 }
 
-// cpuOf reads the CPU used so far by every process below root whose
-// process group is a worker of generation gen.
-func cpuOf(root int, genOf map[int]int, gen int) map[int][2]int64 {
-	out := map[int][2]int64{}
+// cpuOf reads, in one pass over /proc, the CPU used so far by every
+// process below root whose process group is a worker of generation a or b.
+func cpuOf(root int, genOf map[int]int, a, b int) (ofA, ofB map[int][2]int64) {
+	ofA, ofB = map[int][2]int64{}, map[int][2]int64{}
 	for _, p := range descendants(root) {
-		if genOf[p.pgid] != gen {
+		var out map[int][2]int64
+		switch genOf[p.pgid] {
+		case a:
+			out = ofA
+		case b:
+			out = ofB
+		default:
 			continue
 		}
-		if ns, ok := schedNS(p.pid); ok {
+		if ns, ok := procfs.SchedNS(p.pid); ok {
 			out[p.pid] = [2]int64{ns, p.ticks}
 		}
 	}
-	return out
+	return ofA, ofB
 }
 
 // cpuDelta is the CPU used between two reads: a process seen only at the
@@ -208,11 +216,7 @@ func measure(sp spec, logf func(string, ...any)) (res Result, err error) {
 			genOf[ev.PID] = ev.Gen
 		case "bake begun", "bake done":
 			<-rootSet
-			g := map[int]int{}
-			for k, v := range genOf {
-				g[k] = v
-			}
-			parked, cur := cpuOf(root, g, ev.Parked), cpuOf(root, g, ev.Gen)
+			parked, cur := cpuOf(root, genOf, ev.Parked, ev.Gen)
 			if ev.Message == "bake begun" {
 				bakeStart, bakeA = ev.seen, [2]map[int][2]int64{parked, cur}
 			} else if bakeA[0] != nil {
@@ -303,44 +307,32 @@ func measure(sp spec, logf func(string, ...any)) (res Result, err error) {
 			}
 		}
 	}()
-	stopSampler := func() {
-		select {
-		case <-sampStop:
-		default:
-			close(sampStop)
-		}
+	stopSampler := sync.OnceFunc(func() {
+		close(sampStop)
 		<-sampDone
-	}
+	})
 	defer stopSampler()
 
 	ld := startLoad(sp.Addr, sp.Clients, sp.Rate)
 	var reqs []request
-	loadStopped := false
-	stopLoad := func() {
-		if !loadStopped {
-			loadStopped = true
-			reqs = ld.finish()
-		}
-	}
+	stopLoad := sync.OnceFunc(func() { reqs = ld.finish() })
 	defer stopLoad()
 
 	time.Sleep(sp.Warmup)
 	baselineFrom := time.Now()
 	time.Sleep(sp.Baseline)
 
-	// The reload. With a gate, it waits its turn.
-	unlocked := true
-	if sp.Gate != nil {
+	// The reload. With a gate, it waits its turn; the gate is released
+	// Stagger after the new generation is ready, or on an early return.
+	gateHeld := sp.Gate != nil
+	if gateHeld {
 		sp.Gate.Lock()
-		unlocked = false
 	}
-	unlock := func() {
-		if !unlocked {
-			unlocked = true
+	defer func() {
+		if gateHeld {
 			sp.Gate.Unlock()
 		}
-	}
-	defer unlock()
+	}()
 	var out bytes.Buffer
 	rl := exec.Command(sp.Baton, "reload", "--pid", strconv.Itoa(root), "--timeout", (sp.Expect + time.Minute).String())
 	rl.Stdout, rl.Stderr = &out, &out
@@ -369,28 +361,21 @@ func measure(sp spec, logf func(string, ...any)) (res Result, err error) {
 	ready, err := b.await(&cur, "the new generation ready", 60*time.Second, func(ev event) bool {
 		return ev.Gen == 2 && (ev.Message == "swap complete" || ev.Message == "canary step")
 	})
-	if sp.Gate != nil {
-		if err != nil {
-			unlock()
-		} else {
-			unlocked = true // the timer unlocks
-			time.AfterFunc(sp.Stagger, sp.Gate.Unlock)
-		}
-	}
 	if err != nil {
 		return res, err
 	}
-	_ = ready
+	if gateHeld {
+		gateHeld = false // the timer releases it
+		time.AfterFunc(sp.Stagger, sp.Gate.Unlock)
+	}
 
 	// Every worker of generation 1 exits.
-	oldWorkers := 0
 	for _, ev := range b.log.Snapshot() {
 		if ev.Message == "worker started" && ev.Gen == 1 {
-			oldWorkers++
 			res.OldGenWorkers = append(res.OldGenWorkers, ev.PID)
 		}
 	}
-	for n := 0; n < oldWorkers; n++ {
+	for range res.OldGenWorkers {
 		if _, err = b.await(&cur, "the old generation's \"worker exited\"", sp.Expect+30*time.Second, func(ev event) bool {
 			return ev.Message == "worker exited" && ev.Gen == 1
 		}); err != nil {
@@ -526,8 +511,7 @@ func loadStats(res *Result, reqs []request, t0 time.Time) {
 		t    float64
 		name string
 	}
-	marks := []mark{{-1e9, "before the reload"}, {0, "new generation starting"}}
-	end := 1e9
+	marks := []mark{{res.BaselineFrom, "before the reload"}, {0, "new generation starting"}}
 	for _, ev := range res.Events {
 		switch {
 		case ev.Msg == "canary step" && ev.Gen == 2:
@@ -544,7 +528,7 @@ func loadStats(res *Result, reqs []request, t0 time.Time) {
 	}
 	marks = append(marks, mark{res.OldGone, "after"})
 	for i, m := range marks {
-		to := end
+		to := 1e9
 		if i+1 < len(marks) {
 			to = marks[i+1].t
 		}
@@ -585,7 +569,6 @@ func loadStats(res *Result, reqs []request, t0 time.Time) {
 			}
 		}
 	}
-	ls.Phases[0].From = res.BaselineFrom
 }
 
 // cleanEnv drops baton's settings (and what a baton above us may have

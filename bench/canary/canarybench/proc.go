@@ -6,7 +6,6 @@ import (
 	"bufio"
 	"bytes"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -114,27 +113,4 @@ func rollup(pid int) (rss, pss int64, ok bool) {
 		}
 	}
 	return rss, pss, seen == 2
-}
-
-// schedNS is the CPU time of every thread of pid so far, in ns
-// (/proc/PID/task/*/schedstat, first field); ok is false for a process
-// that is gone.
-func schedNS(pid int) (int64, bool) {
-	tasks, err := filepath.Glob("/proc/" + strconv.Itoa(pid) + "/task/*/schedstat")
-	if err != nil || len(tasks) == 0 {
-		return 0, false
-	}
-	var sum int64
-	for _, t := range tasks {
-		b, err := os.ReadFile(t)
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b))
-		if len(f) > 0 {
-			v, _ := strconv.ParseInt(f[0], 10, 64)
-			sum += v
-		}
-	}
-	return sum, true
 }

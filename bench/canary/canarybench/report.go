@@ -80,7 +80,6 @@ func cmdReport(args []string) int {
 	}
 	by := map[string]map[string][]Result{}
 	var errs []string
-	runs := 0
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
@@ -92,7 +91,6 @@ func cmdReport(args []string) int {
 			fmt.Fprintf(os.Stderr, "%s: %v\n", f, err)
 			return 1
 		}
-		runs = max(runs, r.Run)
 		if r.Error != "" {
 			errs = append(errs, fmt.Sprintf("%s / %s, run %d: %s", r.Kind, r.Config, r.Run, r.Error))
 			continue

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/baton-init/baton/bench/internal/procfs"
 )
 
 // startPID1 starts argv as PID 1 of a new PID namespace. With mountProc it also
@@ -113,26 +115,13 @@ func hasChildBesides(proc string, pid, except int) bool {
 	return false
 }
 
-// cpuNS is the CPU time (ns) a process has used so far: the sum of the first
-// field of /proc/PID/task/*/schedstat (threads that already exited are not
-// counted). -1 if unreadable.
+// cpuNS is the CPU time (ns) a process has used so far (procfs.SchedNS);
+// -1 if unreadable.
 func cpuNS(pid int) int64 {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		return -1
+	if ns, ok := procfs.SchedNS(pid); ok {
+		return ns
 	}
-	var sum int64
-	for _, t := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
-		if err != nil {
-			continue
-		}
-		if f := strings.Fields(string(b)); len(f) > 0 {
-			n, _ := strconv.ParseInt(f[0], 10, 64)
-			sum += n
-		}
-	}
-	return sum
+	return -1
 }
 
 func statusKB(pid int, keys ...string) (map[string]int64, error) {
