@@ -230,7 +230,8 @@ type worker struct {
 	initial   bool // part of the very first start: an exit before ready is a startup failure
 	maxAge    time.Duration
 	inShim    bool          // still baton's shim: signals wait in held
-	pings     int           // WATCHDOG=1 received (BATON_WATCHDOG)
+	lastPing  time.Time     // the last WATCHDOG=1 (BATON_WATCHDOG); zero: none yet
+	watched   bool          // a watchdog timer is armed for it
 	hung      bool          // the watchdog found it hung: SIGABRT sent
 	held      []unix.Signal // signals to send once it runs its command
 	// groupGone: its leader is reaped and its process group was empty at
@@ -1101,8 +1102,8 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 	case evBakeEnd:
 		s.onBakeEnd(ev.gen)
 	case evWatchdog:
-		if w := ev.w; s.byPID[w.pid] == w && w.pings == ev.idx {
-			s.hang(w, "no WATCHDOG=1 within BATON_WATCHDOG")
+		if w := ev.w; s.byPID[w.pid] == w {
+			s.onWatchdogTimer(w)
 		}
 	case evWatchdogKill:
 		if w := ev.w; s.byPID[w.pid] == w {

@@ -1114,20 +1114,45 @@ func TestWatchdog(t *testing.T) {
 	o := baseOpts()
 	o.Workers = 3
 	o.Watchdog = 3 * time.Minute
-	r := newRig(t, o, func(r *rig) { r.hold = 3 * time.Minute })
+	var mu sync.Mutex
+	now := time.Unix(1e9, 0)
+	advance := func(d time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		now = now.Add(d)
+	}
+	r := newRig(t, o, func(r *rig) {
+		r.hold = 3 * time.Minute
+		r.holdAlso = map[time.Duration][]func(){2 * time.Minute: nil}
+		r.s.Now = func() time.Time {
+			mu.Lock()
+			defer mu.Unlock()
+			return now
+		}
+	})
 	ws := []*scriptedWorker{r.worker(), r.worker(), r.worker()}
 	for _, w := range ws {
 		r.notes <- Note{PID: w.pid, Ready: true}
 	}
 	r.expect("generation ready")
-	r.notes <- Note{PID: ws[0].pid, Watchdog: true} // pings once, then silence
+	r.notes <- Note{PID: ws[0].pid, Watchdog: true} // pings, and once more 2 min later
 	r.notes <- Note{PID: ws[2].pid, Trigger: true}  // says it is hung
 	r.expect("worker hung")
 	r.barrier()
 	if got := ws[2].got(); len(got) != 1 || got[0] != unix.SIGABRT {
 		t.Fatalf("WATCHDOG=trigger: the worker got %v, want SIGABRT", got)
 	}
-	r.fireHeld() // BATON_WATCHDOG passes
+	advance(2 * time.Minute)
+	r.notes <- Note{PID: ws[0].pid, Watchdog: true}
+	r.barrier()
+	advance(time.Minute)
+	r.fireHeld() // 3 min after the first ping, 1 min after the last
+	r.awaitHeld(2 * time.Minute) // armed again for 3 min after the last
+	if got := ws[0].got(); len(got) != 0 {
+		t.Fatalf("a worker that pinged within BATON_WATCHDOG got %v", got)
+	}
+	advance(2 * time.Minute)
+	r.fireHeldFor(2 * time.Minute) // BATON_WATCHDOG after its last ping
 	r.expect("worker hung")
 	r.barrier()
 	if got := ws[0].got(); len(got) != 1 || got[0] != unix.SIGABRT {

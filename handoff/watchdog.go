@@ -21,10 +21,29 @@ func (s *Supervisor) onWatchdog(w *worker, trigger bool) {
 		s.hang(w, "WATCHDOG=trigger")
 		return
 	}
-	w.pings++
-	// Each ping arms a timer that fires unless another ping came since:
-	// the event carries the ping's number.
-	s.after(s.Watchdog, timerEvent{kind: evWatchdog, pid: w.pid, w: w, idx: w.pings})
+	// A ping only notes the time: one timer a worker, armed by its first
+	// ping and again when it fires, not one a ping (workers ping several
+	// times a period, and each timer would be one more event here).
+	w.lastPing = s.Now()
+	if !w.watched {
+		w.watched = true
+		s.after(s.Watchdog, timerEvent{kind: evWatchdog, pid: w.pid, w: w})
+	}
+}
+
+// onWatchdogTimer: w is hung if its last ping is a whole BATON_WATCHDOG
+// old; otherwise the timer is armed again for when it would be.
+func (s *Supervisor) onWatchdogTimer(w *worker) {
+	w.watched = false
+	if w.hung || w.retiring || s.stopping {
+		return
+	}
+	if left := s.Watchdog - s.Now().Sub(w.lastPing); left > 0 {
+		w.watched = true
+		s.after(left, timerEvent{kind: evWatchdog, pid: w.pid, w: w})
+		return
+	}
+	s.hang(w, "no WATCHDOG=1 within BATON_WATCHDOG")
 }
 
 // hang aborts a hung worker.
