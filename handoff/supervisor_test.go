@@ -1146,7 +1146,7 @@ func TestWatchdog(t *testing.T) {
 	r.notes <- Note{PID: ws[0].pid, Watchdog: true}
 	r.barrier()
 	advance(time.Minute)
-	r.fireHeld() // 3 min after the first ping, 1 min after the last
+	r.fireHeld()                 // 3 min after the first ping, 1 min after the last
 	r.awaitHeld(2 * time.Minute) // armed again for 3 min after the last
 	if got := ws[0].got(); len(got) != 0 {
 		t.Fatalf("a worker that pinged within BATON_WATCHDOG got %v", got)
