@@ -33,9 +33,13 @@ type Sockets interface {
 	// generation steered to now (relay.go); it returns how many.
 	Relay(gen int, idle time.Duration) int
 	// Release takes gen's own sockets out of the kernel's group and closes
-	// them. Connections still queued in them would be reset: call it once
-	// gen's workers are gone and Pending is 0 (or Relay took the rest), or
-	// for a generation never steered to.
+	// them. Call it once no process of gen can hold them any more, even
+	// for a generation never steered to (rolled back): a UDP socket leaves
+	// the group only at its last close, and a TCP listener taken out by
+	// shutdown comes back, at the end, at its holder's next listen(), and
+	// either way the group would no longer be what Steering mirrors.
+	// Connections still queued would be reset: Pending must be 0 by then,
+	// or Relay have taken the rest.
 	Release(gen int)
 }
 
@@ -81,10 +85,15 @@ func (Shared) Release(int) {}
 // member moves into slot i. Steering mirrors the array and attaches the
 // program again after every change. An index past the end makes the
 // kernel fall back to its hash over every member, which could pick a
-// member that is not steered to; the loop keeps at most three
-// generations in a group (one leaving, the current one, one starting)
-// and never releases one while the current is last and two others remain,
-// so that cannot happen (see release).
+// member that is not steered to. The loop steers to a new generation only
+// when no other is leaving (one that handed over, or one rolled back), so
+// at most one member precedes the current one then; a member joins at the
+// end, and a release moves the last member into a gap before the current
+// one only in place of one that was there, so none is ever added before
+// it. The current one is thus never last with two others when one is
+// released, and that cannot happen (see release). The mirror holds only
+// while the loop releases a generation's sockets once no process of it
+// holds them (see Release).
 //
 // Unix listeners have no reuseport group: they stay shared.
 type Steering struct {

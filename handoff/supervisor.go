@@ -172,10 +172,14 @@ type Supervisor struct {
 	// killAllHeld is a kill(-1) signal waiting for workers to leave the
 	// shim (it would reach their Go runtime, not their command); 0: none.
 	killAllHeld unix.Signal
-	// leaving is the generation that handed over in steer mode and whose
-	// sockets are still in the kernel's groups: released once its queue
-	// is empty and its processes are gone (nil in shared mode).
-	leaving *generation
+	// leaving are the generations whose sockets are still in the kernel's
+	// groups though no longer steered to (steer mode): the one that handed
+	// over, and rolled-back ones. Each is released once its workers were
+	// told to stop and every process of theirs is gone, as only then does
+	// baton's copy of a group stay the kernel's: a UDP socket leaves at its
+	// last close, and a TCP listener taken out by shutdown comes back, at
+	// the end, at its holder's next listen(). Empty in shared mode.
+	leaving []*generation
 	// canary is the canary in progress (BATON_CANARY), parked the old
 	// generation during a bake (BATON_BAKE).
 	canary   *canaryRun
@@ -856,11 +860,11 @@ func (s *Supervisor) beginSwap(why string, waiters []chan<- Outcome) {
 func (s *Supervisor) finishSwap() {
 	g, old := s.next, s.current
 	g.ready = true
-	if s.leaving != nil {
-		// Steer mode: a kernel group holds at most the generation leaving,
-		// the current one and one starting (see Steering). The new one is
-		// steered to once the one before has left.
-		s.Log.Info().Int("gen", g.num).Int("leaving", s.leaving.num).Msg("swap waits for the old generation to leave")
+	if len(s.leaving) > 0 {
+		// Steer mode: a new generation is steered to only once no other
+		// is leaving, so that the current one never is last in a group
+		// with two others before it (see Steering).
+		s.Log.Info().Int("gen", g.num).Int("leaving", s.leaving[0].num).Msg("swap waits for the old generation to leave")
 		return
 	}
 	if len(s.Canary) > 0 && !g.canaried {
@@ -869,6 +873,11 @@ func (s *Supervisor) finishSwap() {
 	}
 	if err := s.Sockets.Steer(g.num); err != nil {
 		s.Log.Error().Err(err).Int("gen", g.num).Msg("steer failed")
+		// Listeners steered to g before the failure go back: a socket
+		// steered to is never released.
+		if err := s.Sockets.Steer(old.num); err != nil {
+			s.Log.Error().Err(err).Int("gen", old.num).Msg("steer failed")
+		}
 		s.abortSwap("steer failed")
 		return
 	}
@@ -903,7 +912,7 @@ func (s *Supervisor) handOver(old *generation) {
 		// accepting what is already queued for them, and are asked to stop
 		// once that is empty: a worker that drops what it has not yet
 		// accepted when it stops then has nothing to drop.
-		s.leaving = old
+		s.leaving = append(s.leaving, old)
 		old.handover = s.Now()
 		s.after(s.SteerSettle, timerEvent{kind: evHandover, gen: old.num})
 	} else {
@@ -937,10 +946,11 @@ const (
 // onHandover looks at the leaving generation's queue: empty (or waited
 // long enough), its workers are asked to stop.
 func (s *Supervisor) onHandover(gen int) {
-	g := s.leaving
-	if g == nil || g.num != gen || g.retired || s.stopping {
+	i := slices.IndexFunc(s.leaving, func(g *generation) bool { return g.num == gen })
+	if i < 0 || s.leaving[i].retired || s.stopping {
 		return
 	}
+	g := s.leaving[i]
 	if n := s.Sockets.Pending(gen); n > 0 && s.Now().Sub(g.handover) < maxHandover && s.hasWorkers(g) {
 		s.after(steerPoll, timerEvent{kind: evHandover, gen: gen})
 		return
@@ -964,20 +974,28 @@ func (s *Supervisor) hasWorkers(g *generation) bool {
 	return false
 }
 
-// maybeRelease takes the leaving generation's sockets out of the kernel's
+// maybeRelease takes each leaving generation's sockets out of the kernel's
 // groups once its workers were told to stop and every process of theirs
-// is gone, and steers to a new generation that waited for it.
+// is gone, and steers to a new generation that waited for them.
 func (s *Supervisor) maybeRelease() {
-	g := s.leaving
-	if g == nil || !g.retired {
-		return
+	n := len(s.leaving)
+	s.leaving = slices.DeleteFunc(s.leaving, s.release)
+	if len(s.leaving) == 0 && n > 0 {
+		if g := s.next; g != nil && g.ready && !s.stopping && !s.draining {
+			s.finishSwap()
+		}
 	}
-	if s.hasWorkers(g) {
-		return
+}
+
+// release takes g's sockets out of the kernel's groups, if no process of
+// g can hold them any more, and tells whether it did.
+func (s *Supervisor) release(g *generation) bool {
+	if !g.retired || s.hasWorkers(g) {
+		return false
 	}
 	for _, w := range s.lingering {
 		if w.gen == g {
-			return
+			return false
 		}
 	}
 	if !s.stopping {
@@ -989,11 +1007,8 @@ func (s *Supervisor) maybeRelease() {
 		}
 	}
 	s.Sockets.Release(g.num)
-	s.leaving = nil
 	s.Log.Debug().Int("gen", g.num).Msg("old generation left")
-	if n := s.next; n != nil && n.ready && !s.stopping && !s.draining {
-		s.finishSwap()
-	}
+	return true
 }
 
 func (s *Supervisor) abortSwap(reason string) {
@@ -1002,13 +1017,16 @@ func (s *Supervisor) abortSwap(reason string) {
 	s.stats.ReloadsFailed++
 	s.Log.Warn().Int("gen", g.num).Str("reason", reason).Msg("swap aborted")
 	answerAll(&g.waiters, Outcome{Gen: s.current.num, Reason: "generation " + strconv.Itoa(g.num) + " rolled back: " + reason})
-	for _, w := range g.workers {
-		if w != nil {
-			s.retire(w)
-		}
+	s.retireGeneration(g)
+	if s.SteerSettle > 0 {
+		// Never steered to, but its workers may still hold its sockets
+		// (one that ignores the stop signal, one that calls listen()
+		// again): they leave the groups as a leaving generation's do.
+		s.leaving = append(s.leaving, g)
+		s.maybeRelease()
+	} else {
+		s.Sockets.Release(g.num) // shared mode: nothing to release
 	}
-	// Never steered to: nothing waits in its sockets.
-	s.Sockets.Release(g.num)
 	s.afterSwap()
 }
 

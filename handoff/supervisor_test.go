@@ -924,6 +924,97 @@ func TestSteerWaitsForLeaving(t *testing.T) {
 	}
 }
 
+// TestSteerRollbackLeaves: a rolled-back generation's sockets stay in the
+// group while a process of it may still hold them (a UDP socket leaves only
+// at its last close; a TCP listener taken out by shutdown comes back at its
+// holder's next listen()), as a leaving generation's do; a generation
+// ready meanwhile waits for them to go.
+func TestSteerRollbackLeaves(t *testing.T) {
+	o := baseOpts()
+	o.ReadyTimeout = rollbackReadyTimeout
+	r, fs := steerRigWith(t, o, func(r *rig) {
+		r.holdAlso = map[time.Duration][]func(){rollbackReadyTimeout: nil}
+	})
+	w1 := r.worker()
+	r.ready(w1)
+	r.expect("generation ready")
+	r.sigs <- unix.SIGHUP
+	w2 := r.worker()
+	r.expect("swap begun")
+	r.fireHeldFor(rollbackReadyTimeout) // generation 2 never became ready
+	r.expect("swap aborted")
+	r.barrier()
+	if got := w2.got(); len(got) != 1 || got[0] != unix.SIGTERM {
+		t.Fatalf("the rolled-back worker got %v, want SIGTERM", got)
+	}
+	if slices.Contains(fs.got(), "release 2") {
+		t.Fatalf("released while its worker still runs: %v", fs.got())
+	}
+	r.sigs <- unix.SIGHUP
+	w3 := r.worker()
+	r.notes <- Note{PID: w3.pid, Ready: true}
+	r.expect("swap waits for the old generation to leave")
+	r.barrier()
+	if slices.Contains(fs.got(), "steer 3") {
+		t.Fatal("steered to generation 3 with generation 2 still in the group")
+	}
+	r.groupGone(w2.pid) // no helper of its lingers
+	r.exit(w2.pid, 0)
+	r.expect("swap complete") // generation 3, once 2 has left
+	r.barrier()
+	got := fs.got()
+	if i, j := slices.Index(got, "release 2"), slices.Index(got, "steer 3"); i < 0 || j < i {
+		t.Fatalf("want generation 2 released, then 3 steered to: %v", got)
+	}
+	if len(w1.got()) != 0 {
+		t.Fatalf("generation 1 was signalled before it handed over: %v", w1.got())
+	}
+}
+
+// steerRefused is fakeSockets whose Steer to one generation fails.
+type steerRefused struct {
+	*fakeSockets
+	gen int
+}
+
+func (f steerRefused) Steer(gen int) error {
+	f.record(fmt.Sprintf("steer %d", gen))
+	if gen == f.gen {
+		return fmt.Errorf("steer refused for generation %d", gen)
+	}
+	return nil
+}
+
+// TestSteerFailedRollsBack: a generation whose steer fails (perhaps after
+// some listeners were steered to it) is rolled back: every listener is
+// steered back to the current generation, and its sockets leave once its
+// workers are gone.
+func TestSteerFailedRollsBack(t *testing.T) {
+	r, fs := steerRigWith(t, baseOpts(), func(r *rig) {
+		r.s.Sockets = steerRefused{r.s.Sockets.(*fakeSockets), 2}
+	})
+	w1 := r.worker()
+	r.ready(w1)
+	r.expect("generation ready")
+	r.sigs <- unix.SIGHUP
+	w2 := r.worker()
+	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.expect("swap aborted")
+	r.barrier()
+	if got := fs.got(); !slices.Equal(got, []string{"open 1", "open 2", "steer 2", "steer 1"}) {
+		t.Fatalf("calls %v, want generation 1 steered to again and nothing released yet", got)
+	}
+	r.groupGone(w2.pid)
+	r.exit(w2.pid, 0)
+	r.expect("worker exited")
+	r.barrier()
+	fs.wantLast(t, "release 2", "generation 2 released once its worker is gone")
+}
+
+// rollbackReadyTimeout is BATON_READY_TIMEOUT in TestSteerRollbackLeaves,
+// a duration no other timer has.
+const rollbackReadyTimeout = 13 * time.Minute
+
 // reloadAsync asks the loop for a reload from a goroutine and returns where
 // its outcome arrives.
 func (r *rig) reloadAsync() <-chan Outcome {
