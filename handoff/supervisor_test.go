@@ -889,10 +889,9 @@ func TestSteerHandover(t *testing.T) {
 	}
 }
 
-// TestSteerWaitsForLeaving: a group holds at most the generation leaving,
-// the current one and one starting: a third generation ready before the
-// first has left waits, and is steered to once it has; a rolled-back one
-// is released at once.
+// TestSteerWaitsForLeaving: a generation ready before the one leaving has
+// left waits, and is steered to once it has; a rolled-back one whose
+// workers are all gone already is released at once.
 func TestSteerWaitsForLeaving(t *testing.T) {
 	r, fs := steerRig(t)
 	w1, _ := r.swapOnce()
