@@ -210,11 +210,7 @@ func Start(s Spec) (*Proc, error) {
 		}
 	}
 	var pid int
-	wm := withEmptyMask
-	if os.Getenv("NOMASK") != "" {
-		wm = func(f func()) { f() }
-	}
-	wm(func() {
+	withEmptyMask(func() {
 		pid, _, err = syscall.StartProcess(argv0, argv, &syscall.ProcAttr{
 			Dir:   s.Dir,
 			Env:   s.Env,
