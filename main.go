@@ -115,12 +115,33 @@ func parseSub(fs *flag.FlagSet, usage string, args []string) (pid int, err error
 		return nil
 	})
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, errHelp{usage}
+		}
 		return 0, fmt.Errorf("%s: %v (usage: baton %s)", fs.Name(), err, usage)
 	}
 	if fs.NArg() > 0 {
 		return 0, fmt.Errorf("%s: unknown argument %q (usage: baton %s)", fs.Name(), spawn.Clip(fs.Arg(0)), usage)
 	}
 	return pid, nil
+}
+
+// errHelp is parseSub's answer to -h, -help or --help: the caller prints
+// the usage on stdout and exits 0.
+type errHelp struct{ usage string }
+
+func (e errHelp) Error() string { return "usage: baton " + e.usage }
+
+// subUsage reports a parseSub error: the usage on stdout and 0 for a
+// request for help, one line on stderr and exitUsage otherwise.
+func subUsage(err error) int {
+	var h errHelp
+	if errors.As(err, &h) {
+		fmt.Println(h.Error())
+		return 0
+	}
+	stderrf("baton: %v", err)
+	return exitUsage
 }
 
 // Exit statuses of baton reload.
@@ -147,8 +168,7 @@ func cmdReload(args []string) int {
 	})
 	pid, err := parseSub(fs, "reload [--pid PID] [--timeout DUR] [--no-wait]", args)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "baton:", err)
-		return exitUsage
+		return subUsage(err)
 	}
 	if *noWait {
 		return reloadSignal(pid)
@@ -169,7 +189,11 @@ func cmdReload(args []string) int {
 		return reloadNoAnswer
 	}
 	if !o.OK {
-		fmt.Fprintf(os.Stderr, "baton: reload: %s (generation %d serves on)\n", o.Reason, o.Gen)
+		if o.Gen > 0 {
+			stderrf("baton: reload: %s (generation %d serves on)", o.Reason, o.Gen)
+		} else {
+			stderrf("baton: reload: %s", o.Reason) // no generation serves on: baton is stopping, or the reload was not allowed
+		}
 		return reloadRefused
 	}
 	fmt.Printf("generation %d serving\n", o.Gen)
@@ -231,8 +255,7 @@ func reloadSignal(pid int) int {
 func cmdHealth(args []string) int {
 	pid, err := parseSub(flag.NewFlagSet("health", flag.ContinueOnError), "health [--pid PID]", args)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "baton:", err)
-		return exitUsage
+		return subUsage(err)
 	}
 	var target control.Target
 	if pid > 0 {
@@ -342,6 +365,10 @@ func supervise(argv []string) int {
 	}
 	if len(argv) == 0 {
 		stderrf("baton: no command given after -- (see baton help)")
+		return exitUsage
+	}
+	if argv[0] == "" {
+		stderrf("baton: the command name is empty (usage: baton [--] COMMAND [ARG...])")
 		return exitUsage
 	}
 	log := newLogger(cfg)
@@ -766,10 +793,29 @@ var configKeys = []string{
 // under another baton must not call them unknown.
 var setByBaton = []string{"BATON_GENERATION", "BATON_WORKER"}
 
+// checkSetByBaton accepts BATON_GENERATION and BATON_WORKER only as baton
+// sets them: numbers, BATON_WORKER never without BATON_GENERATION (a
+// reload check gets BATON_GENERATION alone). Anything else was typed by
+// someone, most likely BATON_WORKER for BATON_WORKERS.
+func checkSetByBaton() error {
+	gen, hasGen := os.LookupEnv("BATON_GENERATION")
+	w, hasW := os.LookupEnv("BATON_WORKER")
+	number := func(v string) bool { n, err := strconv.Atoi(v); return err == nil && n >= 0 }
+	switch {
+	case hasW && !hasGen:
+		return fmt.Errorf("BATON_WORKER=%q is set, but baton sets it only for its own workers (with BATON_GENERATION): did you mean BATON_WORKERS?", spawn.Clip(w))
+	case hasGen && !number(gen):
+		return fmt.Errorf("BATON_GENERATION: want the generation number baton sets for its workers, got %q", spawn.Clip(gen))
+	case hasW && !number(w):
+		return fmt.Errorf("BATON_WORKER: want the worker number baton sets for its workers, got %q (did you mean BATON_WORKERS?)", spawn.Clip(w))
+	}
+	return nil
+}
+
 type httpAddr string
 
 func (a *httpAddr) Decode(v string) error {
-	if _, _, err := net.SplitHostPort(v); err != nil {
+	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
 		return fmt.Errorf("want host:port like :9090 or 127.0.0.1:9090, got %q", spawn.Clip(v))
 	}
 	*a = httpAddr(v)
@@ -844,6 +890,9 @@ func loadConfig() (*config, error) {
 		case !slices.Contains(setByBaton, k):
 			unknown = append(unknown, k)
 		}
+	}
+	if err := checkSetByBaton(); err != nil {
+		return nil, err
 	}
 	if len(unknown) > 0 {
 		sort.Strings(unknown)

@@ -294,6 +294,10 @@ func (s *Size) Decode(v string) error {
 	if strings.HasSuffix(t, "i") {
 		t += "B"
 	}
+	if strings.TrimLeft(t, "0123456789.") == "" {
+		// 512 would mean 512 bytes, which no process's RSS is below.
+		return fmt.Errorf("want a size with a unit like 512MiB, 512Mi or 1g, got %q (a bare number would be bytes)", spawn.Clip(v))
+	}
 	n, err := units.RAMInBytes(t)
 	if err != nil || n <= 0 {
 		return fmt.Errorf("want a size like 512MiB, 512Mi or 1g, got %q", spawn.Clip(v))

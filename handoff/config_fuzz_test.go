@@ -255,8 +255,10 @@ func FuzzCount(f *testing.F) {
 	})
 }
 
-// FuzzSize: BATON_MAX_RSS is above zero, and its number of bytes decodes
-// to itself (below 2^53: go-units reads the number as a float64).
+// FuzzSize: BATON_MAX_RSS is above zero, has a unit (a bare number is
+// refused: 512 would be bytes), and its number of bytes, spelt with the
+// unit B, decodes to itself (below 2^53: go-units reads the number as a
+// float64).
 func FuzzSize(f *testing.F) {
 	for _, v := range []string{
 		"512MiB", "512Mi", "1g", "1Gi", "1.5GB", "1 GiB", "100", "0", "0.5", "-1", "1Ki", "1i", "1e3", "lots", "",
@@ -272,8 +274,11 @@ func FuzzSize(f *testing.F) {
 		if s <= 0 {
 			t.Errorf("Size(%q) = %d", v, s)
 		}
+		if strings.TrimLeft(strings.TrimSpace(v), "0123456789.") == "" {
+			t.Errorf("Size(%q) = %d: a bare number has no unit", v, s)
+		}
 		if s <= 1<<53 {
-			if back, err := decodetest.Decode[Size](t, strconv.FormatInt(int64(s), 10)); err != nil || back != s {
+			if back, err := decodetest.Decode[Size](t, strconv.FormatInt(int64(s), 10)+"B"); err != nil || back != s {
 				t.Errorf("Size(%q) = %d, which decodes to %d, %v", v, s, back, err)
 			}
 		}

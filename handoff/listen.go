@@ -100,8 +100,11 @@ func (ls *Listeners) Decode(value string) error {
 			}
 		} else if hasOpts {
 			return fmt.Errorf("only a unix socket file takes options (mode, owner), not %q", spawn.Clip(item))
-		} else if _, _, err := net.SplitHostPort(spec.Addr); err != nil {
+		} else if _, port, err := net.SplitHostPort(spec.Addr); err != nil {
 			return fmt.Errorf("want host:port for %s, got %q", spec.Network, spawn.Clip(spec.Addr))
+		} else if port == "" {
+			// ":" would bind a random port on every interface.
+			return fmt.Errorf("want host:port for %s, got %q with no port (0 picks a free one, if that is what you want)", spec.Network, spawn.Clip(spec.Addr))
 		}
 		out = append(out, spec)
 	}

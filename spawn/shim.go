@@ -3,6 +3,7 @@
 package spawn
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -111,6 +112,10 @@ func Shim(args []string) int {
 	var empty unix.Sigset_t
 	_ = unix.PthreadSigmask(unix.SIG_SETMASK, &empty, nil) // best effort: exec follows either way
 	err := syscall.Exec(path, argv, env)
+	if errors.Is(err, unix.ENOEXEC) {
+		// Returns only if there is no shell either: report the script.
+		_ = syscall.Exec(shell, shellArgv(path, argv), env)
+	}
 	err = classifyExec(path, err)
 	return shimFail(err, Code(err))
 }

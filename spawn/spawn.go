@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -141,7 +142,7 @@ func LookPath(name string) (string, error) {
 // 127 when the command is missing, 126 when it cannot be executed, else 1.
 func Code(err error) int {
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, ErrBadInterpreter):
 		return CodeNotFound
 	case errors.Is(err, ErrNotExecutable):
 		return CodeNotExecutable
@@ -149,15 +150,66 @@ func Code(err error) int {
 	return 1
 }
 
+// ErrBadInterpreter is a script whose #! interpreter cannot be found: the
+// file exists, so "command not found" would mislead. Code maps it to 127,
+// as bash does.
+var ErrBadInterpreter = errors.New("interpreter not found")
+
 func classifyExec(path string, err error) error {
 	switch {
 	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
+		if interp, ok := interpreter(path); ok {
+			hint := ""
+			if strings.HasSuffix(interp, "\r") {
+				hint = " (the #! line ends in CRLF: a file saved with Windows line ends?)"
+			}
+			return fmt.Errorf("%s: %w: interpreter %q%s", path, ErrBadInterpreter, interp, hint)
+		}
 		return fmt.Errorf("%s: %w", path, ErrNotFound)
 	case errors.Is(err, unix.EACCES), errors.Is(err, unix.ENOEXEC), errors.Is(err, unix.EISDIR),
 		errors.Is(err, unix.EPERM), errors.Is(err, unix.ETXTBSY):
 		return fmt.Errorf("%s: %w: %v", path, ErrNotExecutable, err)
 	}
 	return fmt.Errorf("start %s: %w", path, err)
+}
+
+// interpreter returns the interpreter named by path's #! line, as the
+// kernel reads it (up to the first space or tab; a CR stays part of it),
+// when path is a regular file that has one.
+func interpreter(path string) (string, bool) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return "", false
+	}
+	var head [256]byte
+	n, _ := f.Read(head[:]) // a short or failed read: no #! line seen
+	line, _, _ := strings.Cut(string(head[:n]), "\n")
+	rest, ok := strings.CutPrefix(line, "#!")
+	if !ok {
+		return "", false
+	}
+	rest = strings.TrimLeft(rest, " \t")
+	if i := strings.IndexAny(rest, " \t"); i >= 0 {
+		rest = rest[:i]
+	}
+	return rest, rest != ""
+}
+
+// shell is what runs a file the kernel cannot execute (ENOEXEC: a script
+// with no #! line), as execvp and so tini, dumb-init and catatonit do.
+const shell = "/bin/sh"
+
+// shellArgv is the argv execvp gives the shell for such a script.
+func shellArgv(path string, argv []string) []string {
+	out := []string{shell, path}
+	if len(argv) > 1 {
+		out = append(out, argv[1:]...)
+	}
+	return out
 }
 
 // needsShim reports whether the worker must be started through baton's
@@ -191,7 +243,10 @@ func Start(s Spec) (*Proc, error) {
 	argv0, argv := path, s.Args
 	execR, execW := -1, -1
 	if s.needsShim() {
-		argv0 = selfPath() // a stat, only for the workers that need the shim
+		// A stat, only for the workers that need the shim.
+		if argv0, err = selfPath(); err != nil {
+			return nil, err
+		}
 		var p [2]int
 		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 			return nil, fmt.Errorf("start %s: exec pipe: %w", path, err)
@@ -210,17 +265,15 @@ func Start(s Spec) (*Proc, error) {
 		}
 	}
 	var pid int
-	wm := withEmptyMask
-	if os.Getenv("NOMASK") != "" {
-		wm = func(f func()) { f() }
-	}
-	wm(func() {
-		pid, _, err = syscall.StartProcess(argv0, argv, &syscall.ProcAttr{
-			Dir:   s.Dir,
-			Env:   s.Env,
-			Files: files,
-			Sys:   sys,
-		})
+	attr := &syscall.ProcAttr{Dir: s.Dir, Env: s.Env, Files: files, Sys: sys}
+	withEmptyMask(func() {
+		pid, _, err = syscall.StartProcess(argv0, argv, attr)
+		if errors.Is(err, unix.ENOEXEC) && execR < 0 {
+			// Nothing ran: the exec failed in the child, which is gone.
+			if spid, _, serr := syscall.StartProcess(shell, shellArgv(path, argv), attr); serr == nil {
+				pid, err = spid, nil
+			} // no shell either: report the script
+		}
 	})
 	if execW >= 0 {
 		_ = unix.Close(execW) // the shim's copy alone keeps the pipe open now
@@ -238,16 +291,26 @@ func Start(s Spec) (*Proc, error) {
 
 // selfPath is the path baton re-executes itself from: /proc/self/exe,
 // which still works when the binary was replaced on disk, or without /proc
-// the path it was started as.
-func selfPath() string {
+// the path it was started as, looked up in PATH as the shell that started
+// it did (a bare "baton" is no path to exec).
+func selfPath() (string, error) {
 	const self = "/proc/self/exe"
 	if _, err := os.Stat(self); err == nil {
-		return self
+		return self, nil
 	}
-	if p, err := os.Executable(); err == nil {
-		return p
+	if len(os.Args) > 0 && os.Args[0] != "" {
+		if p, err := exec.LookPath(os.Args[0]); err == nil {
+			return filepath.Abs(p)
+		}
 	}
-	return os.Args[0]
+	return "", fmt.Errorf("cannot find baton's own binary to start the worker shim: no %s, and argv[0] %q is not found in PATH", self, Clip(firstArg()))
+}
+
+func firstArg() string {
+	if len(os.Args) > 0 {
+		return os.Args[0]
+	}
+	return ""
 }
 
 func (s Spec) shimArgs(path string, execFD int) []string {

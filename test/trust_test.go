@@ -206,16 +206,27 @@ func TestCleanSignalStateUnderHostileParent(t *testing.T) {
 	report := []string{"sh", testdata("execwith-sigstatus.sh"), "sh", "-c",
 		`echo "state gen=$BATON_GENERATION worker=$BATON_WORKER $SIGSTATUS"; exec sleep 1000`}
 	for _, mode := range []struct {
-		name    string
-		env     []string
-		workers int
+		name      string
+		env       []string
+		workers   int
+		blockOnly bool
 	}{
-		{"plain", []string{"BATON_RELOAD_SIGNAL=HUP", "BATON_READY=delay:20ms"}, 1},
-		{"pool", []string{"BATON_LISTEN=127.0.0.1:0", "BATON_WORKERS=2", "BATON_READY=delay:20ms"}, 2},
+		{"plain", []string{"BATON_RELOAD_SIGNAL=HUP", "BATON_READY=delay:20ms"}, 1, false},
+		{"pool", []string{"BATON_LISTEN=127.0.0.1:0", "BATON_WORKERS=2", "BATON_READY=delay:20ms"}, 2, false},
+		// baton reads no undocumented variable: NOMASK was once a debug
+		// switch that skipped clearing the mask.
+		// Only blocked, nothing ignored: a plain-mode worker is started
+		// directly, without the shim.
+		{"plain-NOMASK", []string{"BATON_RELOAD_SIGNAL=HUP", "BATON_READY=delay:20ms", "NOMASK=1"}, 1, true},
+		{"pool-NOMASK", []string{"BATON_LISTEN=127.0.0.1:0", "BATON_WORKERS=2", "BATON_READY=delay:20ms", "NOMASK=1"}, 2, true},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
+			parent := []string{testdata("hostile-parent.py")}
+			if mode.blockOnly {
+				parent = append(parent, "--block-only")
+			}
 			b := StartBaton(t, Opt{Bin: py, Env: mode.env},
-				append([]string{testdata("hostile-parent.py"), "--", batonBin, "--"}, report...)...)
+				append(append(parent, "--", batonBin, "--"), report...)...)
 			b.Expect("generation ready")
 			b.Signal(unix.SIGHUP)
 			b.Expect("swap complete", "gen", 2)
