@@ -574,12 +574,21 @@ func canaryNeedsSteer(cfg *config) string {
 // startCheck starts a check (BATON_RELOAD_CHECK, BATON_CANARY_CHECK) as
 // the workers are started (user, environment, rlimits), without
 // listeners, its stdout and stderr on a pipe whose last line the returned
-// channel gets when the output ends.
+// channel gets when the output ends, or when the time EndOutput allows
+// runs out (a child the check left behind may hold the pipe open).
 func startCheck(cfg *config, cmd spawn.Command, baseEnv []string, gen int, resetSignals bool) (handoff.Worker, <-chan string, error) {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return nil, nil, err
 	}
+	// Only baton's end is non-blocking (each end has its own flags), so
+	// that a read deadline can end the wait; the check writes as usual.
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		_ = unix.Close(p[0])
+		_ = unix.Close(p[1])
+		return nil, nil, err
+	}
+	out := os.NewFile(uintptr(p[0]), "check output")
 	env := append(append([]string(nil), baseEnv...), "BATON_GENERATION="+strconv.Itoa(gen))
 	w, err := spawn.Start(spawn.Spec{
 		Path: cmd[0], Args: cmd, Env: env, Output: p[1],
@@ -587,35 +596,46 @@ func startCheck(cfg *config, cmd spawn.Command, baseEnv []string, gen int, reset
 	})
 	_ = unix.Close(p[1]) // the check's copy alone keeps it open now
 	if err != nil {
-		_ = unix.Close(p[0])
+		_ = out.Close()
 		return nil, nil, err
 	}
 	lines := make(chan string, 1)
 	go func() { // turns the output into one message: its last line
-		lines <- lastLine(p[0])
-		_ = unix.Close(p[0])
+		lines <- lastLine(out)
+		_ = out.Close()
 	}()
-	return w, lines, nil
+	return &checkProc{Proc: w, out: out}, lines, nil
 }
 
-// lastLine reads fd to its end and returns the last non-empty line, from
-// at most the last 4 KiB (a check may write a lot).
-func lastLine(fd int) string {
+// checkProc is a started check and its output's read end.
+type checkProc struct {
+	*spawn.Proc
+	out *os.File
+}
+
+// EndOutput makes the check's output end for baton within grace, whether
+// or not every writer has closed it.
+func (c *checkProc) EndOutput(grace time.Duration) {
+	_ = c.out.SetReadDeadline(time.Now().Add(grace))
+}
+
+// lastLine reads r to its end (or an error: a read deadline) and returns
+// the last non-empty line, from at most the last 4 KiB (a check may write
+// a lot).
+func lastLine(r io.Reader) string {
 	var tail []byte
 	buf := make([]byte, 4096)
 	for {
-		n, err := unix.Read(fd, buf)
+		n, err := r.Read(buf)
 		if n > 0 {
 			tail = append(tail, buf[:n]...)
 			if len(tail) > 8192 {
 				tail = append(tail[:0], tail[len(tail)-4096:]...)
 			}
-			continue
 		}
-		if errors.Is(err, unix.EINTR) {
-			continue
+		if err != nil {
+			break
 		}
-		break
 	}
 	lines := strings.Split(strings.TrimRight(string(tail), "\n"), "\n")
 	return lines[len(lines)-1]
