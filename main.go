@@ -757,12 +757,12 @@ type config struct {
 	Subreaper     tristate             `default:"auto" desc:"become a child subreaper: auto (when not PID 1), true, false"`
 	LogLevel      logLevel             `split_words:"true" default:"info" desc:"debug, info, warn or error"`
 	LogFormat     logFormat            `split_words:"true" default:"auto" desc:"json, console, or auto (console on a TTY)"`
-	ReloadCheck   spawn.Command        `split_words:"true" desc:"command (no shell, split on spaces) run as the workers before each reload; non-zero or not done within BATON_READY_TIMEOUT refuses the reload"`
+	ReloadCheck   spawn.Command        `split_words:"true" desc:"command (no shell, split on spaces) run as the workers before each reload; its exit status decides: non-zero or not done within BATON_READY_TIMEOUT refuses the reload; what it leaves in its process group gets SIGTERM, SIGKILL after BATON_STOP_TIMEOUT"`
 	Surge         handoff.Count        `desc:"rolling swaps: at most BATON_WORKERS + N workers alive during a reload (default BATON_WORKERS: the whole generation at once)"`
 	Watchdog      handoff.Duration     `desc:"WATCHDOG_USEC for workers: one that sent WATCHDOG=1 and then nothing this long is aborted and restarted"`
 	Handoff       handoff.Handoff      `default:"shared" desc:"shared (one socket per listener for every generation) or steer (a socket per generation for TCP and UDP, new connections steered in the kernel, so workers that drain badly lose nothing)"`
 	Canary        handoff.CanarySteps  `desc:"steer mode: PERCENT:DURATION steps, comma-separated (10%:30s,50%:1m); a new generation gets that share of new TCP connections first, and a worker exit aborts the reload"`
-	CanaryCheck   spawn.Command        `split_words:"true" desc:"command (no shell, split on spaces) run as the workers at the end of each canary step; non-zero or not done within BATON_READY_TIMEOUT aborts the canary"`
+	CanaryCheck   spawn.Command        `split_words:"true" desc:"command (no shell, split on spaces) run as the workers at the end of each canary step; its exit status decides: non-zero or not done within BATON_READY_TIMEOUT aborts the canary; what it leaves in its process group is stopped as for BATON_RELOAD_CHECK"`
 	Bake          handoff.Duration     `desc:"steer mode: keep the old generation parked this long after the cutover; a new worker exit meanwhile reverts to it at once"`
 }
 
