@@ -601,12 +601,21 @@ func canaryNeedsSteer(cfg *config) string {
 // startCheck starts a check (BATON_RELOAD_CHECK, BATON_CANARY_CHECK) as
 // the workers are started (user, environment, rlimits), without
 // listeners, its stdout and stderr on a pipe whose last line the returned
-// channel gets when the output ends.
+// channel gets when the output ends, or when the time EndOutput allows
+// runs out (a child the check left behind may hold the pipe open).
 func startCheck(cfg *config, cmd spawn.Command, baseEnv []string, gen int, resetSignals bool) (handoff.Worker, <-chan string, error) {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return nil, nil, err
 	}
+	// Only baton's end is non-blocking (each end has its own flags), so
+	// that a read deadline can end the wait; the check writes as usual.
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		_ = unix.Close(p[0])
+		_ = unix.Close(p[1])
+		return nil, nil, err
+	}
+	out := os.NewFile(uintptr(p[0]), "check output")
 	env := append(append([]string(nil), baseEnv...), "BATON_GENERATION="+strconv.Itoa(gen))
 	w, err := spawn.Start(spawn.Spec{
 		Path: cmd[0], Args: cmd, Env: env, Output: p[1],
@@ -614,35 +623,46 @@ func startCheck(cfg *config, cmd spawn.Command, baseEnv []string, gen int, reset
 	})
 	_ = unix.Close(p[1]) // the check's copy alone keeps it open now
 	if err != nil {
-		_ = unix.Close(p[0])
+		_ = out.Close()
 		return nil, nil, err
 	}
 	lines := make(chan string, 1)
 	go func() { // turns the output into one message: its last line
-		lines <- lastLine(p[0])
-		_ = unix.Close(p[0])
+		lines <- lastLine(out)
+		_ = out.Close()
 	}()
-	return w, lines, nil
+	return &checkProc{Proc: w, out: out}, lines, nil
 }
 
-// lastLine reads fd to its end and returns the last non-empty line, from
-// at most the last 4 KiB (a check may write a lot).
-func lastLine(fd int) string {
+// checkProc is a started check and its output's read end.
+type checkProc struct {
+	*spawn.Proc
+	out *os.File
+}
+
+// EndOutput makes the check's output end for baton within grace, whether
+// or not every writer has closed it.
+func (c *checkProc) EndOutput(grace time.Duration) {
+	_ = c.out.SetReadDeadline(time.Now().Add(grace))
+}
+
+// lastLine reads r to its end (or an error: a read deadline) and returns
+// the last non-empty line, from at most the last 4 KiB (a check may write
+// a lot).
+func lastLine(r io.Reader) string {
 	var tail []byte
 	buf := make([]byte, 4096)
 	for {
-		n, err := unix.Read(fd, buf)
+		n, err := r.Read(buf)
 		if n > 0 {
 			tail = append(tail, buf[:n]...)
 			if len(tail) > 8192 {
 				tail = append(tail[:0], tail[len(tail)-4096:]...)
 			}
-			continue
 		}
-		if errors.Is(err, unix.EINTR) {
-			continue
+		if err != nil {
+			break
 		}
-		break
 	}
 	lines := strings.Split(strings.TrimRight(string(tail), "\n"), "\n")
 	return lines[len(lines)-1]
@@ -764,12 +784,12 @@ type config struct {
 	Subreaper     tristate             `default:"auto" desc:"become a child subreaper: auto (when not PID 1), true, false"`
 	LogLevel      logLevel             `split_words:"true" default:"info" desc:"debug, info, warn or error"`
 	LogFormat     logFormat            `split_words:"true" default:"auto" desc:"json, console, or auto (console on a TTY)"`
-	ReloadCheck   spawn.Command        `split_words:"true" desc:"command (no shell, split on spaces) run as the workers before each reload; non-zero or not done within BATON_READY_TIMEOUT refuses the reload"`
+	ReloadCheck   spawn.Command        `split_words:"true" desc:"command (no shell, split on spaces) run as the workers before each reload; its exit status decides: non-zero or not done within BATON_READY_TIMEOUT refuses the reload; what it leaves in its process group gets SIGTERM, SIGKILL after BATON_STOP_TIMEOUT"`
 	Surge         handoff.Count        `desc:"rolling swaps: at most BATON_WORKERS + N workers alive during a reload (default BATON_WORKERS: the whole generation at once)"`
 	Watchdog      handoff.Duration     `desc:"WATCHDOG_USEC for workers: one that sent WATCHDOG=1 and then nothing this long is aborted and restarted"`
 	Handoff       handoff.Handoff      `default:"shared" desc:"shared (one socket per listener for every generation) or steer (a socket per generation for TCP and UDP, new connections steered in the kernel, so workers that drain badly lose nothing)"`
 	Canary        handoff.CanarySteps  `desc:"steer mode: PERCENT:DURATION steps, comma-separated (10%:30s,50%:1m); a new generation gets that share of new TCP connections first, and a worker exit aborts the reload"`
-	CanaryCheck   spawn.Command        `split_words:"true" desc:"command (no shell, split on spaces) run as the workers at the end of each canary step; non-zero or not done within BATON_READY_TIMEOUT aborts the canary"`
+	CanaryCheck   spawn.Command        `split_words:"true" desc:"command (no shell, split on spaces) run as the workers at the end of each canary step; its exit status decides: non-zero or not done within BATON_READY_TIMEOUT aborts the canary; what it leaves in its process group is stopped as for BATON_RELOAD_CHECK"`
 	Bake          handoff.Duration     `desc:"steer mode: keep the old generation parked this long after the cutover; a new worker exit meanwhile reverts to it at once"`
 }
 

@@ -100,7 +100,8 @@ func (s *Supervisor) abortCanary(reason string) {
 	if err := s.Sockets.Steer(c.old.num); err != nil {
 		s.Log.Error().Err(err).Int("gen", c.old.num).Msg("steer failed")
 	}
-	if ck := s.checking; ck != nil && ck.canary {
+	if ck := s.checking; ck != nil && ck.canary && !ck.exited {
+		ck.killed = true
 		_ = ck.w.Signal(unix.SIGKILL) // its answer no longer matters
 	}
 	g := c.g

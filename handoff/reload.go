@@ -4,6 +4,7 @@ package handoff
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -76,10 +77,23 @@ type check struct {
 	lineDone bool
 	line     string
 	timedOut bool
+	// killed: its group got SIGKILL (timed out, or its canary aborted):
+	// nothing of it is left to stop at its exit.
+	killed bool
 	// canary: the check at the end of a canary step (BATON_CANARY_CHECK),
 	// not a reload's.
 	canary bool
 }
+
+// checkOutputGrace bounds how long the loop waits, after a check exits,
+// for the end of its output: a child it left behind may hold the output
+// open for as long as it lives, and the outcome is the check's exit
+// status, not the end of its output.
+const checkOutputGrace = 250 * time.Millisecond
+
+// outputEnder is a check whose output can be made to end (main's
+// startCheck): see Supervisor.Check.
+type outputEnder interface{ EndOutput(grace time.Duration) }
 
 // maxCheckLine bounds the check's last line of output in logs and in
 // baton reload's answer.
@@ -116,10 +130,45 @@ func (s *Supervisor) onCheckLine(line string) {
 	}
 }
 
+// onCheckExit: the check's exit status is its outcome, decided once its
+// last line is in, which is within checkOutputGrace. Whatever it left in
+// its process group is noted now (right after the reap, its group id
+// cannot name anyone else yet) and stopped once the outcome is decided.
 func (s *Supervisor) onCheckExit(code int) {
 	c := s.checking
 	c.exited, c.code = true, code
+	if pid := c.w.PID(); !c.killed && s.groupAlive(pid) {
+		s.checkLeft[pid] = true
+	}
+	if e, ok := c.w.(outputEnder); ok {
+		e.EndOutput(checkOutputGrace)
+	}
 	s.finishCheck()
+}
+
+// stopCheckLeft sends SIGTERM to what check c left in its process group,
+// and arms SIGKILL after the stop timeout.
+func (s *Supervisor) stopCheckLeft(c *check, name string) {
+	pid := c.w.PID()
+	if !s.checkLeft[pid] {
+		return
+	}
+	s.Log.Warn().Int("pid", pid).Str("check", name).Msg("reload check left processes")
+	if err := s.KillGroup(pid, unix.SIGTERM); err != nil && !errors.Is(err, unix.ESRCH) {
+		s.Log.Warn().Err(err).Int("pid", pid).Msg("reload check not killed")
+	}
+	s.after(s.StopTimeout, timerEvent{kind: evCheckKill, pid: pid})
+}
+
+// onCheckKill: the stop timeout after a check's leftovers got SIGTERM.
+func (s *Supervisor) onCheckKill(pgid int) {
+	if !s.checkLeft[pgid] {
+		return // the group emptied (or baton's stop timeout killed it)
+	}
+	delete(s.checkLeft, pgid)
+	if err := s.KillGroup(pgid, unix.SIGKILL); err == nil {
+		s.Log.Warn().Int("pid", pgid).Dur("elapsed", s.StopTimeout).Msg("reload check leftovers killed")
+	}
 }
 
 func (s *Supervisor) onCheckTimeout(pid int) {
@@ -128,7 +177,7 @@ func (s *Supervisor) onCheckTimeout(pid int) {
 		return
 	}
 	// Its group goes; the exit and the end of its output follow.
-	c.timedOut = true
+	c.timedOut, c.killed = true, true
 	s.Log.Warn().Int("pid", pid).Dur("timeout", s.ReadyTimeout).Msg("reload check timed out")
 	if err := c.w.Signal(unix.SIGKILL); err != nil {
 		s.Log.Warn().Err(err).Int("pid", pid).Msg("reload check not killed")
@@ -147,12 +196,13 @@ func (s *Supervisor) finishCheck() {
 	if len(line) > maxCheckLine {
 		line = line[:maxCheckLine] + "…"
 	}
-	if s.stopping || s.draining {
-		return // failWaiters answered them
-	}
 	name := "BATON_RELOAD_CHECK"
 	if c.canary {
 		name = "BATON_CANARY_CHECK"
+	}
+	s.stopCheckLeft(c, name)
+	if s.stopping || s.draining {
+		return // failWaiters answered them
 	}
 	reason := ""
 	switch {

@@ -114,8 +114,11 @@ type Supervisor struct {
 	KillGroup func(pgid int, sig unix.Signal) error
 	// Check, when set (BATON_RELOAD_CHECK), starts the pre-flight check
 	// of a reload whose generation will be gen: a process started as the
-	// workers are, which the loop reaps like any child, and a channel that
-	// gets its last line of output once the output ends.
+	// workers are, in a process group of its own, which the loop reaps
+	// like any child, and a channel that gets its last line of output once
+	// the output ends. When the Worker also has EndOutput(grace), the loop
+	// calls it at the check's exit: the line must come within grace then,
+	// even if a child of the check holds the output open.
 	Check func(gen int) (Worker, <-chan string, error)
 	// CanaryCheck, when set (BATON_CANARY_CHECK), is run at the end of
 	// each canary step, as Check is; a failure aborts the canary.
@@ -157,6 +160,12 @@ type Supervisor struct {
 	// (nil when none).
 	checking   *check
 	checkLines <-chan string
+	// checkLeft are the process groups of checks that exited while the
+	// group still had members, by pgid: sent SIGTERM once the check's
+	// outcome is decided, SIGKILL after the stop timeout, forgotten at the
+	// reap that finds the group empty (its id cannot name anyone else
+	// until then).
+	checkLeft map[int]bool
 
 	byPID        map[int]*worker
 	current      *generation
@@ -286,6 +295,7 @@ const (
 	evWatchdogKill
 	evCanaryStep
 	evBakeEnd
+	evCheckKill
 )
 
 type timerEvent struct {
@@ -349,6 +359,7 @@ func roundTrip[R, T any](ctx context.Context, ch chan<- R, req R, reply <-chan T
 func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	s.byPID = map[int]*worker{}
 	s.lingering = map[int]*worker{}
+	s.checkLeft = map[int]bool{}
 	if s.timers == nil {
 		s.timers = make(chan timerEvent, 1024)
 	}
@@ -539,6 +550,11 @@ func (s *Supervisor) reap() {
 		if !s.groupAlive(pgid) {
 			w.groupGone = true
 			delete(s.lingering, pgid)
+		}
+	}
+	for pgid := range s.checkLeft {
+		if !s.groupAlive(pgid) {
+			delete(s.checkLeft, pgid)
 		}
 	}
 	s.maybeRelease()
@@ -1108,13 +1124,19 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 		for _, w := range s.byPID {
 			_ = w.w.Signal(unix.SIGKILL)
 		}
-		if c := s.checking; c != nil {
+		if c := s.checking; c != nil && !c.exited {
 			_ = c.w.Signal(unix.SIGKILL)
 		}
+		for pgid := range s.checkLeft {
+			_ = s.KillGroup(pgid, unix.SIGKILL)
+		}
+		clear(s.checkLeft) // gone now: baton need not wait for their reap
 	case evHandover:
 		s.onHandover(ev.gen)
 	case evCheckTimeout:
 		s.onCheckTimeout(ev.pid)
+	case evCheckKill:
+		s.onCheckKill(ev.pid)
 	case evCanaryStep:
 		s.onCanaryStep(ev.gen, ev.idx)
 	case evBakeEnd:
@@ -1206,8 +1228,11 @@ func (s *Supervisor) stopAll() {
 			for _, w := range s.byPID {
 				_ = s.signal(w, s.stopSig) // ESRCH: already gone, its exit is queued
 			}
-			if c := s.checking; c != nil {
+			if c := s.checking; c != nil && !c.exited {
 				_ = c.w.Signal(s.stopSig) // a reload check in progress goes too
+			}
+			for pgid := range s.checkLeft {
+				_ = s.KillGroup(pgid, s.stopSig) // and what checks left behind
 			}
 		}
 	}
@@ -1216,7 +1241,7 @@ func (s *Supervisor) stopAll() {
 }
 
 func (s *Supervisor) checkDone() {
-	if !s.stopping || len(s.byPID) > 0 || s.checking != nil {
+	if !s.stopping || len(s.byPID) > 0 || s.checking != nil || len(s.checkLeft) > 0 {
 		return
 	}
 	if s.PID1 && s.HasChildren() {
