@@ -391,6 +391,12 @@ func supervise(argv []string) int {
 		// reload signal is asked for explicitly.
 		opts.ReloadSignal = 0
 	}
+	if _, ok := opts.SignalMap[opts.ReloadSignal]; ok && opts.ReloadSignal != 0 {
+		// baton consumes the reload signal as it arrives: a rewrite of it
+		// could never apply.
+		stderrf("baton: BATON_SIGNAL_MAP: %s is the reload signal (BATON_RELOAD_SIGNAL), which baton consumes: it cannot be rewritten", unix.SignalName(opts.ReloadSignal))
+		return exitUsage
+	}
 	if opts.StopSignalSet && opts.StopSignal == opts.ReloadSignal {
 		// Set explicitly, the stop signal also starts a shutdown when
 		// baton receives it: one signal cannot mean both.
