@@ -379,6 +379,7 @@ func supervise(argv []string) int {
 		StopTimeout:   time.Duration(cfg.StopTimeout),
 		ShutdownDelay: time.Duration(cfg.ShutdownDelay),
 		SignalMap:     cfg.SignalMap,
+		ExitMap:       cfg.ExitMap,
 		Restart:       restart,
 		RestartLimit:  cfg.RestartLimit,
 		MaxRSS:        int64(cfg.MaxRSS),
@@ -559,8 +560,7 @@ func supervise(argv []string) int {
 		}()
 	}
 	log.Info().Int("pid", os.Getpid()).Str("version", version).Bool("pid1", pid1).Msg("baton started")
-	code := sup.Run(sigs)
-	return cfg.ExitMap.Apply(code)
+	return sup.Run(sigs)
 }
 
 // canaryNeedsSteer names the variable that asks for a canary or a bake
@@ -730,7 +730,7 @@ type config struct {
 	StopSignal    handoff.StopSignal   `split_words:"true" default:"TERM" desc:"signal that asks a retiring worker to finish; when set, it also replaces the shutdown signal baton received (not the reload signal, CHLD, URG or PIPE)"`
 	StopTimeout   handoff.Duration     `split_words:"true" default:"8s" desc:"grace before SIGKILL to a worker's process group (retiring and shutdown)"`
 	ShutdownDelay handoff.Duration     `split_words:"true" default:"0" desc:"on shutdown, keep serving this long while reporting not-ready"`
-	SignalMap     handoff.SignalMap    `split_words:"true" desc:"rewrite forwarded signals, e.g. TERM:QUIT,WINCH: (empty target drops it)"`
+	SignalMap     handoff.SignalMap    `split_words:"true" desc:"rewrite signals before baton acts on them, e.g. TERM:QUIT,WINCH: (empty target drops it; not the reload signal)"`
 	Restart       handoff.Restart      `desc:"on-failure, always or never (default: never in plain init mode, on-failure otherwise)"`
 	RestartLimit  handoff.RestartLimit `split_words:"true" default:"5/60s" desc:"crash-loop bound COUNT/WINDOW per worker slot; past it baton exits with the worker's code"`
 	ExitMap       handoff.ExitMap      `split_words:"true" desc:"remap baton's exit status, e.g. 143:0"`

@@ -55,6 +55,7 @@ type Options struct {
 	StopTimeout   time.Duration
 	ShutdownDelay time.Duration
 	SignalMap     SignalMap
+	ExitMap       ExitMap // applied last, to the status Run returns
 	Restart       Restart
 	RestartLimit  RestartLimit
 	MaxRSS        int64         // bytes; 0: off
@@ -340,7 +341,7 @@ func roundTrip[R, T any](ctx context.Context, ch chan<- R, req R, reply <-chan T
 }
 
 // Run starts the first generation and runs the event loop until baton
-// should exit; it returns baton's exit status (before BATON_EXIT_MAP).
+// should exit; it returns baton's exit status (BATON_EXIT_MAP applied).
 // sigs must already be subscribed to every signal baton handles.
 func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	s.byPID = map[int]*worker{}
@@ -410,8 +411,9 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 		}
 		s.checkDone()
 	}
-	s.Log.Info().Int("code", s.exitCode).Msg("baton exiting")
-	return s.exitCode
+	code := s.ExitMap.Apply(s.exitCode)
+	s.Log.Info().Int("code", code).Msg("baton exiting")
+	return code
 }
 
 func (s *Supervisor) after(d time.Duration, ev timerEvent) {
@@ -439,21 +441,27 @@ func (s *Supervisor) onSignal(sig unix.Signal) {
 		// never forwarded.
 	case s.ReloadSignal != 0 && sig == s.ReloadSignal:
 		s.requestReload("signal", nil)
-	case isShutdown(sig) || (s.StopSignalSet && sig == s.StopSignal):
-		s.beginShutdown(sig)
 	default:
-		s.forward(sig)
+		// BATON_SIGNAL_MAP applies before anything else is decided: a
+		// dropped signal is dropped, and a rewritten one means what it was
+		// rewritten to (a shutdown or not), as if baton had received that.
+		// Rewritten to the reload signal, it is forwarded: the reload
+		// signal is the one baton receives.
+		to := s.SignalMap.Apply(sig)
+		switch {
+		case to == 0:
+			s.Log.Debug().Str("signal", unix.SignalName(sig)).Msg("signal dropped")
+		case isShutdown(to) || (s.StopSignalSet && to == s.StopSignal):
+			s.beginShutdown(sig, to)
+		default:
+			s.forward(to)
+		}
 	}
 }
 
-// forward sends sig, after BATON_SIGNAL_MAP, to every live worker's process
-// group, whatever its generation.
-func (s *Supervisor) forward(sig unix.Signal) {
-	to := s.SignalMap.Apply(sig)
-	if to == 0 {
-		s.Log.Debug().Str("signal", unix.SignalName(sig)).Msg("signal dropped")
-		return
-	}
+// forward sends to (already through BATON_SIGNAL_MAP) to every live
+// worker's process group, whatever its generation.
+func (s *Supervisor) forward(to unix.Signal) {
 	for pid, w := range s.byPID {
 		if err := s.signal(w, to); err != nil {
 			if errors.Is(err, unix.ESRCH) {
@@ -1129,10 +1137,11 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 	}
 }
 
-// beginShutdown handles TERM, INT, QUIT (and an explicit stop signal).
-func (s *Supervisor) beginShutdown(sig unix.Signal) {
+// beginShutdown handles sig, which BATON_SIGNAL_MAP made to: TERM, INT,
+// QUIT (or an explicit stop signal).
+func (s *Supervisor) beginShutdown(sig, to unix.Signal) {
 	if s.stopping {
-		s.forward(sig) // a second Ctrl-C goes through as is
+		s.forward(to) // a second Ctrl-C goes through as is
 		return
 	}
 	if s.draining {
@@ -1142,7 +1151,7 @@ func (s *Supervisor) beginShutdown(sig unix.Signal) {
 		return
 	}
 	s.draining = true
-	s.stopSig = s.SignalMap.Apply(sig)
+	s.stopSig = to
 	if s.StopSignalSet {
 		s.stopSig = s.StopSignal
 	}

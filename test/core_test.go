@@ -318,6 +318,13 @@ func TestExitMap(t *testing.T) {
 	if code := b.Wait(); code != 0 {
 		t.Fatalf("exit %d, want 143 mapped to 0", code)
 	}
+	// The last line gives the status baton exits with, not the one before
+	// the map.
+	b.ErrLines()
+	b.Expect("worker exited", "code", 143)
+	if ev := b.Expect("baton exiting"); ev.Int("code") != 0 {
+		t.Fatalf("baton exiting with code %d, but it exits 0", ev.Int("code"))
+	}
 }
 
 // TestStopTimeoutKills: a worker that ignores TERM is killed after
@@ -352,4 +359,74 @@ func TestSignalMap(t *testing.T) {
 	}
 	b.Signal(unix.SIGTERM)
 	b.Wait()
+}
+
+// TestSignalMapBeforeShutdown: BATON_SIGNAL_MAP applies before a signal is
+// taken for a shutdown. A dropped TERM, INT or QUIT is dropped (dumb-init's
+// -r 2:0), and a rewritten signal means what it was rewritten to: TERM
+// rewritten to USR1 is forwarded as USR1, USR1 rewritten to TERM is a
+// shutdown. WINCH is the barrier: signals pending together are delivered
+// lowest number first, and WINCH (28) is above all of them.
+func TestSignalMapBeforeShutdown(t *testing.T) {
+	py := python(t)
+	// firstSig is the first signal the worker reported.
+	firstSig := func(b *Baton) string {
+		line, _ := b.ExpectOut(0, "sig ")
+		return strings.Fields(line)[1]
+	}
+	for _, sig := range []syscall.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGQUIT} {
+		name := unix.SignalName(sig)[3:]
+		t.Run("drop "+name, func(t *testing.T) {
+			b := StartBaton(t, Opt{Env: []string{"BATON_LOG_LEVEL=debug", "BATON_SIGNAL_MAP=" + name + ":"}}, py, testdata("sigworker.py"))
+			b.ExpectOut(0, "ready ")
+			b.Signal(sig)
+			b.Signal(unix.SIGWINCH)
+			b.Expect("signal forwarded", "signal", "SIGWINCH")
+			if n := b.Count("shutdown begun"); n != 0 {
+				t.Fatalf("a dropped %s began a shutdown", name)
+			}
+			if got := firstSig(b); got != "SIGWINCH" {
+				t.Fatalf("the worker got %s first, want SIGWINCH (%s is dropped)", got, name)
+			}
+			end := unix.SIGTERM
+			if sig == unix.SIGTERM {
+				end = unix.SIGINT
+			}
+			b.Signal(end) // not dropped: a shutdown; the worker exits 0 on it
+			b.Expect("shutdown begun")
+			if code := b.Wait(); code != 0 {
+				t.Fatalf("exit %d, want the worker's 0", code)
+			}
+		})
+	}
+	t.Run("TERM means USR1", func(t *testing.T) {
+		b := StartBaton(t, Opt{Env: []string{"BATON_LOG_LEVEL=debug", "BATON_SIGNAL_MAP=TERM:USR1"}}, py, testdata("sigworker.py"))
+		b.ExpectOut(0, "ready ")
+		b.Signal(unix.SIGTERM)
+		b.Signal(unix.SIGWINCH)
+		b.Expect("signal forwarded", "signal", "SIGWINCH")
+		if n := b.Count("shutdown begun"); n != 0 {
+			t.Fatal("TERM rewritten to USR1 began a shutdown")
+		}
+		if got := firstSig(b); got != "SIGUSR1" {
+			t.Fatalf("the worker got %s first, want SIGUSR1", got)
+		}
+		b.Signal(unix.SIGINT)
+		if code := b.Wait(); code != 0 {
+			t.Fatalf("exit %d, want the worker's 0", code)
+		}
+	})
+	t.Run("USR1 means TERM", func(t *testing.T) {
+		b := StartBaton(t, Opt{Env: []string{"BATON_SIGNAL_MAP=USR1:TERM"}}, py, testdata("sigworker.py"))
+		b.ExpectOut(0, "ready ")
+		b.Signal(unix.SIGUSR1)
+		b.Expect("shutdown begun", "signal", "SIGUSR1")
+		b.Expect("stopping", "signal", "SIGTERM")
+		if code := b.Wait(); code != 0 {
+			t.Fatalf("exit %d, want the worker's 0", code)
+		}
+		if got := firstSig(b); got != "SIGTERM" {
+			t.Fatalf("the worker got %s first, want SIGTERM", got)
+		}
+	})
 }
