@@ -346,9 +346,12 @@ func supervise(argv []string) int {
 	}
 	log := newLogger(cfg)
 	pid1 := os.Getpid() == 1
+	subreaper := false
 	if cfg.Subreaper == "true" || (cfg.Subreaper == "auto" && !pid1) {
 		if err := reaper.SetSubreaper(); err != nil {
 			log.Warn().Err(err).Msg("not PID 1 and no subreaper: orphans will not be reaped by baton")
+		} else {
+			subreaper = !pid1
 		}
 	} else if !pid1 {
 		log.Warn().Msg("not PID 1 and BATON_SUBREAPER=false: orphans will not be reaped by baton")
@@ -385,6 +388,7 @@ func supervise(argv []string) int {
 		MaxRSS:        int64(cfg.MaxRSS),
 		MaxAge:        time.Duration(cfg.MaxAge),
 		PID1:          pid1,
+		Subreaper:     subreaper,
 	}
 	if plain && os.Getenv("BATON_RELOAD_SIGNAL") == "" {
 		// A plain init (one worker, no listeners) is a drop-in for tini:

@@ -83,7 +83,16 @@ type Options struct {
 	// reaches every process in the namespace, and baton waits for all of
 	// them before it exits.
 	PID1 bool
+	// Subreaper is true when baton is a child subreaper and not PID 1
+	// (docker run --init): what a worker leaves in its process group when
+	// it exits comes back to baton, which stops it with the workers and
+	// waits for it before it exits, as PID 1 waits for every process.
+	Subreaper bool
 }
+
+// groupPollEvery is how often, while baton stops as a subreaper, the
+// process groups exited workers left behind are looked at.
+const groupPollEvery = 50 * time.Millisecond
 
 // Backoff between restarts of one worker slot: restartBase doubled per
 // consecutive crash up to restartMax; a worker that stayed up restartReset
@@ -170,6 +179,11 @@ type Supervisor struct {
 	// process group may still have members, by pgid: the group id cannot
 	// name anyone else until the last member is gone.
 	lingering map[int]*worker
+	// groups (Subreaper only) are the process groups of reaped workers
+	// that still had members, by pgid; a reap drops those that emptied.
+	// groupPoll: a look at them is armed (see checkDone).
+	groups    map[int]bool
+	groupPoll bool
 	// killAllHeld is a kill(-1) signal waiting for workers to leave the
 	// shim (it would reach their Go runtime, not their command); 0: none.
 	killAllHeld unix.Signal
@@ -283,6 +297,7 @@ const (
 	evWatchdogKill
 	evCanaryStep
 	evBakeEnd
+	evGroupPoll
 )
 
 type timerEvent struct {
@@ -346,6 +361,7 @@ func roundTrip[R, T any](ctx context.Context, ch chan<- R, req R, reply <-chan T
 func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	s.byPID = map[int]*worker{}
 	s.lingering = map[int]*worker{}
+	s.groups = map[int]bool{}
 	if s.timers == nil {
 		s.timers = make(chan timerEvent, 1024)
 	}
@@ -545,7 +561,17 @@ func (s *Supervisor) reap() {
 			delete(s.lingering, pgid)
 		}
 	}
+	s.pruneGroups()
 	s.maybeRelease()
+}
+
+// pruneGroups forgets the left-behind groups that have emptied.
+func (s *Supervisor) pruneGroups() {
+	for pgid := range s.groups {
+		if !s.groupAlive(pgid) {
+			delete(s.groups, pgid)
+		}
+	}
 }
 
 // groupAlive reports whether process group pgid has a member. Asked right
@@ -587,13 +613,21 @@ func (s *Supervisor) onExit(e reaper.Exit) {
 		w.inShim, w.held = false, nil // its WaitExec returns too; nothing to send
 		s.releaseKillAll()
 	}
-	if w.retiring {
-		// Its SIGKILL is armed: it must not reach a group that emptied,
-		// whose id a new process may take.
-		if s.groupAlive(e.PID) {
-			s.lingering[e.PID] = w
-		} else {
-			w.groupGone = true
+	if w.retiring || s.Subreaper {
+		alive := s.groupAlive(e.PID)
+		if w.retiring {
+			// Its SIGKILL is armed: it must not reach a group that
+			// emptied, whose id a new process may take.
+			if alive {
+				s.lingering[e.PID] = w
+			} else {
+				w.groupGone = true
+			}
+		}
+		if alive && s.Subreaper {
+			// Helpers live on in its group: stopped and waited for
+			// with the workers.
+			s.groups[e.PID] = true
 		}
 	}
 	if s.draining && g == s.current && code != 0 && s.firstNonZero == 0 {
@@ -1098,6 +1132,9 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 		for _, w := range s.byPID {
 			_ = w.w.Signal(unix.SIGKILL)
 		}
+		for pgid := range s.groups {
+			_ = s.KillGroup(pgid, unix.SIGKILL)
+		}
 		if c := s.checking; c != nil {
 			_ = c.w.Signal(unix.SIGKILL)
 		}
@@ -1109,6 +1146,9 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 		s.onCanaryStep(ev.gen, ev.idx)
 	case evBakeEnd:
 		s.onBakeEnd(ev.gen)
+	case evGroupPoll:
+		s.groupPoll = false
+		s.pruneGroups()
 	case evWatchdog:
 		if w := ev.w; s.byPID[w.pid] == w {
 			s.onWatchdogTimer(w)
@@ -1197,6 +1237,9 @@ func (s *Supervisor) stopAll() {
 			for _, w := range s.byPID {
 				_ = s.signal(w, s.stopSig) // ESRCH: already gone, its exit is queued
 			}
+			for pgid := range s.groups {
+				_ = s.KillGroup(pgid, s.stopSig) // what exited workers left behind
+			}
 			if c := s.checking; c != nil {
 				_ = c.w.Signal(s.stopSig) // a reload check in progress goes too
 			}
@@ -1212,6 +1255,18 @@ func (s *Supervisor) checkDone() {
 	}
 	if s.PID1 && s.HasChildren() {
 		return // orphans and daemons still finishing: wait for them
+	}
+	if len(s.groups) > 0 {
+		// Helpers of exited workers still finishing. Their exits come
+		// back to baton as their subreaper, and each reap drops a group
+		// that emptied; a member that is no descendant of its worker's
+		// would not come back, so the groups are also looked at every
+		// groupPollEvery until they are gone (SIGKILL bounds that).
+		if !s.groupPoll {
+			s.groupPoll = true
+			s.after(groupPollEvery, timerEvent{kind: evGroupPoll})
+		}
+		return
 	}
 	if !s.codeFixed {
 		s.exitCode = s.firstNonZero

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -251,6 +252,61 @@ func TestSubreaperWhenNotPID1(t *testing.T) {
 	}
 	b.Signal(unix.SIGTERM)
 	b.Wait()
+}
+
+// TestSubreaperStopsWorkerGroup: not PID 1 (docker run --init), a worker
+// that exits leaves a helper in its process group. baton sends that group
+// the stop signal, as dumb-init does, and waits for it to finish its
+// cleanup, as it waits for every process as PID 1; one that ignores the
+// signal gets SIGKILL after BATON_STOP_TIMEOUT. Either way nothing of the
+// group outlives baton, and baton exits with the worker's code.
+func TestSubreaperStopsWorkerGroup(t *testing.T) {
+	py := python(t)
+	run := func(t *testing.T, env []string, args ...string) (*Baton, int) {
+		t.Helper()
+		b := StartBaton(t, Opt{NoPIDNS: true, Env: append([]string{"BATON_LOG_LEVEL=debug"}, env...)}, append([]string{py, testdata("groupleft.py")}, args...)...)
+		line, _ := b.ExpectOut(0, "helper pid=")
+		var pid, pgid int
+		if _, err := fmt.Sscanf(line, "helper pid=%d pgid=%d", &pid, &pgid); err != nil {
+			t.Fatalf("helper line %q: %v", line, err)
+		}
+		t.Cleanup(func() { _ = unix.Kill(pid, unix.SIGKILL) }) // in case it outlived baton
+		worker := b.Expect("worker started").Int("pid")
+		if pgid != worker {
+			t.Fatalf("helper %d is in group %d, not the worker's %d", pid, pgid, worker)
+		}
+		if code := b.Wait(); code != 3 {
+			t.Fatalf("exit %d, want the worker's 3", code)
+		}
+		// Reaped by baton, not merely killed: a zombie would answer kill 0.
+		if err := unix.Kill(pid, 0); !errors.Is(err, unix.ESRCH) {
+			t.Fatalf("helper %d outlived baton (kill 0: %v)", pid, err)
+		}
+		b.ErrLines()
+		b.Expect("worker exited", "pid", worker, "code", 3)
+		b.Expect("orphan reaped", "pid", pid)
+		b.Expect("baton exiting", "code", 3)
+		return b, pid
+	}
+	t.Run("term", func(t *testing.T) {
+		b, _ := run(t, nil)
+		b.WaitOutClosed()
+		out := strings.Join(b.OutLines(), "\n")
+		if !strings.Contains(out, "helper got TERM") || !strings.Contains(out, "helper done") {
+			t.Fatalf("the helper did not get TERM and finish its cleanup:\n%s", out)
+		}
+	})
+	t.Run("kill", func(t *testing.T) {
+		b, pid := run(t, []string{"BATON_STOP_TIMEOUT=500ms"}, "--ignore")
+		if b.Count("stop timeout: killing what remains") != 1 {
+			t.Fatal("no stop timeout logged")
+		}
+		for _, ev := range b.Events() {
+			if ev.Msg() == "orphan reaped" && ev.Int("pid") == pid && ev.Int("code") != 128+int(unix.SIGKILL) {
+				t.Fatalf("helper exited %d, want 137 (SIGKILL)", ev.Int("code"))
+			}
+		}
+	})
 }
 
 // TestRestartBackoffAndLimit: a crashing worker is restarted with growing
