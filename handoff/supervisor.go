@@ -796,7 +796,9 @@ func (s *Supervisor) onNote(n Note) {
 }
 
 func (s *Supervisor) markReady(w *worker) {
-	if w.ready || w.retiring {
+	if w.ready || w.retiring || s.stopping {
+		// Once the stop signal went out, no worker becomes ready: a
+		// ready timer or READY=1 then changes nothing.
 		return
 	}
 	w.ready, w.everReady = true, true

@@ -505,6 +505,39 @@ func TestSubreaperWaitsForLeftGroup(t *testing.T) {
 	}
 }
 
+// TestNoReadyWhileStopping: a worker whose ready timer fires after the
+// stop signal went out is not logged ready: it is being stopped.
+func TestNoReadyWhileStopping(t *testing.T) {
+	o := baseOpts()
+	o.Ready = ReadyMode{Kind: "delay", Delay: 7 * time.Second}
+	r := newRig(t, o, func(r *rig) { r.hold = 7 * time.Second })
+	w := r.worker()
+	r.sigs <- unix.SIGTERM
+	r.expect("stopping")
+	r.fireHeld()
+	r.exit(w.pid, 143)
+	for {
+		select {
+		case m := <-r.logs:
+			if m == "worker ready" || m == "generation ready" {
+				t.Fatalf("%q logged while stopping", m)
+			}
+		case code := <-r.done:
+			if code != 143 {
+				t.Fatalf("exit %d, want 143", code)
+			}
+			for len(r.logs) > 0 {
+				if m := <-r.logs; m == "worker ready" || m == "generation ready" {
+					t.Fatalf("%q logged while stopping", m)
+				}
+			}
+			return
+		case <-time.After(5 * time.Second):
+			t.Fatal("the loop did not end")
+		}
+	}
+}
+
 // TestRetireKillSparesEmptiedGroup: the SIGKILL armed when a worker
 // retires goes to its group only while the group may still have members;
 // once a reap has seen it empty, the id may be someone else's.
