@@ -373,9 +373,12 @@ func supervise(argv []string) int {
 	}
 	log := newLogger(cfg)
 	pid1 := os.Getpid() == 1
+	subreaper := false
 	if cfg.Subreaper == "true" || (cfg.Subreaper == "auto" && !pid1) {
 		if err := reaper.SetSubreaper(); err != nil {
 			log.Warn().Err(err).Msg("not PID 1 and no subreaper: orphans will not be reaped by baton")
+		} else {
+			subreaper = !pid1
 		}
 	} else if !pid1 {
 		log.Warn().Msg("not PID 1 and BATON_SUBREAPER=false: orphans will not be reaped by baton")
@@ -406,17 +409,25 @@ func supervise(argv []string) int {
 		StopTimeout:   time.Duration(cfg.StopTimeout),
 		ShutdownDelay: time.Duration(cfg.ShutdownDelay),
 		SignalMap:     cfg.SignalMap,
+		ExitMap:       cfg.ExitMap,
 		Restart:       restart,
 		RestartLimit:  cfg.RestartLimit,
 		MaxRSS:        int64(cfg.MaxRSS),
 		MaxAge:        time.Duration(cfg.MaxAge),
 		PID1:          pid1,
+		Subreaper:     subreaper,
 	}
 	if plain && os.Getenv("BATON_RELOAD_SIGNAL") == "" {
 		// A plain init (one worker, no listeners) is a drop-in for tini:
 		// HUP goes to the app (nginx -s reload, a config re-read) unless a
 		// reload signal is asked for explicitly.
 		opts.ReloadSignal = 0
+	}
+	if _, ok := opts.SignalMap[opts.ReloadSignal]; ok && opts.ReloadSignal != 0 {
+		// baton consumes the reload signal as it arrives: a rewrite of it
+		// could never apply.
+		stderrf("baton: BATON_SIGNAL_MAP: %s is the reload signal (BATON_RELOAD_SIGNAL), which baton consumes: it cannot be rewritten", unix.SignalName(opts.ReloadSignal))
+		return exitUsage
 	}
 	if opts.StopSignalSet && opts.StopSignal == opts.ReloadSignal {
 		// Set explicitly, the stop signal also starts a shutdown when
@@ -580,8 +591,7 @@ func supervise(argv []string) int {
 		}()
 	}
 	log.Info().Int("pid", os.Getpid()).Str("version", version).Bool("pid1", pid1).Msg("baton started")
-	code := sup.Run(sigs)
-	return cfg.ExitMap.Apply(code)
+	return sup.Run(sigs)
 }
 
 // canaryNeedsSteer names the variable that asks for a canary or a bake
@@ -771,7 +781,7 @@ type config struct {
 	StopSignal    handoff.StopSignal   `split_words:"true" default:"TERM" desc:"signal that asks a retiring worker to finish; when set, it also replaces the shutdown signal baton received (not the reload signal, CHLD, URG or PIPE)"`
 	StopTimeout   handoff.Duration     `split_words:"true" default:"8s" desc:"grace before SIGKILL to a worker's process group (retiring and shutdown)"`
 	ShutdownDelay handoff.Duration     `split_words:"true" default:"0" desc:"on shutdown, keep serving this long while reporting not-ready"`
-	SignalMap     handoff.SignalMap    `split_words:"true" desc:"rewrite forwarded signals, e.g. TERM:QUIT,WINCH: (empty target drops it)"`
+	SignalMap     handoff.SignalMap    `split_words:"true" desc:"rewrite signals before baton acts on them, e.g. TERM:QUIT,WINCH: (empty target drops it; not the reload signal)"`
 	Restart       handoff.Restart      `desc:"on-failure, always or never (default: never in plain init mode, on-failure otherwise)"`
 	RestartLimit  handoff.RestartLimit `split_words:"true" default:"5/60s" desc:"crash-loop bound COUNT/WINDOW per worker slot; past it baton exits with the worker's code"`
 	ExitMap       handoff.ExitMap      `split_words:"true" desc:"remap baton's exit status, e.g. 143:0"`

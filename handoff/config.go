@@ -178,6 +178,9 @@ func (m *SignalMap) Decode(v string) error {
 		if err != nil {
 			return err
 		}
+		if err := mapSource(f); err != nil {
+			return err
+		}
 		var t unix.Signal
 		if strings.TrimSpace(to) != "" {
 			if t, err = ParseSignal(to); err != nil {
@@ -187,6 +190,21 @@ func (m *SignalMap) Decode(v string) error {
 		out[f] = t
 	}
 	*m = out
+	return nil
+}
+
+// mapSource refuses a BATON_SIGNAL_MAP source that baton never rewrites:
+// one nobody can catch, one baton consumes (SIGCHLD, SIGURG), or one it
+// never receives. main also refuses the reload signal, consumed as well.
+func mapSource(sig unix.Signal) error {
+	switch {
+	case sig == unix.SIGKILL || sig == unix.SIGSTOP:
+		return fmt.Errorf("%s cannot be caught, so it cannot be rewritten", unix.SignalName(sig))
+	case sig == unix.SIGCHLD || sig == unix.SIGURG:
+		return fmt.Errorf("%s cannot be rewritten: baton consumes it", unix.SignalName(sig))
+	case unreceivable(sig):
+		return fmt.Errorf("baton never receives signal %d, so it cannot be rewritten", int(sig))
+	}
 	return nil
 }
 

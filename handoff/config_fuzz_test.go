@@ -139,7 +139,7 @@ func FuzzSignal(f *testing.F) {
 }
 
 // FuzzSignalMap: BATON_SIGNAL_MAP. Every pair of a decoded map maps a
-// signal 1..64 to one 1..64, or to 0 (dropped); the map has at most one
+// signal 1..64 that baton can receive to one 1..64, or to 0 (dropped); the map has at most one
 // entry a pair; its canonical spelling decodes to the same map.
 func FuzzSignalMap(f *testing.F) {
 	for _, v := range []string{
@@ -160,6 +160,9 @@ func FuzzSignalMap(f *testing.F) {
 		for from, to := range m {
 			if from < 1 || from > 64 || to < 0 || to > 64 {
 				t.Errorf("SignalMap(%q) maps %d to %d", v, from, to)
+			}
+			if mapSource(from) != nil {
+				t.Errorf("SignalMap(%q) rewrites %d, which baton never receives", v, from)
 			}
 			if to == 0 {
 				pairs = append(pairs, fmt.Sprintf("%d:", from))

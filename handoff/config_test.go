@@ -44,6 +44,13 @@ func TestDecoders(t *testing.T) {
 	if err := m.Decode("TERM:QUIT, WINCH:"); err != nil || m.Apply(unix.SIGTERM) != unix.SIGQUIT || m.Apply(unix.SIGWINCH) != 0 || m.Apply(unix.SIGUSR1) != unix.SIGUSR1 {
 		t.Errorf("SignalMap = %v, %v", m, err)
 	}
+	// Sources baton never receives or always consumes are refused: the
+	// rewrite could never apply.
+	for _, bad := range []string{"KILL:TERM", "STOP:TERM", "9:", "32:TERM", "33:TERM", "34:", "PIPE:TERM", "PROF:TERM", "CHLD:TERM", "URG:"} {
+		if err := m.Decode(bad); err == nil {
+			t.Errorf("SignalMap accepted %q", bad)
+		}
+	}
 	var l RestartLimit
 	if err := l.Decode("5/60s"); err != nil || l.Count != 5 || l.Window != time.Minute {
 		t.Errorf("RestartLimit = %+v, %v", l, err)

@@ -55,6 +55,7 @@ type Options struct {
 	StopTimeout   time.Duration
 	ShutdownDelay time.Duration
 	SignalMap     SignalMap
+	ExitMap       ExitMap // applied last, to the status Run returns
 	Restart       Restart
 	RestartLimit  RestartLimit
 	MaxRSS        int64         // bytes; 0: off
@@ -82,7 +83,16 @@ type Options struct {
 	// reaches every process in the namespace, and baton waits for all of
 	// them before it exits.
 	PID1 bool
+	// Subreaper is true when baton is a child subreaper and not PID 1
+	// (docker run --init): what a worker leaves in its process group when
+	// it exits comes back to baton, which stops it with the workers and
+	// waits for it before it exits, as PID 1 waits for every process.
+	Subreaper bool
 }
+
+// groupPollEvery is how often, while baton stops as a subreaper, the
+// process groups exited workers left behind are looked at.
+const groupPollEvery = 50 * time.Millisecond
 
 // Backoff between restarts of one worker slot: restartBase doubled per
 // consecutive crash up to restartMax; a worker that stayed up restartReset
@@ -178,6 +188,11 @@ type Supervisor struct {
 	// process group may still have members, by pgid: the group id cannot
 	// name anyone else until the last member is gone.
 	lingering map[int]*worker
+	// groups (Subreaper only) are the process groups of reaped workers
+	// that still had members, by pgid; a reap drops those that emptied.
+	// groupPoll: a look at them is armed (see checkDone).
+	groups    map[int]bool
+	groupPoll bool
 	// killAllHeld is a kill(-1) signal waiting for workers to leave the
 	// shim (it would reach their Go runtime, not their command); 0: none.
 	killAllHeld unix.Signal
@@ -296,6 +311,7 @@ const (
 	evCanaryStep
 	evBakeEnd
 	evCheckKill
+	evGroupPoll
 )
 
 type timerEvent struct {
@@ -354,12 +370,13 @@ func roundTrip[R, T any](ctx context.Context, ch chan<- R, req R, reply <-chan T
 }
 
 // Run starts the first generation and runs the event loop until baton
-// should exit; it returns baton's exit status (before BATON_EXIT_MAP).
+// should exit; it returns baton's exit status (BATON_EXIT_MAP applied).
 // sigs must already be subscribed to every signal baton handles.
 func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	s.byPID = map[int]*worker{}
 	s.lingering = map[int]*worker{}
 	s.checkLeft = map[int]bool{}
+	s.groups = map[int]bool{}
 	if s.timers == nil {
 		s.timers = make(chan timerEvent, 1024)
 	}
@@ -425,8 +442,9 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 		}
 		s.checkDone()
 	}
-	s.Log.Info().Int("code", s.exitCode).Msg("baton exiting")
-	return s.exitCode
+	code := s.ExitMap.Apply(s.exitCode)
+	s.Log.Info().Int("code", code).Msg("baton exiting")
+	return code
 }
 
 func (s *Supervisor) after(d time.Duration, ev timerEvent) {
@@ -454,21 +472,27 @@ func (s *Supervisor) onSignal(sig unix.Signal) {
 		// never forwarded.
 	case s.ReloadSignal != 0 && sig == s.ReloadSignal:
 		s.requestReload("signal", nil)
-	case isShutdown(sig) || (s.StopSignalSet && sig == s.StopSignal):
-		s.beginShutdown(sig)
 	default:
-		s.forward(sig)
+		// BATON_SIGNAL_MAP applies before anything else is decided: a
+		// dropped signal is dropped, and a rewritten one means what it was
+		// rewritten to (a shutdown or not), as if baton had received that.
+		// Rewritten to the reload signal, it is forwarded: the reload
+		// signal is the one baton receives.
+		to := s.SignalMap.Apply(sig)
+		switch {
+		case to == 0:
+			s.Log.Debug().Str("signal", unix.SignalName(sig)).Msg("signal dropped")
+		case isShutdown(to) || (s.StopSignalSet && to == s.StopSignal):
+			s.beginShutdown(sig, to)
+		default:
+			s.forward(to)
+		}
 	}
 }
 
-// forward sends sig, after BATON_SIGNAL_MAP, to every live worker's process
-// group, whatever its generation.
-func (s *Supervisor) forward(sig unix.Signal) {
-	to := s.SignalMap.Apply(sig)
-	if to == 0 {
-		s.Log.Debug().Str("signal", unix.SignalName(sig)).Msg("signal dropped")
-		return
-	}
+// forward sends to (already through BATON_SIGNAL_MAP) to every live
+// worker's process group, whatever its generation.
+func (s *Supervisor) forward(to unix.Signal) {
 	for pid, w := range s.byPID {
 		if err := s.signal(w, to); err != nil {
 			if errors.Is(err, unix.ESRCH) {
@@ -557,7 +581,17 @@ func (s *Supervisor) reap() {
 			delete(s.checkLeft, pgid)
 		}
 	}
+	s.pruneGroups()
 	s.maybeRelease()
+}
+
+// pruneGroups forgets the left-behind groups that have emptied.
+func (s *Supervisor) pruneGroups() {
+	for pgid := range s.groups {
+		if !s.groupAlive(pgid) {
+			delete(s.groups, pgid)
+		}
+	}
 }
 
 // groupAlive reports whether process group pgid has a member. Asked right
@@ -599,13 +633,21 @@ func (s *Supervisor) onExit(e reaper.Exit) {
 		w.inShim, w.held = false, nil // its WaitExec returns too; nothing to send
 		s.releaseKillAll()
 	}
-	if w.retiring {
-		// Its SIGKILL is armed: it must not reach a group that emptied,
-		// whose id a new process may take.
-		if s.groupAlive(e.PID) {
-			s.lingering[e.PID] = w
-		} else {
-			w.groupGone = true
+	if w.retiring || s.Subreaper {
+		alive := s.groupAlive(e.PID)
+		if w.retiring {
+			// Its SIGKILL is armed: it must not reach a group that
+			// emptied, whose id a new process may take.
+			if alive {
+				s.lingering[e.PID] = w
+			} else {
+				w.groupGone = true
+			}
+		}
+		if alive && s.Subreaper {
+			// Helpers live on in its group: stopped and waited for
+			// with the workers.
+			s.groups[e.PID] = true
 		}
 	}
 	if s.draining && g == s.current && code != 0 && s.firstNonZero == 0 {
@@ -774,7 +816,9 @@ func (s *Supervisor) onNote(n Note) {
 }
 
 func (s *Supervisor) markReady(w *worker) {
-	if w.ready || w.retiring {
+	if w.ready || w.retiring || s.stopping {
+		// Once the stop signal went out, no worker becomes ready: a
+		// ready timer or READY=1 then changes nothing.
 		return
 	}
 	w.ready, w.everReady = true, true
@@ -1124,6 +1168,9 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 		for _, w := range s.byPID {
 			_ = w.w.Signal(unix.SIGKILL)
 		}
+		for pgid := range s.groups {
+			_ = s.KillGroup(pgid, unix.SIGKILL)
+		}
 		if c := s.checking; c != nil && !c.exited {
 			_ = c.w.Signal(unix.SIGKILL)
 		}
@@ -1141,6 +1188,9 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 		s.onCanaryStep(ev.gen, ev.idx)
 	case evBakeEnd:
 		s.onBakeEnd(ev.gen)
+	case evGroupPoll:
+		s.groupPoll = false
+		s.pruneGroups()
 	case evWatchdog:
 		if w := ev.w; s.byPID[w.pid] == w {
 			s.onWatchdogTimer(w)
@@ -1169,10 +1219,11 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 	}
 }
 
-// beginShutdown handles TERM, INT, QUIT (and an explicit stop signal).
-func (s *Supervisor) beginShutdown(sig unix.Signal) {
+// beginShutdown handles sig, which BATON_SIGNAL_MAP made to: TERM, INT,
+// QUIT (or an explicit stop signal).
+func (s *Supervisor) beginShutdown(sig, to unix.Signal) {
 	if s.stopping {
-		s.forward(sig) // a second Ctrl-C goes through as is
+		s.forward(to) // a second Ctrl-C goes through as is
 		return
 	}
 	if s.draining {
@@ -1182,7 +1233,7 @@ func (s *Supervisor) beginShutdown(sig unix.Signal) {
 		return
 	}
 	s.draining = true
-	s.stopSig = s.SignalMap.Apply(sig)
+	s.stopSig = to
 	if s.StopSignalSet {
 		s.stopSig = s.StopSignal
 	}
@@ -1228,6 +1279,9 @@ func (s *Supervisor) stopAll() {
 			for _, w := range s.byPID {
 				_ = s.signal(w, s.stopSig) // ESRCH: already gone, its exit is queued
 			}
+			for pgid := range s.groups {
+				_ = s.KillGroup(pgid, s.stopSig) // what exited workers left behind
+			}
 			if c := s.checking; c != nil && !c.exited {
 				_ = c.w.Signal(s.stopSig) // a reload check in progress goes too
 			}
@@ -1246,6 +1300,18 @@ func (s *Supervisor) checkDone() {
 	}
 	if s.PID1 && s.HasChildren() {
 		return // orphans and daemons still finishing: wait for them
+	}
+	if len(s.groups) > 0 {
+		// Helpers of exited workers still finishing. Their exits come
+		// back to baton as their subreaper, and each reap drops a group
+		// that emptied; a member that is no descendant of its worker's
+		// would not come back, so the groups are also looked at every
+		// groupPollEvery until they are gone (SIGKILL bounds that).
+		if !s.groupPoll {
+			s.groupPoll = true
+			s.after(groupPollEvery, timerEvent{kind: evGroupPoll})
+		}
+		return
 	}
 	if !s.codeFixed {
 		s.exitCode = s.firstNonZero

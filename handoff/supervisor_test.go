@@ -461,6 +461,83 @@ func TestKillAllWaitsForShim(t *testing.T) {
 	}
 }
 
+// TestSubreaperWaitsForLeftGroup: not PID 1 but a subreaper, baton ends
+// when its worker exits; helpers left in the worker's process group get
+// the stop signal, and baton exits only once the group is empty.
+func TestSubreaperWaitsForLeftGroup(t *testing.T) {
+	o := baseOpts()
+	o.Restart, o.Subreaper = RestartNever, true
+	r := newRig(t, o)
+	w := r.worker()
+	r.ready(w)
+	r.exit(w.pid, 3)
+	r.expect("stopping")
+	r.barrier() // still running: the group has members
+	if c := r.calls(); !slices.Contains(c, fmt.Sprintf("-%d SIGTERM", w.pid)) {
+		t.Fatalf("the worker's group was not stopped: %v", c)
+	}
+	// Its timers (the look at the group, the stop timeout) fire; it
+	// waits on while the group has members.
+	for fired := 0; fired < 3; fired++ {
+		select {
+		case f := <-r.timers:
+			f()
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d timers armed, want the ready timeout, the stop timeout and a look at the group", fired)
+		}
+	}
+	r.barrier()
+	r.mu.Lock()
+	r.deadGroup[w.pid] = true
+	r.mu.Unlock()
+	for {
+		select {
+		case f := <-r.timers:
+			f()
+		case code := <-r.done:
+			if code != 3 {
+				t.Fatalf("exit %d, want the worker's 3", code)
+			}
+			return
+		case <-time.After(5 * time.Second):
+			t.Fatal("baton did not end once the group was empty")
+		}
+	}
+}
+
+// TestNoReadyWhileStopping: a worker whose ready timer fires after the
+// stop signal went out is not logged ready: it is being stopped.
+func TestNoReadyWhileStopping(t *testing.T) {
+	o := baseOpts()
+	o.Ready = ReadyMode{Kind: "delay", Delay: 7 * time.Second}
+	r := newRig(t, o, func(r *rig) { r.hold = 7 * time.Second })
+	w := r.worker()
+	r.sigs <- unix.SIGTERM
+	r.expect("stopping")
+	r.fireHeld()
+	r.exit(w.pid, 143)
+	for {
+		select {
+		case m := <-r.logs:
+			if m == "worker ready" || m == "generation ready" {
+				t.Fatalf("%q logged while stopping", m)
+			}
+		case code := <-r.done:
+			if code != 143 {
+				t.Fatalf("exit %d, want 143", code)
+			}
+			for len(r.logs) > 0 {
+				if m := <-r.logs; m == "worker ready" || m == "generation ready" {
+					t.Fatalf("%q logged while stopping", m)
+				}
+			}
+			return
+		case <-time.After(5 * time.Second):
+			t.Fatal("the loop did not end")
+		}
+	}
+}
+
 // TestRetireKillSparesEmptiedGroup: the SIGKILL armed when a worker
 // retires goes to its group only while the group may still have members;
 // once a reap has seen it empty, the id may be someone else's.

@@ -60,6 +60,13 @@ func TestBadInput(t *testing.T) {
 		{"BATON_SHUTDOWN_DELAY", "later", "BATON_SHUTDOWN_DELAY", nil},
 		{"BATON_SIGNAL_MAP", "TERM", "BATON_SIGNAL_MAP", nil},
 		{"BATON_SIGNAL_MAP", "TERM:BOGUS", "BATON_SIGNAL_MAP", nil},
+		{"BATON_SIGNAL_MAP", "KILL:TERM", "BATON_SIGNAL_MAP", nil}, // sources baton never receives
+		{"BATON_SIGNAL_MAP", "STOP:TERM", "BATON_SIGNAL_MAP", nil},
+		{"BATON_SIGNAL_MAP", "32:TERM", "BATON_SIGNAL_MAP", nil},
+		{"BATON_SIGNAL_MAP", "34:", "BATON_SIGNAL_MAP", nil},
+		{"BATON_SIGNAL_MAP", "PIPE:TERM", "BATON_SIGNAL_MAP", nil},
+		{"BATON_SIGNAL_MAP", "CHLD:TERM", "BATON_SIGNAL_MAP", nil},
+		{"BATON_SIGNAL_MAP", "HUP:USR1", "BATON_SIGNAL_MAP", []string{"BATON_WORKERS=2"}}, // the reload signal
 		{"BATON_RESTART", "sometimes", "BATON_RESTART", nil},
 		{"BATON_RESTART_LIMIT", "5", "BATON_RESTART_LIMIT", nil},
 		{"BATON_EXIT_MAP", "143", "BATON_EXIT_MAP", nil},

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -253,6 +254,61 @@ func TestSubreaperWhenNotPID1(t *testing.T) {
 	b.Wait()
 }
 
+// TestSubreaperStopsWorkerGroup: not PID 1 (docker run --init), a worker
+// that exits leaves a helper in its process group. baton sends that group
+// the stop signal, as dumb-init does, and waits for it to finish its
+// cleanup, as it waits for every process as PID 1; one that ignores the
+// signal gets SIGKILL after BATON_STOP_TIMEOUT. Either way nothing of the
+// group outlives baton, and baton exits with the worker's code.
+func TestSubreaperStopsWorkerGroup(t *testing.T) {
+	py := python(t)
+	run := func(t *testing.T, env []string, args ...string) (*Baton, int) {
+		t.Helper()
+		b := StartBaton(t, Opt{NoPIDNS: true, Env: append([]string{"BATON_LOG_LEVEL=debug"}, env...)}, append([]string{py, testdata("groupleft.py")}, args...)...)
+		line, _ := b.ExpectOut(0, "helper pid=")
+		var pid, pgid int
+		if _, err := fmt.Sscanf(line, "helper pid=%d pgid=%d", &pid, &pgid); err != nil {
+			t.Fatalf("helper line %q: %v", line, err)
+		}
+		t.Cleanup(func() { _ = unix.Kill(pid, unix.SIGKILL) }) // in case it outlived baton
+		worker := b.Expect("worker started").Int("pid")
+		if pgid != worker {
+			t.Fatalf("helper %d is in group %d, not the worker's %d", pid, pgid, worker)
+		}
+		if code := b.Wait(); code != 3 {
+			t.Fatalf("exit %d, want the worker's 3", code)
+		}
+		// Reaped by baton, not merely killed: a zombie would answer kill 0.
+		if err := unix.Kill(pid, 0); !errors.Is(err, unix.ESRCH) {
+			t.Fatalf("helper %d outlived baton (kill 0: %v)", pid, err)
+		}
+		b.ErrLines()
+		b.Expect("worker exited", "pid", worker, "code", 3)
+		b.Expect("orphan reaped", "pid", pid)
+		b.Expect("baton exiting", "code", 3)
+		return b, pid
+	}
+	t.Run("term", func(t *testing.T) {
+		b, _ := run(t, nil)
+		b.WaitOutClosed()
+		out := strings.Join(b.OutLines(), "\n")
+		if !strings.Contains(out, "helper got TERM") || !strings.Contains(out, "helper done") {
+			t.Fatalf("the helper did not get TERM and finish its cleanup:\n%s", out)
+		}
+	})
+	t.Run("kill", func(t *testing.T) {
+		b, pid := run(t, []string{"BATON_STOP_TIMEOUT=500ms"}, "--ignore")
+		if b.Count("stop timeout: killing what remains") != 1 {
+			t.Fatal("no stop timeout logged")
+		}
+		for _, ev := range b.Events() {
+			if ev.Msg() == "orphan reaped" && ev.Int("pid") == pid && ev.Int("code") != 128+int(unix.SIGKILL) {
+				t.Fatalf("helper exited %d, want 137 (SIGKILL)", ev.Int("code"))
+			}
+		}
+	})
+}
+
 // TestRestartBackoffAndLimit: a crashing worker is restarted with growing
 // backoff, and past the limit baton exits with the worker's code.
 func TestRestartBackoffAndLimit(t *testing.T) {
@@ -318,6 +374,13 @@ func TestExitMap(t *testing.T) {
 	if code := b.Wait(); code != 0 {
 		t.Fatalf("exit %d, want 143 mapped to 0", code)
 	}
+	// The last line gives the status baton exits with, not the one before
+	// the map.
+	b.ErrLines()
+	b.Expect("worker exited", "code", 143)
+	if ev := b.Expect("baton exiting"); ev.Int("code") != 0 {
+		t.Fatalf("baton exiting with code %d, but it exits 0", ev.Int("code"))
+	}
 }
 
 // TestStopTimeoutKills: a worker that ignores TERM is killed after
@@ -352,4 +415,74 @@ func TestSignalMap(t *testing.T) {
 	}
 	b.Signal(unix.SIGTERM)
 	b.Wait()
+}
+
+// TestSignalMapBeforeShutdown: BATON_SIGNAL_MAP applies before a signal is
+// taken for a shutdown. A dropped TERM, INT or QUIT is dropped (dumb-init's
+// -r 2:0), and a rewritten signal means what it was rewritten to: TERM
+// rewritten to USR1 is forwarded as USR1, USR1 rewritten to TERM is a
+// shutdown. WINCH is the barrier: signals pending together are delivered
+// lowest number first, and WINCH (28) is above all of them.
+func TestSignalMapBeforeShutdown(t *testing.T) {
+	py := python(t)
+	// firstSig is the first signal the worker reported.
+	firstSig := func(b *Baton) string {
+		line, _ := b.ExpectOut(0, "sig ")
+		return strings.Fields(line)[1]
+	}
+	for _, sig := range []syscall.Signal{unix.SIGINT, unix.SIGTERM, unix.SIGQUIT} {
+		name := unix.SignalName(sig)[3:]
+		t.Run("drop "+name, func(t *testing.T) {
+			b := StartBaton(t, Opt{Env: []string{"BATON_LOG_LEVEL=debug", "BATON_SIGNAL_MAP=" + name + ":"}}, py, testdata("sigworker.py"))
+			b.ExpectOut(0, "ready ")
+			b.Signal(sig)
+			b.Signal(unix.SIGWINCH)
+			b.Expect("signal forwarded", "signal", "SIGWINCH")
+			if n := b.Count("shutdown begun"); n != 0 {
+				t.Fatalf("a dropped %s began a shutdown", name)
+			}
+			if got := firstSig(b); got != "SIGWINCH" {
+				t.Fatalf("the worker got %s first, want SIGWINCH (%s is dropped)", got, name)
+			}
+			end := unix.SIGTERM
+			if sig == unix.SIGTERM {
+				end = unix.SIGINT
+			}
+			b.Signal(end) // not dropped: a shutdown; the worker exits 0 on it
+			b.Expect("shutdown begun")
+			if code := b.Wait(); code != 0 {
+				t.Fatalf("exit %d, want the worker's 0", code)
+			}
+		})
+	}
+	t.Run("TERM means USR1", func(t *testing.T) {
+		b := StartBaton(t, Opt{Env: []string{"BATON_LOG_LEVEL=debug", "BATON_SIGNAL_MAP=TERM:USR1"}}, py, testdata("sigworker.py"))
+		b.ExpectOut(0, "ready ")
+		b.Signal(unix.SIGTERM)
+		b.Signal(unix.SIGWINCH)
+		b.Expect("signal forwarded", "signal", "SIGWINCH")
+		if n := b.Count("shutdown begun"); n != 0 {
+			t.Fatal("TERM rewritten to USR1 began a shutdown")
+		}
+		if got := firstSig(b); got != "SIGUSR1" {
+			t.Fatalf("the worker got %s first, want SIGUSR1", got)
+		}
+		b.Signal(unix.SIGINT)
+		if code := b.Wait(); code != 0 {
+			t.Fatalf("exit %d, want the worker's 0", code)
+		}
+	})
+	t.Run("USR1 means TERM", func(t *testing.T) {
+		b := StartBaton(t, Opt{Env: []string{"BATON_SIGNAL_MAP=USR1:TERM"}}, py, testdata("sigworker.py"))
+		b.ExpectOut(0, "ready ")
+		b.Signal(unix.SIGUSR1)
+		b.Expect("shutdown begun", "signal", "SIGUSR1")
+		b.Expect("stopping", "signal", "SIGTERM")
+		if code := b.Wait(); code != 0 {
+			t.Fatalf("exit %d, want the worker's 0", code)
+		}
+		if got := firstSig(b); got != "SIGTERM" {
+			t.Fatalf("the worker got %s first, want SIGTERM", got)
+		}
+	})
 }

@@ -254,11 +254,13 @@ func TestCleanSignalStateUnderHostileParent(t *testing.T) {
 // then handles the second while that worker is in the shim. The kernel
 // and the Go runtime do not promise that order, so a round in which the
 // second signal never reached the new worker proves nothing and is run
-// again; enough rounds must count.
+// again; enough rounds must count. The forwarded signals are ABRT, which
+// the shim's Go runtime would turn into a crash dump (as QUIT, which means
+// shutdown), and HUP, the reload signal, which a rewrite forwards.
 func TestSignalsDuringShim(t *testing.T) {
 	py := python(t)
 	env := []string{"BATON_LISTEN=127.0.0.1:0", "BATON_READY=delay:100ms", "BATON_ULIMITS=core=0",
-		"BATON_SIGNAL_MAP=USR1:QUIT,USR2:HUP", "BATON_LOG_LEVEL=debug"}
+		"BATON_SIGNAL_MAP=USR1:ABRT,USR2:HUP", "BATON_LOG_LEVEL=debug"}
 	const wantRounds, maxRounds = 4, 40
 	// reached reports whether baton sent (or held) sig for pid.
 	reached := func(b *Baton, pid int, sig syscall.Signal) bool {
@@ -305,7 +307,7 @@ func TestSignalsDuringShim(t *testing.T) {
 		b.Expect("generation ready")
 		gen, counted := 1, 0
 		for round := 0; round < maxRounds && counted < wantRounds; round++ {
-			pair := [2]syscall.Signal{unix.SIGUSR1, unix.SIGQUIT}
+			pair := [2]syscall.Signal{unix.SIGUSR1, unix.SIGABRT}
 			if round%2 == 1 {
 				pair = [2]syscall.Signal{unix.SIGUSR2, unix.SIGHUP}
 			}
