@@ -30,13 +30,19 @@ type Sockets interface {
 	Pending(gen int) int
 	// Relay takes the connections still queued in gen's own sockets, once
 	// no process of gen is left to accept them, and passes each on to the
-	// generation steered to now (relay.go); it returns how many.
-	Relay(gen int, idle time.Duration) int
+	// generation steered to now (relay.go); it returns how many. report
+	// gets each relay's RelayEvents, from the relay's own goroutine.
+	Relay(gen int, idle time.Duration, report func(RelayEvent)) int
 	// Release takes gen's own sockets out of the kernel's group and closes
 	// them. Connections still queued in them would be reset: call it once
 	// gen's workers are gone and Pending is 0 (or Relay took the rest), or
 	// for a generation never steered to.
 	Release(gen int)
+	// CloseAll closes every generation's own sockets, the current one's
+	// too: at exit, once no process is left to accept what they queue.
+	// What is still queued is reset now rather than at baton's exit (a
+	// relay into it ends).
+	CloseAll()
 }
 
 // Shared is BATON_HANDOFF=shared: one socket per listener, the same open
@@ -60,7 +66,11 @@ func (Shared) Split(int, int, int) error {
 func (Shared) Pending(int) int { return 0 }
 
 // Relay has nothing to take: the one queue is every generation's.
-func (Shared) Relay(int, time.Duration) int { return 0 }
+func (Shared) Relay(int, time.Duration, func(RelayEvent)) int { return 0 }
+
+// CloseAll does nothing: the sockets live as long as baton, and no relay
+// waits on them.
+func (Shared) CloseAll() {}
 
 // Release does nothing: the sockets live as long as baton.
 func (Shared) Release(int) {}
@@ -216,6 +226,9 @@ const skfAdRandom = uint32(0xfffff000 + 56)
 // group, so any member will do; the current one is certain to be in it.
 func (st *steered) attach() error {
 	k := st.index(st.current)
+	if k < 0 {
+		return nil // CloseAll: no group left
+	}
 	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: uint32(k)}}
 	if j := st.index(st.splitTo); st.splitTo != 0 && j >= 0 {
 		// A random number per connection: only a connection's first
@@ -261,6 +274,20 @@ func (s *Steering) Pending(gen int) int {
 func (s *Steering) Release(gen int) {
 	for _, st := range s.listeners {
 		st.release(gen)
+	}
+}
+
+// CloseAll takes every member out of every group and closes it. Unix
+// listeners stay: nothing is relayed to them.
+func (s *Steering) CloseAll() {
+	for _, st := range s.listeners {
+		for _, m := range st.members {
+			if strings.HasPrefix(st.spec.Network, "tcp") {
+				_ = unix.Shutdown(m.fd, unix.SHUT_RD)
+			}
+			_ = unix.Close(m.fd)
+		}
+		st.members = nil
 	}
 }
 
