@@ -53,12 +53,13 @@ const spliceChunk = 64 << 10
 var relaying atomic.Int32
 
 // RelayEvent is what a relay tells the loop, from its own goroutine:
-// first how its dial went (Ended false; Err set if it failed), then that
-// it is over (Ended true). A relay whose dial failed is over at once.
+// first how its dial went (Err set if it failed), then, if it connected,
+// that the answer has ended (Answered: the worker's side closed and that
+// was passed on to the client), and last that the relay is over (Ended).
 type RelayEvent struct {
-	Gen   int
-	Ended bool
-	Err   error // the dial's error, with Ended false
+	Gen             int
+	Answered, Ended bool
+	Err             error // the dial's error
 }
 
 // Relay accepts what is still queued on gen's TCP sockets and relays each
@@ -157,10 +158,11 @@ func relay(client *net.TCPConn, to *net.TCPAddr, idle time.Duration, gen int, re
 	r.alive() // the counters as they start
 	done := make(chan struct{})
 	go func() {
-		r.pipe(client, up)
+		r.pipe(up, client)
 		close(done)
 	}()
-	r.pipe(up, client)
+	r.pipe(client, up)
+	report(RelayEvent{Gen: gen, Answered: true})
 	<-done
 }
 

@@ -199,6 +199,9 @@ type Supervisor struct {
 	relayEvents  chan RelayEvent
 	relaysOpen   int
 	relayBatches map[int]*relayBatch
+	// relaysAnswering counts the relays whose worker's side has not
+	// ended yet: what shutdown waits for.
+	relaysAnswering int
 	// stopAfterRelay: the stop signal waits for the dials of the leaving
 	// generation's connections relayed at the shutdown (see beginShutdown).
 	stopAfterRelay bool
@@ -379,9 +382,9 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	if s.reloadReqs == nil {
 		s.reloadReqs = make(chan reloadReq)
 	}
-	// Two events a relay, at most maxRelays relays at once: a relay's
+	// Three events a relay, at most maxRelays relays at once: a relay's
 	// goroutine does not wait for the loop unless it lags far behind.
-	s.relayEvents = make(chan RelayEvent, 2*maxRelays)
+	s.relayEvents = make(chan RelayEvent, 3*maxRelays)
 	s.relayBatches = map[int]*relayBatch{}
 	// Children inherited across exec, or exits before signal.Notify, would
 	// otherwise wait for the next SIGCHLD (tini reaps on every wake-up).
@@ -1110,7 +1113,7 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 		s.stopAll()
 	case evStopKill:
 		s.stopExpired = true
-		s.Log.Warn().Int("workers", len(s.byPID)).Int("relays", s.relaysOpen).Msg("stop timeout: killing what remains")
+		s.Log.Warn().Int("workers", len(s.byPID)).Int("relays", s.relaysAnswering).Msg("stop timeout: killing what remains")
 		if s.PID1 {
 			_ = s.KillAll(unix.SIGKILL) // ESRCH: nothing left, which is fine
 		}
@@ -1242,6 +1245,7 @@ func (s *Supervisor) relay(gen int) int {
 	n := s.Sockets.Relay(gen, max(s.StopTimeout, time.Second), func(ev RelayEvent) { s.relayEvents <- ev })
 	if n > 0 {
 		s.relaysOpen += n
+		s.relaysAnswering += n
 		b := s.relayBatches[gen]
 		if b == nil {
 			b = &relayBatch{}
@@ -1252,10 +1256,16 @@ func (s *Supervisor) relay(gen int) int {
 	return n
 }
 
-// onRelay counts a relay's dial and its end. A relay counts as relayed
-// once its dial succeeded; a generation's relays are logged once all are
-// dialled.
+// onRelay counts a relay's dial, its answer's end and its end. A relay
+// counts as relayed once its dial succeeded; a generation's relays are
+// logged once all are dialled.
 func (s *Supervisor) onRelay(ev RelayEvent) {
+	if ev.Answered || ev.Err != nil {
+		s.relaysAnswering--
+	}
+	if ev.Answered {
+		return
+	}
 	if ev.Ended {
 		if s.relaysOpen--; s.relaysOpen == 0 {
 			freeRelayMemory()
@@ -1304,9 +1314,10 @@ func (s *Supervisor) checkDone() {
 	if s.PID1 && s.HasChildren() {
 		return // orphans and daemons still finishing: wait for them
 	}
-	if s.relaysOpen > 0 && !s.stopExpired {
+	if s.relaysAnswering > 0 && !s.stopExpired {
 		// Relays still carry what exited workers answered: wait for them,
-		// until the stop timeout at most. Nobody will accept from the
+		// until the stop timeout at most (a relay whose worker's side has
+		// ended has nothing more for its client). Nobody will accept from the
 		// listening sockets any more: closed, they reset what is queued,
 		// and a relay into that queue ends now rather than at the timeout.
 		if !s.socketsClosed {
