@@ -3,11 +3,12 @@
 package handoff
 
 import (
-	"errors"
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,8 +24,16 @@ import (
 // moves them to another socket of the group only where
 // net.ipv4.tcp_migrate_req=1. Nobody has read them yet, so nothing is lost
 // if baton accepts them itself and relays each, byte for byte, to the
-// listener's address, where the kernel gives it to the generation steered
-// to now. The worker then sees baton's loopback address as the peer.
+// address the client connected to (the accepted connection's own local
+// address, which is certain to reach the group whatever the listener was
+// bound to), where the kernel gives it to the generation steered to now.
+// The worker then sees baton's address as the peer.
+//
+// A relay holds no user-space buffer: each direction splices from one
+// socket into a pipe of its own and from the pipe into the other socket
+// (splice(2)), waiting for readiness in Go's netpoller. What it costs is
+// two goroutines, their small stacks, and kernel pipe pages only while
+// bytes are in flight.
 
 // maxRelays bounds the connections relayed at once, over every listener
 // (the kernel's own bound on an accept queue is net.core.somaxconn, 4096
@@ -37,26 +46,42 @@ const maxRelays = 1024
 // full.
 const relayDial = 2 * time.Second
 
+// spliceChunk is the most one splice moves: a pipe's default capacity.
+const spliceChunk = 64 << 10
+
 // relaying counts the relays in progress.
 var relaying atomic.Int32
 
+// RelayEvent is what a relay tells the loop, from its own goroutine:
+// first how its dial went (Err set if it failed), then, if it connected,
+// that the answer has ended (Answered: the worker's side closed and that
+// was passed on to the client), and last that the relay is over (Ended).
+type RelayEvent struct {
+	Gen             int
+	Answered, Ended bool
+	Err             error // the dial's error
+}
+
 // Relay accepts what is still queued on gen's TCP sockets and relays each
-// connection to its listener's address; it returns how many it took. The
-// loop calls it just before Release, once no process of gen is left and
-// another generation is steered to. A relay ends when either side closes,
-// or after idle without a byte either way.
-func (s *Steering) Relay(gen int, idle time.Duration) int {
+// connection to the address its client connected to; it returns how many
+// it took. report, called from each relay's goroutine, gets that relay's
+// RelayEvents (nil: none). A relay ends when both sides have closed, or
+// once no byte went either way for idle (see relayConn.alive).
+func (s *Steering) Relay(gen int, idle time.Duration, report func(RelayEvent)) int {
+	if report == nil {
+		report = func(RelayEvent) {}
+	}
 	n := 0
 	for _, st := range s.listeners {
 		fd := st.fdOf(gen)
 		if fd < 0 || gen == st.current || !strings.HasPrefix(st.spec.Network, "tcp") {
 			continue
 		}
-		// Nobody else holds it any more: accept without ever blocking.
+		// Accept without ever blocking. Every listener is created
+		// non-blocking; this changes nothing a worker relies on.
 		if err := unix.SetNonblock(fd, true); err != nil {
 			continue
 		}
-		network, addr := st.spec.Network, dialAddr(st.spec.Addr)
 		for {
 			cfd, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC)
 			if err == unix.EINTR || err == unix.ECONNABORTED {
@@ -65,7 +90,8 @@ func (s *Steering) Relay(gen int, idle time.Duration) int {
 			if err != nil {
 				break // EAGAIN: the queue is empty
 			}
-			if relaying.Load() >= maxRelays {
+			to := localAddr(cfd)
+			if relaying.Load() >= maxRelays || to == nil {
 				_ = unix.Close(cfd)
 				continue
 			}
@@ -81,77 +107,180 @@ func (s *Steering) Relay(gen int, idle time.Duration) int {
 			}
 			relaying.Add(1)
 			n++
-			go relay(tc, network, addr, idle)
+			go relay(tc, to, idle, gen, report)
 		}
 	}
 	return n
 }
 
-// dialAddr is where to reach a listener bound to addr: its own address,
-// or loopback for a wildcard one.
-func dialAddr(addr string) string {
-	host, port, err := net.SplitHostPort(addr)
+// localAddr is the address the client of accepted connection fd connected
+// to: a dual-stack listener's IPv4 client gets its IPv4 address back, so
+// the dial does not depend on the family the listener was bound with (a
+// wildcard [::] listener on a loopback without ::1, for one).
+func localAddr(fd int) *net.TCPAddr {
+	sa, err := unix.Getsockname(fd)
 	if err != nil {
-		return addr
+		return nil
 	}
-	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
-		host = "127.0.0.1"
-		if ip != nil && ip.To4() == nil {
-			host = "::1"
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return &net.TCPAddr{IP: net.IP(sa.Addr[:]).To16(), Port: sa.Port}
+	case *unix.SockaddrInet6:
+		a := &net.TCPAddr{IP: net.IP(sa.Addr[:]), Port: sa.Port}
+		if ip4 := a.IP.To4(); ip4 != nil {
+			a.IP = ip4 // ::ffff:a.b.c.d: dial a.b.c.d itself
+		} else if sa.ZoneId != 0 {
+			if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); err == nil {
+				a.Zone = ifi.Name
+			}
 		}
+		return a
 	}
-	return net.JoinHostPort(host, port)
+	return nil
 }
 
-// relay copies both ways between a rescued connection and a new one to
-// the listener, passing each half-close on.
-func relay(client *net.TCPConn, network, addr string, idle time.Duration) {
+// relay dials to, then copies both ways between the rescued connection
+// and the new one, passing each half-close on.
+func relay(client *net.TCPConn, to *net.TCPAddr, idle time.Duration, gen int, report func(RelayEvent)) {
 	defer relaying.Add(-1)
+	defer report(RelayEvent{Gen: gen, Ended: true})
 	defer client.Close()
-	c, err := net.DialTimeout(network, addr, relayDial)
+	d := net.Dialer{Timeout: relayDial}
+	c, err := d.Dial("tcp", to.String())
 	if err != nil {
+		report(RelayEvent{Gen: gen, Err: err})
 		return // the client sees the connection closed, as with no relay
 	}
 	defer c.Close()
-	up, ok := c.(*net.TCPConn)
-	if !ok {
-		return
-	}
-	var last atomic.Int64 // when a byte last went either way
-	last.Store(time.Now().UnixNano())
+	up := c.(*net.TCPConn)
+	report(RelayEvent{Gen: gen})
+	r := &relayConn{idle: idle, socks: [2]*net.TCPConn{client, up}}
+	r.alive() // the counters as they start
 	done := make(chan struct{})
 	go func() {
-		pipe(up, client, idle, &last)
+		r.pipe(up, client)
 		close(done)
 	}()
-	pipe(client, up, idle, &last)
+	r.pipe(client, up)
+	report(RelayEvent{Gen: gen, Answered: true})
 	<-done
 }
 
-// pipe copies src to dst until src ends, or until no byte went either
-// way for idle (a silent client waiting for a slow answer is not idle),
-// then passes the end on as a half-close.
-func pipe(dst, src *net.TCPConn, idle time.Duration, last *atomic.Int64) {
-	buf := make([]byte, 32<<10)
-	for {
-		_ = src.SetReadDeadline(time.Unix(0, last.Load()).Add(idle))
-		n, err := src.Read(buf)
-		if n > 0 {
-			last.Store(time.Now().UnixNano())
-			_ = dst.SetWriteDeadline(time.Now().Add(idle))
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				break
-			}
-			last.Store(time.Now().UnixNano())
-		}
+// relayConn is one relay's shared progress: when a byte last went either
+// way.
+type relayConn struct {
+	idle  time.Duration
+	socks [2]*net.TCPConn
+	mu    sync.Mutex
+	last  time.Time
+	seen  uint64 // the sum of both sockets' byte counters at last
+}
+
+// deadline is when the relay is next looked at for progress.
+func (r *relayConn) deadline() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last.Add(r.idle)
+}
+
+// alive tells whether a byte went either way within idle. It asks the
+// kernel (TCP_INFO's bytes received and bytes acknowledged, on both
+// sockets) rather than counting what the relay itself moved: a slow reader
+// empties the socket's send buffer a little at a time, but the socket
+// wakes a writer only once a third of it is free, which at a few KiB/s
+// can take longer than idle. The counters move with every segment.
+func (r *relayConn) alive() bool {
+	var sum uint64
+	for _, c := range r.socks {
+		rc, err := c.SyscallConn()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && time.Since(time.Unix(0, last.Load())) < idle {
-				continue // the other way was busy meanwhile
+			continue
+		}
+		_ = rc.Control(func(fd uintptr) {
+			if ti, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+				sum += ti.Bytes_received + ti.Bytes_acked
 			}
-			break
+		})
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if sum != r.seen {
+		r.seen, r.last = sum, time.Now()
+	}
+	return time.Since(r.last) < r.idle
+}
+
+// pipe moves src to dst through a pipe until src ends, the relay is idle
+// or either socket fails, then passes the end on as a half-close.
+func (r *relayConn) pipe(dst, src *net.TCPConn) {
+	defer func() {
+		_ = dst.CloseWrite()
+		_ = src.CloseRead()
+	}()
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_NONBLOCK|unix.O_CLOEXEC); err != nil {
+		return
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	in, err := src.SyscallConn()
+	if err != nil {
+		return
+	}
+	out, err := dst.SyscallConn()
+	if err != nil {
+		return
+	}
+	for {
+		// src -> pipe. The pipe is empty here, so EAGAIN is src's.
+		var n int64
+		if !r.splice(src, in, true, func(fd int) (err error) {
+			n, err = unix.Splice(fd, nil, p[1], nil, spliceChunk, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+			return err
+		}) || n == 0 {
+			return // failed, idle, or src's end
+		}
+		// pipe -> dst, all of it. The pipe has n bytes, so EAGAIN is dst's.
+		for n > 0 {
+			var m int64
+			if !r.splice(dst, out, false, func(fd int) (err error) {
+				m, err = unix.Splice(p[0], nil, fd, nil, int(n), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+				return err
+			}) {
+				return
+			}
+			n -= m
 		}
 	}
-	_ = dst.CloseWrite()
-	_ = src.CloseRead()
+}
+
+// splice runs op on c's descriptor once it is ready (read: readable, else
+// writable), waiting in the netpoller until the relay's next deadline and
+// past it while alive. It returns false once op failed or the relay is
+// idle.
+func (r *relayConn) splice(c *net.TCPConn, rc syscall.RawConn, read bool, op func(fd int) error) bool {
+	for {
+		var opErr error
+		f := func(fd uintptr) bool {
+			opErr = op(int(fd))
+			for opErr == unix.EINTR {
+				opErr = op(int(fd))
+			}
+			return opErr != unix.EAGAIN
+		}
+		var err error
+		if read {
+			_ = c.SetReadDeadline(r.deadline())
+			err = rc.Read(f)
+		} else {
+			_ = c.SetWriteDeadline(r.deadline())
+			err = rc.Write(f)
+		}
+		if err == nil {
+			return opErr == nil
+		}
+		if !os.IsTimeout(err) || !r.alive() {
+			return false
+		}
+	}
 }

@@ -30,8 +30,9 @@ type Sockets interface {
 	Pending(gen int) int
 	// Relay takes the connections still queued in gen's own sockets, once
 	// no process of gen is left to accept them, and passes each on to the
-	// generation steered to now (relay.go); it returns how many.
-	Relay(gen int, idle time.Duration) int
+	// generation steered to now (relay.go); it returns how many. report
+	// gets each relay's RelayEvents, from the relay's own goroutine.
+	Relay(gen int, idle time.Duration, report func(RelayEvent)) int
 	// Release takes gen's own sockets out of the kernel's group and closes
 	// them. Call it once no process of gen can hold them any more, even
 	// for a generation never steered to (rolled back): a UDP socket leaves
@@ -41,6 +42,11 @@ type Sockets interface {
 	// Connections still queued would be reset: Pending must be 0 by then,
 	// or Relay have taken the rest.
 	Release(gen int)
+	// CloseAll closes every generation's own sockets, the current one's
+	// too: at exit, once no process is left to accept what they queue.
+	// What is still queued is reset now rather than at baton's exit (a
+	// relay into it ends).
+	CloseAll()
 }
 
 // Shared is BATON_HANDOFF=shared: one socket per listener, the same open
@@ -64,7 +70,11 @@ func (Shared) Split(int, int, int) error {
 func (Shared) Pending(int) int { return 0 }
 
 // Relay has nothing to take: the one queue is every generation's.
-func (Shared) Relay(int, time.Duration) int { return 0 }
+func (Shared) Relay(int, time.Duration, func(RelayEvent)) int { return 0 }
+
+// CloseAll does nothing: the sockets live as long as baton, and no relay
+// waits on them.
+func (Shared) CloseAll() {}
 
 // Release does nothing: the sockets live as long as baton.
 func (Shared) Release(int) {}
@@ -225,6 +235,9 @@ const skfAdRandom = uint32(0xfffff000 + 56)
 // group, so any member will do; the current one is certain to be in it.
 func (st *steered) attach() error {
 	k := st.index(st.current)
+	if k < 0 {
+		return nil // CloseAll: no group left
+	}
 	prog := []unix.SockFilter{{Code: unix.BPF_RET | unix.BPF_K, K: uint32(k)}}
 	if j := st.index(st.splitTo); st.splitTo != 0 && j >= 0 {
 		// A random number per connection: only a connection's first
@@ -270,6 +283,20 @@ func (s *Steering) Pending(gen int) int {
 func (s *Steering) Release(gen int) {
 	for _, st := range s.listeners {
 		st.release(gen)
+	}
+}
+
+// CloseAll takes every member out of every group and closes it. Unix
+// listeners stay: nothing is relayed to them.
+func (s *Steering) CloseAll() {
+	for _, st := range s.listeners {
+		for _, m := range st.members {
+			if strings.HasPrefix(st.spec.Network, "tcp") {
+				_ = unix.Shutdown(m.fd, unix.SHUT_RD)
+			}
+			_ = unix.Close(m.fd)
+		}
+		st.members = nil
 	}
 }
 

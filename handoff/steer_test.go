@@ -231,7 +231,7 @@ func TestRelay(t *testing.T) {
 			}()
 		}
 	}()
-	if got := s.Relay(1, 5*time.Second); got != n {
+	if got := s.Relay(1, 5*time.Second, nil); got != n {
 		t.Fatalf("Relay took %d connections, want %d", got, n)
 	}
 	s.Release(1)
@@ -242,10 +242,10 @@ func TestRelay(t *testing.T) {
 			t.Errorf("client %d: %q %v, want %q then the close passed on", i, got, err, want)
 		}
 	}
-	if got := s.Relay(1, time.Second); got != 0 {
+	if got := s.Relay(1, time.Second, nil); got != 0 {
 		t.Errorf("Relay after Release took %d", got)
 	}
-	if got := Shared([]int{}).Relay(1, time.Second); got != 0 {
+	if got := Shared([]int{}).Relay(1, time.Second, nil); got != 0 {
 		t.Errorf("shared mode relayed %d", got)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"syscall"
@@ -218,6 +219,30 @@ type Supervisor struct {
 	firstNonZero int
 	done         bool
 	stats        Stats
+
+	// Relays (steer mode, relay.go): relayEvents gets every relay's
+	// RelayEvents; relaysOpen counts the relays not yet ended;
+	// relayBatches, by generation, the dials not yet done and their
+	// outcomes, logged once all are done.
+	relayEvents  chan RelayEvent
+	relaysOpen   int
+	relayBatches map[int]*relayBatch
+	// relaysAnswering counts the relays whose worker's side has not
+	// ended yet: what shutdown waits for.
+	relaysAnswering int
+	// stopAfterRelay: the stop signal waits for the dials of the leaving
+	// generation's connections relayed at the shutdown (see beginShutdown).
+	stopAfterRelay bool
+	// stopExpired: the stop timeout passed; relays are not waited for.
+	stopExpired bool
+	// socketsClosed: Sockets.CloseAll was called (see checkDone).
+	socketsClosed bool
+}
+
+// relayBatch is what the loop knows of a generation's relays being dialled.
+type relayBatch struct {
+	dialing, ok, failed int
+	err                 error
 }
 
 // Stats are counters for /metrics.
@@ -389,6 +414,10 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	if s.reloadReqs == nil {
 		s.reloadReqs = make(chan reloadReq)
 	}
+	// Three events a relay, at most maxRelays relays at once: a relay's
+	// goroutine does not wait for the loop unless it lags far behind.
+	s.relayEvents = make(chan RelayEvent, 3*maxRelays)
+	s.relayBatches = map[int]*relayBatch{}
 	// Children inherited across exec, or exits before signal.Notify, would
 	// otherwise wait for the next SIGCHLD (tini reaps on every wake-up).
 	s.reap()
@@ -439,6 +468,8 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 			q <- s.status()
 		case w := <-s.execs:
 			s.onExec(w)
+		case ev := <-s.relayEvents:
+			s.onRelay(ev)
 		}
 		s.checkDone()
 	}
@@ -1062,9 +1093,7 @@ func (s *Supervisor) release(g *generation) bool {
 		// What the kernel queued for g and no worker of g took: a new
 		// generation that failed, or workers that stopped accepting
 		// early. Passed on rather than reset.
-		if n := s.Sockets.Relay(g.num, max(s.StopTimeout, time.Second)); n > 0 {
-			s.Log.Warn().Int("gen", g.num).Int("connections", n).Msg("queued connections relayed")
-		}
+		s.relay(g.num)
 	}
 	s.Sockets.Release(g.num)
 	s.Log.Debug().Int("gen", g.num).Msg("old generation left")
@@ -1161,7 +1190,8 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 	case evShutdownDelay:
 		s.stopAll()
 	case evStopKill:
-		s.Log.Warn().Int("workers", len(s.byPID)).Msg("stop timeout: killing what remains")
+		s.stopExpired = true
+		s.Log.Warn().Int("workers", len(s.byPID)).Int("relays", s.relaysAnswering).Msg("stop timeout: killing what remains")
 		if s.PID1 {
 			_ = s.KillAll(unix.SIGKILL) // ESRCH: nothing left, which is fine
 		}
@@ -1238,6 +1268,22 @@ func (s *Supervisor) beginShutdown(sig, to unix.Signal) {
 		s.stopSig = s.StopSignal
 	}
 	s.Log.Info().Str("signal", unix.SignalName(sig)).Dur("delay", s.ShutdownDelay).Msg("shutdown begun")
+	relayed := 0
+	for _, g := range s.leaving {
+		relayed += s.relay(g.num)
+	}
+	if relayed > 0 && s.ShutdownDelay <= 0 {
+		// What the leaving generations have queued and not accepted is
+		// relayed to the current one, whose queue it joins: served if the
+		// current generation accepts its queue before it stops (during
+		// BATON_SHUTDOWN_DELAY, or as its drain), else reset at the exit
+		// like the rest of that queue. The stop signal waits until the
+		// relays are dialled, relayDial at most, so that they are in the
+		// queue when it arrives.
+		s.stopAfterRelay = true
+		s.after(relayDial, timerEvent{kind: evShutdownDelay})
+		return
+	}
 	if s.ShutdownDelay > 0 {
 		s.after(s.ShutdownDelay, timerEvent{kind: evShutdownDelay})
 		return
@@ -1294,6 +1340,74 @@ func (s *Supervisor) stopAll() {
 	s.after(s.StopTimeout, timerEvent{kind: evStopKill})
 }
 
+// relay relays what is queued on gen's sockets (Sockets.Relay) and
+// returns how many connections it took.
+func (s *Supervisor) relay(gen int) int {
+	n := s.Sockets.Relay(gen, max(s.StopTimeout, time.Second), func(ev RelayEvent) { s.relayEvents <- ev })
+	if n > 0 {
+		s.relaysOpen += n
+		s.relaysAnswering += n
+		b := s.relayBatches[gen]
+		if b == nil {
+			b = &relayBatch{}
+			s.relayBatches[gen] = b
+		}
+		b.dialing += n
+	}
+	return n
+}
+
+// onRelay counts a relay's dial, its answer's end and its end. A relay
+// counts as relayed once its dial succeeded; a generation's relays are
+// logged once all are dialled.
+func (s *Supervisor) onRelay(ev RelayEvent) {
+	if ev.Answered || ev.Err != nil {
+		s.relaysAnswering--
+	}
+	if ev.Answered {
+		return
+	}
+	if ev.Ended {
+		if s.relaysOpen--; s.relaysOpen == 0 {
+			freeRelayMemory()
+			s.Log.Debug().Msg("relays done")
+		}
+		return
+	}
+	b := s.relayBatches[ev.Gen]
+	if b == nil {
+		return
+	}
+	b.dialing--
+	if ev.Err != nil {
+		b.failed, b.err = b.failed+1, ev.Err
+	} else {
+		b.ok++
+	}
+	if b.dialing > 0 {
+		return
+	}
+	delete(s.relayBatches, ev.Gen)
+	freeRelayMemory()
+	if b.ok > 0 {
+		s.Log.Warn().Int("gen", ev.Gen).Int("connections", b.ok).Msg("queued connections relayed")
+	}
+	if b.failed > 0 {
+		s.Log.Error().Err(b.err).Int("gen", ev.Gen).Int("connections", b.failed).Msg("relay failed")
+	}
+	if s.stopAfterRelay && len(s.relayBatches) == 0 {
+		s.stopAll()
+	}
+}
+
+// freeRelayMemory returns to the kernel what relays no longer use: what
+// their dials left to collect once a batch is dialled, their stacks once
+// the last has ended. Go's scavenger would return it only slowly, and a
+// burst of relays (up to maxRelays) would leave PID 1 megabytes larger for
+// minutes. Relays are rare (a generation that left connections queued),
+// and a collection of baton's small heap takes about a millisecond.
+func freeRelayMemory() { debug.FreeOSMemory() }
+
 func (s *Supervisor) checkDone() {
 	if !s.stopping || len(s.byPID) > 0 || s.checking != nil || len(s.checkLeft) > 0 {
 		return
@@ -1310,6 +1424,18 @@ func (s *Supervisor) checkDone() {
 		if !s.groupPoll {
 			s.groupPoll = true
 			s.after(groupPollEvery, timerEvent{kind: evGroupPoll})
+		}
+		return
+	}
+	if s.relaysAnswering > 0 && !s.stopExpired {
+		// Relays still carry what exited workers answered: wait for them,
+		// until the stop timeout at most (a relay whose worker's side has
+		// ended has nothing more for its client). Nobody will accept from the
+		// listening sockets any more: closed, they reset what is queued,
+		// and a relay into that queue ends now rather than at the timeout.
+		if !s.socketsClosed {
+			s.socketsClosed = true
+			s.Sockets.CloseAll()
 		}
 		return
 	}

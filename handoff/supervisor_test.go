@@ -860,10 +860,11 @@ func (f *fakeSockets) Split(from, to, pct int) error {
 	return nil
 }
 func (f *fakeSockets) Release(gen int) { f.record(fmt.Sprintf("release %d", gen)) }
-func (f *fakeSockets) Relay(gen int, _ time.Duration) int {
+func (f *fakeSockets) Relay(gen int, _ time.Duration, _ func(RelayEvent)) int {
 	f.record(fmt.Sprintf("relay %d", gen))
 	return 0
 }
+func (f *fakeSockets) CloseAll() { f.record("close all") }
 
 // wantLast fails the test unless the last call recorded is want.
 func (f *fakeSockets) wantLast(t *testing.T, want, what string) {

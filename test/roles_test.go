@@ -22,6 +22,8 @@ func runRole(role string) int {
 		return sigecho()
 	case "naive":
 		return naive()
+	case "relay":
+		return relayWorker()
 	}
 	fmt.Fprintf(os.Stderr, "unknown TEST_ROLE %q\n", role)
 	return 2
