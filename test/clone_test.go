@@ -21,9 +21,10 @@ var otherUserTests = []string{
 
 // TestPrivateClone: the suite passes in a fresh clone inside a directory
 // that no other user may enter (root's home is 0700, and so is any
-// mktemp -d): the tests of otherUserTests run there, as `go test` does
-// them in test/run, and each must pass, none skip. It clones this
-// repository's HEAD: uncommitted changes are not in the clone.
+// mktemp -d), cloned under umask 077: the tests of otherUserTests run
+// there, as `go test` does them in test/run, and each must pass, none
+// skip. It clones this repository's HEAD: uncommitted changes are not in
+// the clone.
 func TestPrivateClone(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the tests it runs start workers as another user")
@@ -52,15 +53,22 @@ func TestPrivateClone(t *testing.T) {
 		t.Fatal(err)
 	}
 	clone := filepath.Join(private, "baton")
+	// Under umask 077, as a careful user clones: its files are 0600.
 	for _, args := range [][]string{
 		{"clone", "-q", "--no-checkout", strings.TrimSpace(string(top)), clone},
 		{"-C", clone, "checkout", "-q", "--detach", strings.TrimSpace(string(head))},
 	} {
-		if out, err := exec.Command(git, args...).CombinedOutput(); err != nil {
+		sh := exec.Command("sh", append([]string{"-c", `umask 077 && exec "$@"`, "sh", git}, args...)...)
+		if out, err := sh.CombinedOutput(); err != nil {
 			t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
-	t.Logf("clone of HEAD %.12s in %s (0700)", head, private)
+	if fi, err := os.Stat(filepath.Join(clone, "test", "testdata", "helpers.py")); err != nil {
+		t.Fatal(err)
+	} else if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the clone's test/testdata/helpers.py is %v, want 0600 (umask 077)", fi.Mode().Perm())
+	}
+	t.Logf("clone of HEAD %.12s in %s (0700), under umask 077", head, private)
 
 	// -trimpath only lets the build cache serve the next run, whose clone
 	// is elsewhere.
