@@ -77,8 +77,7 @@ func TestReloadReportsOutcome(t *testing.T) {
 	// Another user, inside the container (its PID namespace), as
 	// kubectl exec with a non-root user would be.
 	if nsenter, err := exec.LookPath("nsenter"); err == nil && os.Geteuid() == 0 {
-		bin := copyForAll(t)
-		cmd := exec.Command(nsenter, "--target", pid, "--pid", "--setuid", "65534", "--setgid", "65534", "--", bin, "reload")
+		cmd := exec.Command(nsenter, "--target", pid, "--pid", "--setuid", "65534", "--setgid", "65534", "--", batonBin, "reload")
 		out, err := cmd.CombinedOutput()
 		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "permission denied") {
 			t.Fatalf("reload as uid 65534: %v %q, want exit 1, permission denied", err, out)
@@ -90,27 +89,6 @@ func TestReloadReportsOutcome(t *testing.T) {
 	if code, out := runBaton(t, "reload", "--pid", pid, "--timeout", "2s"); code != 3 {
 		t.Fatalf("reload with no baton: exit %d %q, want 3", code, out)
 	}
-}
-
-// copyForAll copies baton where any user may run it (the test's build
-// directory is root's, 0700).
-func copyForAll(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "baton-all-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	os.Chmod(dir, 0o755)
-	data, err := os.ReadFile(batonBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "baton")
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return bin
 }
 
 // TestRollingSurge: BATON_WORKERS=4 with BATON_SURGE=1 never has more

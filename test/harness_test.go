@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,16 +42,26 @@ func TestMain(m *testing.M) {
 	batonBin = filepath.Join(dir, "baton")
 	if bin := os.Getenv("TEST_BATON_BIN"); bin != "" {
 		// Another build, e.g. an older commit's, to see which tests it
-		// fails: TEST_BATON_BIN=/tmp/baton-old go test ./test
-		batonBin = bin
+		// fails: TEST_BATON_BIN=/tmp/baton-old go test ./test. A copy,
+		// which every user may run.
+		if err = copyFile(bin, batonBin); err != nil {
+			err = fmt.Errorf("TEST_BATON_BIN: %w", err)
+		}
 	} else {
 		build := exec.Command("go", "build", "-trimpath", "-o", batonBin, "..")
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
-		if err := build.Run(); err != nil {
-			fmt.Fprintln(os.Stderr, "build baton:", err)
-			os.Exit(1)
+		if err = build.Run(); err != nil {
+			err = fmt.Errorf("build baton: %w", err)
 		}
+	}
+	if err == nil {
+		err = shareWithAll(dir)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
 	}
 	// As root, off the host's loopback: the swaps under load open
 	// thousands of connections a second (see package netns). The Docker
@@ -73,9 +84,46 @@ func python(t testing.TB) string {
 	return ""
 }
 
+// testdata is the path of a test worker's file: TestMain's copy of
+// test/testdata/name, which every user may read (see shareWithAll).
 func testdata(name string) string {
-	p, _ := filepath.Abs(filepath.Join("testdata", name))
-	return p
+	return filepath.Join(filepath.Dir(batonBin), "testdata", name)
+}
+
+// shareWithAll copies test/testdata into dir, beside baton, and lets every
+// user read dir: workers that run as another user (BATON_USER=65534,
+// nsenter --setuid, a user namespace) can then run baton and read the
+// scripts, wherever the clone is. It may be in a directory no other user
+// may enter (/root, any mktemp -d), or its files 0600 (cloned under umask
+// 077); this copy does not depend on either, and the clone is not changed.
+func shareWithAll(dir string) error {
+	if err := os.CopyFS(filepath.Join(dir, "testdata"), os.DirFS("testdata")); err != nil {
+		return fmt.Errorf("copy testdata: %w", err)
+	}
+	// Explicit modes: the umask applies to what was created above.
+	return filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		mode := fs.FileMode(0o644)
+		if d.IsDir() || info.Mode()&0o100 != 0 {
+			mode = 0o755
+		}
+		return os.Chmod(path, mode)
+	})
+}
+
+// copyFile copies the file src to dst, keeping its owner's execute bit.
+func copyFile(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, 0o755)
 }
 
 // nsAttr returns the SysProcAttr that makes baton PID 1 of a new PID

@@ -257,9 +257,7 @@ func TestSteerUnprivileged(t *testing.T) {
 	if b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_migrate_req"); err == nil && strings.TrimSpace(string(b)) != "0" {
 		t.Fatalf("net.ipv4.tcp_migrate_req is %s here: the test would not show that steer mode does without it", strings.TrimSpace(string(b)))
 	}
-	bin := copyForAll(t) // uid 65534 may run it
 	b := StartBaton(t, Opt{
-		Bin: bin,
 		Env: []string{"BATON_LISTEN=127.0.0.1:0", "BATON_WORKERS=2", "BATON_READY=notify", "BATON_HANDOFF=steer", "HELLO_DRAIN=0"},
 		Sys: &syscall.SysProcAttr{
 			Cloneflags:  unix.CLONE_NEWPID | unix.CLONE_NEWUSER,
@@ -270,7 +268,7 @@ func TestSteerUnprivileged(t *testing.T) {
 			// 65534; without it, it would keep root's.
 			Credential: &syscall.Credential{Uid: 0, Gid: 0},
 		},
-	}, "--", bin, "hello")
+	}, "--", batonBin, "hello")
 	addr := b.Expect("listener opened").Str("addr")
 	b.Expect("generation ready")
 	if uid := procStatus(b.PID(), "Uid"); uid != 65534 {
