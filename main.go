@@ -548,19 +548,25 @@ func supervise(argv []string) int {
 	reloads := make(chan string, 16)
 	sup.Reloads = reloads
 
-	// The control socket is bound now, so that a name someone else holds
-	// stops baton before anything starts; it is served (which sets up the
-	// runtime's network poller, a few hundred microseconds) while the first
-	// worker execs.
+	// The control socket is bound now, before anything starts; it is
+	// served (which sets up the runtime's network poller, a few hundred
+	// microseconds) while the first worker execs. Whatever another process
+	// of the network namespace does to its name, baton starts: a taken
+	// name gets a random suffix, and without any control socket only
+	// baton health and baton reload fail.
 	ctl, err := control.Listen()
-	if err != nil {
-		stderrf("baton: %s", err)
-		return 1
+	switch {
+	case err != nil:
+		log.Warn().Err(err).Msg("control socket unavailable: baton health will fail")
+	case ctl.Taken != "":
+		log.Warn().Str("taken", ctl.Taken).Str("holder", ctl.Holder).Str("addr", ctl.Addr).Msg("control socket name taken")
 	}
-	defer ctl.Close()
-	sup.Started = func() {
-		if err := ctl.Serve(sup); err != nil {
-			log.Warn().Err(err).Msg("control socket unavailable: baton health will fail")
+	if ctl != nil {
+		defer ctl.Close()
+		sup.Started = func() {
+			if err := ctl.Serve(sup); err != nil {
+				log.Warn().Err(err).Msg("control socket unavailable: baton health will fail")
+			}
 		}
 	}
 	if cfg.HTTPAddr != "" {

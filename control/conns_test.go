@@ -100,3 +100,33 @@ func TestAcceptBacksOff(t *testing.T) {
 		t.Fatalf("slept %v, want %v", slept, want)
 	}
 }
+
+// TestLimiterWaitersApart: a connection set aside to wait (a reload's
+// outcome) frees its place under the cap for quick requests, counts
+// against a cap of its own, and gives that back when released.
+func TestLimiterWaitersApart(t *testing.T) {
+	l := newLimiter(1)
+	l.maxWaiting = 1
+	a, _ := net.Pipe()
+	h, _ := l.admit(a)
+	if !h.working() || !h.wait() {
+		t.Fatal("a busy connection could not be set aside")
+	}
+	b, bPeer := net.Pipe()
+	h2, ok := l.admit(b)
+	if !ok {
+		t.Fatal("a waiter kept a new connection out")
+	}
+	go h2.Write([]byte("x"))
+	if _, err := bPeer.Read(make([]byte, 1)); err != nil {
+		t.Fatalf("the new connection was closed: %v", err)
+	}
+	if !h2.working() || h2.wait() {
+		t.Fatal("a second waiter was set aside past maxWaiting")
+	}
+	h.release()
+	h2.release()
+	if l.count() != 0 {
+		t.Fatalf("%d held after every release, want 0", l.count())
+	}
+}

@@ -148,8 +148,8 @@ func TestControlSocketBounded(t *testing.T) {
 
 // TestControlSocketIdentity: two batons in one PID and network namespace
 // (here baton under baton) each answer for themselves; a process that
-// took baton's control socket name first makes baton refuse to start
-// rather than let `baton health` believe the squatter.
+// took baton's control socket name first neither keeps baton from
+// starting nor makes `baton health` believe it.
 func TestControlSocketIdentity(t *testing.T) {
 	t.Run("baton-under-baton", func(t *testing.T) {
 		// The outer baton reloads once (generation 2); the inner one, its
@@ -224,21 +224,85 @@ func TestControlSocketIdentity(t *testing.T) {
 		if err != nil {
 			t.Skip("nsenter not installed")
 		}
-		// In the holder's namespace baton gets pid 2.
-		b := StartBaton(t, Opt{Bin: nsenter, NoPIDNS: true},
+		// In the holder's namespace baton gets pid 2. It starts all the
+		// same, on its name with a suffix, and health asks it, not the
+		// squatter (which would say generation 7).
+		b := StartBaton(t, Opt{Bin: nsenter, NoPIDNS: true, Env: []string{"BATON_READY=delay:20ms"}},
 			"--pid=/proc/"+strconv.Itoa(holder.PID())+"/ns/pid", "--", batonBin, "--", "sleep", "1000")
-		select {
-		case <-b.Exited():
-			if b.code == 0 {
-				t.Fatal("baton exited 0 with its control socket name taken")
-			}
-			if all := strings.Join(b.ErrLines(), "\n"); !strings.Contains(all, "control socket") {
-				t.Fatalf("baton's error does not name the control socket: %q", all)
-			}
-		case <-time.After(deadline):
-			t.Fatal("baton started although another process holds its control socket name")
+		ev := b.Expect("control socket name taken", "taken", name)
+		if h := ev.Str("holder"); h != "a process outside baton's PID namespace (uid 0)" {
+			t.Errorf("holder %q, want the squatter (this test, outside baton's PID namespace, uid 0)", h)
 		}
+		if a := ev.Str("addr"); !strings.HasPrefix(a, name+"/") {
+			t.Errorf("baton listens on %q, want %s/<suffix>", a, name)
+		}
+		b.Expect("generation ready")
+		var inner int
+		for _, p := range childrenOf(b.PID()) {
+			if nsPID(t, p) == 2 {
+				inner = p
+			}
+		}
+		if inner == 0 {
+			t.Fatal("baton (pid 2 in the holder's namespace) not found")
+		}
+		if code, out := runBaton(t, "health", "--pid", strconv.Itoa(inner)); code != 0 || !strings.Contains(out, "ready: generation 1") {
+			t.Fatalf("health: exit %d %q, want baton's own ready at generation 1", code, out)
+		}
+		b.Signal(unix.SIGTERM)
+		b.Wait()
 	})
+}
+
+// TestControlNameSquatted: a uid-65534 process that took in advance the
+// control socket names of the next few thousand PID namespaces
+// (@baton/ctl/<inode>/1; the kernel hands inodes out lowest free first)
+// keeps no baton from starting. baton listens on its name with a random
+// suffix, says who holds its name, and `baton health` finds it: with
+// --pid from outside its PID namespace, and without from inside.
+func TestControlNameSquatted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the squatter as uid 65534")
+	}
+	const first, count = 0xF0000000, 4000
+	sq := execCommand(python(t), testdata("ctlsquat.py"), strconv.Itoa(first), strconv.Itoa(count))
+	sq.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+	out, err := sq.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sq.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sq.Process.Kill(); sq.Wait() })
+	newLines(out).waitFor(t, "the squatter's names", deadline, func(all []string, _ []Event) bool {
+		return len(all) > 0 && strings.HasPrefix(all[0], "squatting ")
+	})
+
+	b := StartBaton(t, Opt{Env: []string{"BATON_LISTEN=127.0.0.1:0", "BATON_READY=delay:20ms"}}, "sleep", "1000")
+	name := controlName(t, b.PID())
+	ns, _ := strconv.Atoi(strings.Split(name, "/")[2])
+	if ns < first || ns >= first+count {
+		t.Fatalf("baton's PID namespace %d is not among the %d squatted from %d: this run proves nothing", ns, count, first)
+	}
+	ev := b.Expect("control socket name taken", "taken", name)
+	if h := ev.Str("holder"); !strings.Contains(h, "uid 65534") {
+		t.Errorf("holder %q does not name the squatter's uid 65534", h)
+	}
+	b.Expect("generation ready")
+	if code, out := runBaton(t, "health", "--pid", strconv.Itoa(b.PID())); code != 0 || !strings.Contains(out, "ready: generation 1") {
+		t.Errorf("health --pid: exit %d %q, want 0 and ready", code, out)
+	}
+	nsenter, err := execLookPath("nsenter")
+	if err != nil {
+		t.Skip("nsenter not installed")
+	}
+	inside, err := execCommand(nsenter, "--target", strconv.Itoa(b.PID()), "--pid", "--", batonBin, "health").CombinedOutput()
+	if err != nil || !strings.Contains(string(inside), "ready: generation 1") {
+		t.Errorf("health inside baton's PID namespace: %v %q, want 0 and ready", err, inside)
+	}
+	b.Signal(unix.SIGTERM)
+	b.Wait()
 }
 
 var execCommand = exec.Command
@@ -453,4 +517,102 @@ func TestNotifySocketNotWorkers(t *testing.T) {
 	b.Expect("generation ready") // its READY=1 still arrives
 	b.Signal(unix.SIGTERM)
 	b.Wait()
+}
+
+// flood starts n uid-65534 processes that connect to addr ("@abstract" or
+// host:port) and close, in a loop, and returns once each has connected.
+func flood(t *testing.T, n int, addr string) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		cmd := execCommand(python(t), testdata("flood.py"), addr)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		l := newLines(out)
+		l.waitFor(t, "flood dialer's first connection", deadline, func(all []string, _ []Event) bool {
+			return len(all) > 0 && all[0] == "flooding"
+		})
+	}
+}
+
+// probes runs probe 20 times and returns how many answered (nil) within
+// 1 s, the failures and the slowest answer.
+func probes(probe func() error) (ok int, fails []string, slowest time.Duration) {
+	for i := 0; i < 20; i++ {
+		start := time.Now()
+		err := probe()
+		el := time.Since(start)
+		if err == nil {
+			slowest = max(slowest, el)
+		}
+		switch {
+		case err != nil:
+			fails = append(fails, fmt.Sprintf("probe %d: %v after %v", i, err, el.Round(time.Millisecond)))
+		case el > time.Second:
+			fails = append(fails, fmt.Sprintf("probe %d: answered after %v", i, el.Round(time.Millisecond)))
+		default:
+			ok++
+		}
+	}
+	return ok, fails, slowest.Round(time.Millisecond)
+}
+
+// TestProbesUnderConnectFlood: uid-65534 processes that connect and close
+// in a loop (2 and 8 against the control socket, 4 against
+// BATON_HTTP_ADDR) keep neither `baton health` nor /readyz from an answer
+// within 1 s: at least 19 of 20 of each are answered in time.
+func TestProbesUnderConnectFlood(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run the flood as uid 65534")
+	}
+	for _, n := range []int{2, 8} {
+		t.Run(fmt.Sprintf("control-%d", n), func(t *testing.T) {
+			b := StartBaton(t, Opt{Env: []string{"BATON_LISTEN=127.0.0.1:0", "BATON_READY=delay:20ms"}}, "sleep", "1000")
+			b.Expect("generation ready")
+			flood(t, n, controlName(t, b.PID()))
+			pid := strconv.Itoa(b.PID())
+			ok, fails, slowest := probes(func() error {
+				if code, out := runBaton(t, "health", "--pid", pid); code != 0 {
+					return fmt.Errorf("exit %d %q", code, strings.TrimSpace(out))
+				}
+				return nil
+			})
+			t.Logf("%d dialers: %d of 20 baton health answered within 1 s (slowest %v)", n, ok, slowest)
+			if ok < 19 {
+				t.Errorf("%d dialers: only %d of 20 baton health answered within 1 s:\n%s", n, ok, strings.Join(fails, "\n"))
+			}
+			b.Signal(unix.SIGTERM)
+			b.Wait()
+		})
+	}
+	t.Run("http-4", func(t *testing.T) {
+		b, base := StartBatonHTTP(t, []string{"BATON_READY=delay:20ms"}, "sleep", "1000")
+		b.Expect("generation ready")
+		addr := strings.TrimPrefix(base, "http://")
+		flood(t, 4, addr)
+		curl, err := execLookPath("curl")
+		if err != nil {
+			t.Skip("curl not installed")
+		}
+		ok, fails, slowest := probes(func() error {
+			// curl, as a kubelet-like probe: a fresh connection, 1 s in all.
+			out, err := execCommand(curl, "-sS", "-m1", "-o", "/dev/null", "-w", "%{http_code}", base+"/readyz").CombinedOutput()
+			if err != nil || string(out) != "200" {
+				return fmt.Errorf("curl: %v %q", err, out)
+			}
+			return nil
+		})
+		t.Logf("4 dialers: %d of 20 /readyz answered within 1 s (slowest %v)", ok, slowest)
+		if ok < 19 {
+			t.Errorf("4 dialers: only %d of 20 /readyz answered within 1 s:\n%s", ok, strings.Join(fails, "\n"))
+		}
+		b.Signal(unix.SIGTERM)
+		b.Wait()
+	})
 }

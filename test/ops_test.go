@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -777,4 +778,138 @@ func TestOpsUserAndUlimits(t *testing.T) {
 	if code := b.Wait(); code != 0 {
 		t.Fatalf("exit %d, want 0", code)
 	}
+}
+
+// runAs65534 runs bin with args as uid and gid 65534 and returns its status and
+// output.
+func runAs65534(t testing.TB, bin string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+	out, err := cmd.CombinedOutput()
+	if err != nil && cmd.ProcessState == nil {
+		t.Fatal(err)
+	}
+	return cmd.ProcessState.ExitCode(), string(out)
+}
+
+// TestHealthPidMessages: `baton health --pid` of a pid nobody has says so
+// (one line, no NUL byte from an abstract name); an unprivileged caller,
+// who may not read baton's /proc/PID/ns, still gets baton's status.
+func TestHealthPidMessages(t *testing.T) {
+	b := StartBaton(t, Opt{Env: []string{"BATON_LISTEN=127.0.0.1:0", "BATON_READY=delay:20ms"}}, "sleep", "1000")
+	b.Expect("generation ready")
+	nobody := 4194303 // pid_max's last pid: free, but check
+	for unix.Kill(nobody, 0) != unix.ESRCH {
+		nobody--
+	}
+	code, out := runBaton(t, "health", "--pid", strconv.Itoa(nobody))
+	if want := fmt.Sprintf("baton: health: no process has pid %d\n", nobody); code != 1 || out != want {
+		t.Errorf("health --pid %d: exit %d %q, want 1 %q", nobody, code, out, want)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run baton health as uid 65534")
+	}
+	code, out = runAs65534(t, copyForAll(t), "health", "--pid", strconv.Itoa(b.PID()))
+	if code != 0 || !strings.Contains(out, "ready: generation 1") {
+		t.Errorf("health --pid %d as uid 65534: exit %d %q, want 0 and ready", b.PID(), code, out)
+	}
+	b.Signal(syscall.SIGTERM)
+	b.Wait()
+}
+
+// TestReloadWaitersLeave: during a slow swap, 64 `baton reload --timeout
+// 1s` that give up leave nothing behind in baton (its descriptors come
+// back), and 64 that still wait do not keep `baton health` from an
+// answer. baton and its reload clients run as uid 65534 (reloads are
+// baton's own user's to ask).
+func TestReloadWaitersLeave(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run baton as uid 65534")
+	}
+	bin := copyForAll(t)
+	b := StartBaton(t, Opt{Bin: bin, Env: []string{"BATON_LISTEN=127.0.0.1:0", "BATON_READY=notify"},
+		Sys: &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID, Setpgid: true,
+			Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}},
+		"--", python(t), testdata("ops_readyworker.py"))
+	pid := strconv.Itoa(b.PID())
+	_, from := b.ExpectOut(0, "started gen=1 ")
+	b.Signal(syscall.SIGUSR1)
+	b.Expect("generation ready", "gen", 1)
+	if code, out := runBaton(t, "health", "--pid", pid); code != 0 {
+		t.Fatalf("health: exit %d %q", code, out)
+	}
+	fds0 := fdCount(t, b.PID())
+	// A slow swap: generation 2 is ready only when the test says so.
+	if code, out := runBaton(t, "reload", "--pid", pid, "--no-wait"); code != 0 {
+		t.Fatalf("reload --no-wait: exit %d %q", code, out)
+	}
+	b.Expect("swap begun", "gen", 2)
+	b.ExpectOut(from, "started gen=2 ")
+
+	reloads := func(timeout string) []*exec.Cmd {
+		var cmds []*exec.Cmd
+		for i := 0; i < 64; i++ {
+			cmd := exec.Command(bin, "reload", "--pid", pid, "--timeout", timeout)
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			cmds = append(cmds, cmd)
+		}
+		return cmds
+	}
+	// fdsBack polls baton's descriptors, a health check apart, until they
+	// are back where they were (or the deadline).
+	fdsBack := func(what string) {
+		end := time.Now().Add(deadline)
+		for fdCount(t, b.PID()) > fds0+4 {
+			if time.Now().After(end) {
+				t.Fatalf("%s: baton holds %d descriptors, %d before", what, fdCount(t, b.PID()), fds0)
+			}
+			runBaton(t, "health", "--pid", pid)
+		}
+	}
+
+	// 64 that give up after 1 s.
+	for _, cmd := range reloads("1s") {
+		cmd.Wait()
+		if code := cmd.ProcessState.ExitCode(); code != 3 {
+			t.Fatalf("reload --timeout 1s during a slow swap: exit %d, want 3", code)
+		}
+	}
+	if n := b.Count("reload coalesced"); n != 64 {
+		t.Fatalf("%d reloads coalesced, want 64", n)
+	}
+	if code, out := runBaton(t, "health", "--pid", pid); code != 0 {
+		t.Errorf("health after 64 reload clients gave up: exit %d %q, want 0", code, out)
+	}
+	fdsBack("after 64 reload clients gave up")
+
+	// 64 that wait on.
+	waiting := reloads("60s")
+	b.Err.waitFor(t, "128 reloads coalesced", deadline, func(_ []string, evs []Event) bool {
+		n := 0
+		for _, ev := range evs {
+			if ev.Msg() == "reload coalesced" {
+				n++
+			}
+		}
+		return n == 128
+	})
+	if code, out := runBaton(t, "health", "--pid", pid); code != 0 {
+		t.Errorf("health while 64 reload clients wait: exit %d %q, want 0", code, out)
+	}
+	for _, cmd := range waiting {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}
+	fdsBack("after 64 waiting reload clients were killed")
+
+	b.Signal(syscall.SIGUSR1) // generation 2 says READY=1
+	b.Expect("swap complete", "gen", 2)
+	b.Signal(syscall.SIGTERM)
+	b.Wait()
 }
