@@ -17,6 +17,10 @@ var otherUserTests = []string{
 	"TestNotifySocketNotWorkers",
 	"TestOpsUserAndUlimits",
 	"TestSteerUnprivileged",
+	"TestControlNameSquatted",
+	"TestProbesUnderConnectFlood",
+	"TestHealthPidMessages",
+	"TestReloadWaitersLeave",
 }
 
 // TestPrivateClone: the suite passes in a fresh clone inside a directory

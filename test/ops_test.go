@@ -811,7 +811,7 @@ func TestHealthPidMessages(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run baton health as uid 65534")
 	}
-	code, out = runAs65534(t, copyForAll(t), "health", "--pid", strconv.Itoa(b.PID()))
+	code, out = runAs65534(t, batonBin, "health", "--pid", strconv.Itoa(b.PID()))
 	if code != 0 || !strings.Contains(out, "ready: generation 1") {
 		t.Errorf("health --pid %d as uid 65534: exit %d %q, want 0 and ready", b.PID(), code, out)
 	}
@@ -828,7 +828,7 @@ func TestReloadWaitersLeave(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run baton as uid 65534")
 	}
-	bin := copyForAll(t)
+	bin := batonBin
 	b := StartBaton(t, Opt{Bin: bin, Env: []string{"BATON_LISTEN=127.0.0.1:0", "BATON_READY=notify"},
 		Sys: &syscall.SysProcAttr{Cloneflags: unix.CLONE_NEWPID, Setpgid: true,
 			Credential: &syscall.Credential{Uid: 65534, Gid: 65534, Groups: []uint32{}}}},
