@@ -1,7 +1,9 @@
 package watch
 
 import (
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash"
 	"hash/fnv"
 	"io"
@@ -12,11 +14,45 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxSymlinks bounds symlink resolution like the kernel's ELOOP limit does, so a link cycle
 // cannot hang the watcher.
 const maxSymlinks = 40
+
+// limits bound one hash pass, so that whoever can write in a watched directory (a worker, often)
+// cannot make baton read without end. See docs/configuration.md.
+type limits struct {
+	// fileBytes is how much of one file is read. A longer file is hashed by its size, its
+	// modification time and its first fileBytes.
+	fileBytes int64
+	// passBytes is how much is read in one pass over all files. Files met once it is spent are
+	// hashed by size and modification time only.
+	passBytes int64
+	// passTime bounds a pass's wall time, and entries the directory entries it looks at: a pass
+	// over either is abandoned and decides nothing.
+	passTime time.Duration
+	entries  int
+}
+
+var defaultLimits = limits{fileBytes: 1 << 20, passBytes: 16 << 20, passTime: 2 * time.Second, entries: 100_000}
+
+const (
+	// readChunk is how much is read between two checks of the stop channel and the deadline.
+	readChunk = 64 << 10
+	// maxErrs bounds the errors one pass keeps for reporting; the rest are counted.
+	maxErrs = 8
+)
+
+// errOutside is why a symlink is not followed: it leads out of the watched tree.
+var errOutside = errors.New("symlink leads out of the watched tree")
+
+// errChanged means a file or directory was replaced between its check and its opening; the
+// replacement is an event of its own, so it is skipped like a missing one.
+var errChanged = errors.New("replaced while being read")
 
 // digest is a content hash: FNV-1a, 128 bits. It detects edits, it is not
 // a security boundary (whoever can write the watched files can trigger a
@@ -29,51 +65,89 @@ func newHash() hash.Hash { return fnv.New128a() }
 type snapshot struct {
 	// sum covers names and contents of every regular file reachable from the watched paths,
 	// plus the presence/kind of each watched path itself. Nothing else (no mtimes, modes or
-	// inode numbers): a touch must not look like a change.
+	// inode numbers, except for files too large to read whole): a touch must not look like a
+	// change.
 	sum digest
 	// dirs are the symlink-free directories whose entries the sum depended on: where an inotify
 	// watch must sit so that any change to sum produces an event.
 	dirs map[string]struct{}
-	// errs are the unexpected errors met (permission denied, I/O errors). They are folded into
-	// sum as well, so an error that appears or goes away counts as a change.
+	// errs are to be reported: the unexpected errors met (permission denied, I/O errors), which
+	// are folded into sum as well, so an error that appears or goes away counts as a change; and
+	// notes (links not followed, files too large, an abandoned pass), which are not.
 	errs []error
+	// incomplete is why the pass was abandoned (too long, too many entries), nil if it was not.
+	// An abandoned pass's sum means nothing.
+	incomplete error
 }
 
 // fileID identifies a directory across names, to stop a walk that comes back to an ancestor
 // through a symlink.
 type fileID struct{ dev, ino uint64 }
 
-// hasher walks the watched paths. It reads files through the symlinks (ConfigMap keys are
-// symlinks) but never opens anything that is not a regular file, so a FIFO or device in a
-// watched directory cannot block it.
+// passConfig is what one pass needs besides the paths.
+type passConfig struct {
+	stop <-chan struct{} // closed: stop at once; may be nil
+	lim  limits
+	// beforeRead, if set, is called before a file's content is read (tests: a read that hangs).
+	beforeRead func(rel string)
+}
+
+// hasher walks the watched paths. It reads regular files only, inside the watched trees: links
+// are followed while they stay inside (the key links of a ConfigMap, `..data`), never out of
+// them, and nothing that is not a regular file or a directory is opened, so a FIFO or device in
+// a watched directory cannot block it.
 type hasher struct {
+	passConfig
 	h         hash.Hash
 	dirs      map[string]struct{}
 	errs      []error
-	stop      <-chan struct{}
+	notes     []error
+	dropped   int
 	stopped   bool
+	deadline  time.Time
+	read      int64 // bytes read this pass
+	entries   int
 	ancestors map[fileID]bool
+	buf       []byte
+	// Of the current watched path: how errors name it, and the first entry of each kind of note.
+	name            string
+	outside, pseudo string
+	big, stat       string
+	nbig, nstat     int
+	incomplete      error
 }
 
 // hashPaths hashes paths, which must be absolute and clean. It returns ok=false only if stop was
-// closed while it ran; stop may be nil.
-func hashPaths(paths []string, stop <-chan struct{}) (snapshot, bool) {
+// closed while it ran.
+func hashPaths(paths []string, pc passConfig) (snapshot, bool) {
 	hs := &hasher{
-		h:         newHash(),
-		dirs:      make(map[string]struct{}),
-		stop:      stop,
-		ancestors: make(map[fileID]bool),
+		passConfig: pc,
+		h:          newHash(),
+		dirs:       make(map[string]struct{}),
+		deadline:   time.Now().Add(pc.lim.passTime),
+		ancestors:  make(map[fileID]bool),
 	}
-	for _, p := range paths {
-		hs.top(p)
+	for i, p := range paths {
+		hs.top(i, p)
 		if hs.stopped {
 			return snapshot{}, false
+		}
+		if hs.incomplete != nil {
+			break
 		}
 	}
 	var s snapshot
 	hs.h.Sum(s.sum[:0])
 	s.dirs = hs.dirs
 	s.errs = hs.errs
+	if hs.dropped > 0 {
+		s.errs = append(s.errs, fmt.Errorf("and %d more errors", hs.dropped))
+	}
+	s.errs = append(s.errs, hs.notes...)
+	if hs.incomplete != nil {
+		s.incomplete = hs.incomplete
+		s.errs = append(s.errs, hs.incomplete)
+	}
 	return s, true
 }
 
@@ -86,39 +160,76 @@ func (hs *hasher) record(kind, rel string, data []byte) {
 	hs.h.Write(data)
 }
 
+// named names rel (an entry of the current watched path, "" for the path itself) in an error,
+// clipped: names come from whoever writes in the watched directories.
+func (hs *hasher) named(rel string, err error) error {
+	if rel == "" {
+		return fmt.Errorf("%s: %w", hs.name, err)
+	}
+	return fmt.Errorf("%s entry %q: %w", hs.name, clipN(rel, 48), err)
+}
+
 // fail folds err into the hash (by its errno text only, so the same failure hashes the same
 // every time) and keeps it for reporting.
 func (hs *hasher) fail(rel string, err error) {
-	msg := err.Error()
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		msg = pe.Err.Error()
+	err = bare(err)
+	hs.record("error", rel, []byte(err.Error()))
+	if len(hs.errs) < maxErrs {
+		hs.errs = append(hs.errs, hs.named(rel, err))
+	} else {
+		hs.dropped++
 	}
-	hs.record("error", rel, []byte(msg))
-	hs.errs = append(hs.errs, err)
 }
 
-func (hs *hasher) isStopped() bool {
-	if hs.stopped {
+// halted reports whether the pass must end now: stop was closed (stopped), or the pass is
+// over its time (incomplete).
+func (hs *hasher) halted() bool {
+	if hs.stopped || hs.incomplete != nil {
 		return true
 	}
 	select {
 	case <-hs.stop:
 		hs.stopped = true
+		return true
 	default:
 	}
-	return hs.stopped
+	if time.Now().After(hs.deadline) {
+		hs.incomplete = fmt.Errorf("a pass took longer than %v and was abandoned: changes are not seen until one completes", hs.lim.passTime)
+	}
+	return hs.incomplete != nil
 }
 
 // top hashes one watched path. Unlike entries found inside a directory, a watched path that is
 // missing is recorded as "absent", so that its creation and deletion are changes.
-func (hs *hasher) top(p string) {
+//
+// The directories on the way to it are the operator's: links there are followed wherever they
+// go (a `current -> releases/v2` swap). The path's own name may be a link only within its
+// directory (a ConfigMap key through `..data`), and links inside a watched directory only
+// within that directory.
+func (hs *hasher) top(i int, p string) {
+	hs.name = fmt.Sprintf("path %d %q", i+1, clip(p))
+	hs.outside, hs.pseudo, hs.big, hs.stat, hs.nbig, hs.nstat = "", "", "", "", 0, 0
+	defer hs.topNotes()
 	hs.record("path", p, nil)
-	real, err := resolve("/", p, hs.dirs)
-	if err != nil {
-		if absent(err) {
-			hs.record("absent", "", nil)
+	if hs.halted() {
+		return
+	}
+	real, fi, err := resolve("/", filepath.Dir(p), "/", hs.dirs)
+	if err == nil {
+		if fi.IsDir() {
+			real, fi, err = resolve(real, filepath.Base(p), real, hs.dirs)
 		} else {
+			err = &fs.PathError{Op: "resolve", Path: p, Err: syscall.ENOTDIR}
+		}
+	}
+	if err != nil {
+		switch {
+		case errors.Is(err, errOutside):
+			hs.outside = "."
+			hs.record("absent", "", nil)
+		case absent(err):
+			hs.record("absent", "", nil)
+		default:
 			hs.fail("", err)
 		}
 		return
@@ -126,17 +237,12 @@ func (hs *hasher) top(p string) {
 	// The parent is watched even for a directory: deleting, recreating or renaming something
 	// over the directory itself is only visible there.
 	hs.dirs[filepath.Dir(real)] = struct{}{}
-	fi, err := os.Stat(real)
 	switch {
-	case err != nil && absent(err):
-		hs.record("absent", "", nil)
-	case err != nil:
-		hs.fail("", err)
 	case fi.IsDir():
 		hs.record("dir", "", nil)
-		hs.walk(real, "", fi)
+		hs.walk(real, "", fi, real)
 	case fi.Mode().IsRegular():
-		if hs.file(real, "") {
+		if hs.file(real, "", fi) {
 			hs.record("absent", "", nil)
 		}
 	default:
@@ -144,9 +250,33 @@ func (hs *hasher) top(p string) {
 	}
 }
 
-// walk hashes the regular files below the symlink-free directory dir. Only regular files count:
-// creating an empty subdirectory, a socket or a FIFO is not a content change.
-func (hs *hasher) walk(dir, rel string, fi fs.FileInfo) {
+// topNotes turns what the current watched path's walk skipped into at most one note of each
+// kind, so a directory full of them costs one log line each, not one a file.
+func (hs *hasher) topNotes() {
+	note := func(first string, n int, format string, args ...any) {
+		if first == "" {
+			return
+		}
+		msg := fmt.Sprintf(format, args...)
+		switch {
+		case first == ".":
+		case n > 1:
+			msg += fmt.Sprintf(" (%d, the first %q)", n, clipN(first, 48))
+		default:
+			msg += fmt.Sprintf(" (%q)", clipN(first, 48))
+		}
+		hs.notes = append(hs.notes, fmt.Errorf("%s: %s", hs.name, msg))
+	}
+	note(hs.outside, 0, "%v: not followed", errOutside)
+	note(hs.pseudo, 0, "on a kernel pseudo-filesystem (proc, sysfs…): not read")
+	note(hs.big, hs.nbig, "larger than %s: hashed by size, modification time and the first %s", size(hs.lim.fileBytes), size(hs.lim.fileBytes))
+	note(hs.stat, hs.nstat, "more than %s to read in one pass: files past it hashed by size and modification time only", size(hs.lim.passBytes))
+}
+
+// walk hashes the regular files below the symlink-free directory dir, itself inside root (the
+// watched directory). Only regular files count: creating an empty subdirectory, a socket or a
+// FIFO is not a content change. fi is what lstat said of dir.
+func (hs *hasher) walk(dir, rel string, fi fs.FileInfo, root string) {
 	if id, ok := idOf(fi); ok {
 		if hs.ancestors[id] {
 			return // a symlink back to an ancestor: its files are already counted
@@ -155,18 +285,17 @@ func (hs *hasher) walk(dir, rel string, fi fs.FileInfo) {
 		defer delete(hs.ancestors, id)
 	}
 	hs.dirs[dir] = struct{}{}
-	entries, err := os.ReadDir(dir) // sorted by name, so the hash is deterministic
+	names, err := hs.readDir(dir, rel, fi)
 	if err != nil {
-		if !absent(err) { // vanished while we walked: the removal is an event of its own
+		if !absent(err) && !errors.Is(err, errChanged) { // vanished or replaced: an event of its own
 			hs.fail(rel, err)
 		}
 		return
 	}
-	for _, e := range entries {
-		if hs.isStopped() {
+	for _, name := range names {
+		if hs.halted() {
 			return
 		}
-		name := e.Name()
 		// Kubernetes keeps the real files in `..<timestamp>` directories reached through the
 		// `..data` symlink, and the top-level names are symlinks into `..data`. Counting the
 		// `..` names would count every file twice (and the timestamped name itself would make
@@ -176,109 +305,254 @@ func (hs *hasher) walk(dir, rel string, fi fs.FileInfo) {
 			continue
 		}
 		crel := path.Join(rel, name)
-		real, err := resolve(dir, name, hs.dirs)
-		if err != nil {
+		real, cfi, err := resolve(dir, name, root, hs.dirs)
+		switch {
+		case errors.Is(err, errOutside):
+			if hs.outside == "" {
+				hs.outside = crel
+			}
+		case err != nil:
 			if !absent(err) { // absent: dangling symlink, e.g. a key removed from a ConfigMap
 				hs.fail(crel, err)
 			}
-			continue
-		}
-		cfi, err := os.Stat(real)
-		if err != nil {
-			if !absent(err) {
-				hs.fail(crel, err)
-			}
-			continue
-		}
-		switch {
 		case cfi.IsDir():
-			hs.walk(real, crel, cfi)
+			hs.walk(real, crel, cfi, root)
 		case cfi.Mode().IsRegular():
 			hs.dirs[filepath.Dir(real)] = struct{}{}
-			hs.file(real, crel)
+			hs.file(real, crel, cfi)
 		}
 	}
 }
 
-// file records the name and content digest of a regular file. It reports whether the file
-// turned out to be missing (removed between stat and open), which the caller may record.
-func (hs *hasher) file(real, rel string) (missing bool) {
-	// O_NONBLOCK: if the file was swapped for a FIFO since we looked, open must not wait for a
-	// writer; the Stat below then skips it.
-	f, err := os.OpenFile(real, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+// readDir returns the sorted names in the directory dir, which must still be the one lstat
+// described as fi, so the hash is deterministic. It stops early (returning nil) when the pass
+// must end.
+func (hs *hasher) readDir(dir, rel string, fi fs.FileInfo) ([]string, error) {
+	f, err := openVetted(dir, fi, syscall.O_DIRECTORY)
 	if err != nil {
-		if absent(err) {
+		return nil, err
+	}
+	defer f.Close()
+	if pseudoFS(f) {
+		if hs.pseudo == "" {
+			hs.pseudo = orDot(rel)
+		}
+		return nil, nil
+	}
+	var names []string
+	for !hs.halted() {
+		batch, err := f.Readdirnames(1024)
+		names = append(names, batch...)
+		hs.entries += len(batch)
+		if hs.entries > hs.lim.entries {
+			hs.incomplete = fmt.Errorf("more than %d directory entries in one pass: abandoned, changes are not seen until one completes", hs.lim.entries)
+			return nil, nil
+		}
+		if err == io.EOF {
+			sort.Strings(names)
+			return names, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
+}
+
+// file records the name and content digest of a regular file, which lstat described as fi. It
+// reports whether the file turned out to be missing (removed or replaced since), which the
+// caller may record.
+func (hs *hasher) file(real, rel string, fi fs.FileInfo) (missing bool) {
+	f, err := openVetted(real, fi, 0)
+	if err != nil {
+		if absent(err) || errors.Is(err, errChanged) {
 			return true
 		}
 		hs.fail(rel, err)
 		return false
 	}
 	defer f.Close()
-	fi, err := f.Stat()
+	if pseudoFS(f) {
+		if hs.pseudo == "" {
+			hs.pseudo = orDot(rel)
+		}
+		return false
+	}
+	if fi, err = f.Stat(); err != nil {
+		hs.fail(rel, err)
+		return false
+	}
+	var meta [16]byte
+	binary.LittleEndian.PutUint64(meta[:8], uint64(fi.Size()))
+	binary.LittleEndian.PutUint64(meta[8:], uint64(fi.ModTime().UnixNano()))
+	budget := min(hs.lim.fileBytes, hs.lim.passBytes-hs.read)
+	if budget <= 0 {
+		hs.nstat++
+		if hs.stat == "" {
+			hs.stat = orDot(rel)
+		}
+		hs.record("stat", rel, meta[:])
+		return false
+	}
+	if hs.beforeRead != nil {
+		hs.beforeRead(rel)
+	}
+	fh := newHash()
+	n, more, err := hs.copy(fh, f, budget)
+	hs.read += n
 	if err != nil {
 		hs.fail(rel, err)
 		return false
 	}
-	if !fi.Mode().IsRegular() {
+	if hs.halted() {
 		return false
 	}
-	fh := newHash()
-	if _, err := io.Copy(fh, f); err != nil {
-		hs.fail(rel, err)
+	if !more {
+		hs.record("file", rel, fh.Sum(nil))
 		return false
 	}
-	hs.record("file", rel, fh.Sum(nil))
+	if n == hs.lim.fileBytes {
+		hs.nbig++
+		if hs.big == "" {
+			hs.big = orDot(rel)
+		}
+	} else {
+		hs.nstat++
+		if hs.stat == "" {
+			hs.stat = orDot(rel)
+		}
+	}
+	hs.record("large", rel, append(fh.Sum(nil), meta[:]...))
+	return false
+}
+
+// copy writes at most limit bytes of f to w, checking between chunks whether the pass must
+// end. more reports whether f had more than limit bytes.
+func (hs *hasher) copy(w io.Writer, f *os.File, limit int64) (n int64, more bool, err error) {
+	if hs.buf == nil {
+		hs.buf = make([]byte, readChunk)
+	}
+	for !hs.halted() {
+		// One byte past the limit tells whether there is more.
+		want := min(int64(len(hs.buf)), limit+1-n)
+		m, err := f.Read(hs.buf[:want])
+		if int64(m) > limit-n {
+			w.Write(hs.buf[:limit-n])
+			return limit, true, nil
+		}
+		w.Write(hs.buf[:m])
+		n += int64(m)
+		if err == io.EOF {
+			return n, false, nil
+		}
+		if err != nil {
+			return n, false, err
+		}
+	}
+	return n, false, nil
+}
+
+// openVetted opens p, which lstat described as want, without following a symlink in its last
+// component and without blocking (a FIFO swapped in), and checks that it opened that very file:
+// a directory on the way may have been swapped for a symlink out of the tree since.
+func openVetted(p string, want fs.FileInfo, flags int) (*os.File, error) {
+	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|flags, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENOTDIR) {
+			return nil, errChanged // a symlink (or not a directory) now
+		}
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !os.SameFile(fi, want) {
+		f.Close()
+		return nil, errChanged
+	}
+	return f, nil
+}
+
+// pseudoFS reports whether f is on a kernel pseudo-filesystem, whose files are no
+// configuration and can be endless (/proc/self/pagemap) or consumed by reading (/proc/kmsg).
+func pseudoFS(f *os.File) bool {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var st unix.Statfs_t
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Fstatfs(int(fd), &st) }); err != nil || serr != nil {
+		return false
+	}
+	switch int64(st.Type) {
+	case unix.PROC_SUPER_MAGIC, unix.SYSFS_MAGIC, unix.DEBUGFS_MAGIC, unix.TRACEFS_MAGIC,
+		unix.SECURITYFS_MAGIC, unix.CGROUP_SUPER_MAGIC, unix.CGROUP2_SUPER_MAGIC, unix.BPF_FS_MAGIC:
+		return true
+	}
 	return false
 }
 
 // resolve follows every symlink in name, taken relative to the symlink-free directory base (or
-// absolute), and returns the symlink-free path it designates. It adds to dirs every directory in
-// which it read a symlink, and when resolution fails the deepest directory it reached: those are
+// absolute), and returns the symlink-free path it designates and what lstat says of it. Every
+// step must stay inside the symlink-free directory root, which contains base: a step out of it
+// (an absolute link, a `..` above it), even one that would come back, ends resolution with
+// errOutside, as openat2's RESOLVE_BENEATH would. It adds to dirs every directory in which it
+// read a symlink, and when resolution fails the deepest directory it reached: those are
 // exactly the places where a change to what name designates shows up as an inotify event (a swap
 // of `..data`, of a `current -> v2` link, or the creation of the missing component).
 // filepath.EvalSymlinks cannot be used because it does not say where the links were.
-func resolve(base, name string, dirs map[string]struct{}) (string, error) {
+func resolve(base, name, root string, dirs map[string]struct{}) (string, fs.FileInfo, error) {
 	cur := base
+	var fi fs.FileInfo // of cur, nil when not known
+	rest := name
 	if filepath.IsAbs(name) {
 		cur = "/"
 	}
-	rest := name
 	links := 0
-	for rest != "" {
+	for {
+		if !within(cur, root) {
+			return cur, nil, errOutside
+		}
+		if rest == "" {
+			break
+		}
 		var comp string
 		comp, rest, _ = strings.Cut(rest, "/")
 		switch comp {
 		case "", ".":
 			continue
 		case "..":
-			cur = filepath.Dir(cur) // cur has no symlinks, so lexical ".." is the real parent
+			cur, fi = filepath.Dir(cur), nil // cur has no symlinks, so lexical ".." is the real parent
 			continue
 		}
 		next := filepath.Join(cur, comp)
-		fi, err := os.Lstat(next)
+		lfi, err := os.Lstat(next)
 		if err != nil {
 			dirs[cur] = struct{}{}
-			return next, err
+			return next, nil, err
 		}
-		if fi.Mode()&fs.ModeSymlink == 0 {
-			if !fi.IsDir() && strings.Trim(rest, "/") != "" {
+		if lfi.Mode()&fs.ModeSymlink == 0 {
+			if !lfi.IsDir() && strings.Trim(rest, "/") != "" {
 				dirs[cur] = struct{}{}
-				return next, &fs.PathError{Op: "lstat", Path: next + "/" + rest, Err: syscall.ENOTDIR}
+				return next, nil, &fs.PathError{Op: "lstat", Path: next, Err: syscall.ENOTDIR}
 			}
-			cur = next
+			cur, fi = next, lfi
 			continue
 		}
 		dirs[cur] = struct{}{}
 		links++
 		if links > maxSymlinks {
-			return next, &fs.PathError{Op: "resolve", Path: next, Err: syscall.ELOOP}
+			return next, nil, &fs.PathError{Op: "resolve", Path: next, Err: syscall.ELOOP}
 		}
 		target, err := os.Readlink(next)
 		if err != nil {
-			return next, err
+			return next, nil, err
 		}
 		if filepath.IsAbs(target) {
-			cur = "/"
+			cur, fi = "/", nil
 		}
 		if rest == "" {
 			rest = target
@@ -286,13 +560,25 @@ func resolve(base, name string, dirs map[string]struct{}) (string, error) {
 			rest = target + "/" + rest
 		}
 	}
-	return cur, nil
+	if fi == nil {
+		var err error
+		if fi, err = os.Lstat(cur); err != nil {
+			return cur, nil, err
+		}
+	}
+	return cur, fi, nil
+}
+
+// within reports whether the clean path p is root or below it.
+func within(p, root string) bool {
+	return root == "/" || p == root || strings.HasPrefix(p, root+"/")
 }
 
 // absent reports whether err means "nothing is there": such paths hash as absent (or, inside a
-// directory, are simply not listed) instead of being reported as errors.
+// directory, are simply not listed) instead of being reported as errors. A name too long for
+// the kernel cannot be there either.
 func absent(err error) bool {
-	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.ENAMETOOLONG)
 }
 
 func idOf(fi fs.FileInfo) (fileID, bool) {
@@ -311,4 +597,19 @@ func sortedDirs(dirs map[string]struct{}) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+func orDot(rel string) string {
+	if rel == "" {
+		return "."
+	}
+	return rel
+}
+
+// size writes a byte count the way the documentation does: 1 MiB, 16 MiB.
+func size(n int64) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }

@@ -37,10 +37,12 @@ func (p *Paths) Decode(s string) error {
 // clip quotes at most the first 16 characters of a configured value in an
 // error: BATON_* values can be secrets (as spawn.Clip, which this leaf
 // package does not import).
-func clip(v string) string {
-	const max = 16
-	if len(v) > max {
-		return v[:max] + "…"
+func clip(v string) string { return clipN(v, 16) }
+
+// clipN keeps at most the first n bytes of v.
+func clipN(v string, n int) string {
+	if len(v) > n {
+		return v[:n] + "…"
 	}
 	return v
 }

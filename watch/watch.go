@@ -5,8 +5,11 @@
 // log, or know about workers. It delivers one notification per real change:
 //
 //   - Filesystem events (inotify via fsnotify) only trigger a re-hash; the decision is made by
-//     comparing a content hash (file names + contents, following symlinks), so a touch, a chmod
-//     or a rewrite with identical bytes is not a change.
+//     comparing a content hash (file names + contents, following symlinks that stay inside the
+//     watched trees), so a touch, a chmod or a rewrite with identical bytes is not a change.
+//   - Whoever can write in a watched directory (often a worker) cannot make the watcher read
+//     without end: each file and each pass is bounded in bytes and time (limits), passes take at
+//     most a quarter of a CPU (dutyFactor), and New and Close never wait on a hash for long.
 //   - Events are debounced: a burst of events (an editor's save, a Kubernetes ConfigMap update)
 //     is hashed once after the burst is quiet.
 //   - Watches sit on directories, never on files: the parent of a watched file, the watched
@@ -47,6 +50,13 @@ const (
 	resyncRounds = 4
 	// errorBuffer is the capacity of the Errors channel; further errors are dropped.
 	errorBuffer = 16
+	// dutyFactor spaces passes: after a pass that took d, the next starts d*dutyFactor later at
+	// the earliest, so hashing takes at most 1/(1+dutyFactor) of a CPU whatever the events.
+	dutyFactor = 3
+	// closeWait bounds how long Close waits for the watcher goroutine, which checks for the
+	// stop between directory entries and read chunks, but may be stuck in one system call
+	// (a hung network filesystem).
+	closeWait = time.Second
 )
 
 // Options tunes a Watcher. The zero value is usable.
@@ -75,6 +85,10 @@ type hooks struct {
 	// beforeSync is called between hashing and adjusting the watches, the window in which
 	// a change in a not-yet-watched directory would be missed.
 	beforeSync func(dirs map[string]struct{})
+	// lim replaces defaultLimits field by field where non-zero.
+	lim limits
+	// beforeRead is called before a file's content is read.
+	beforeRead func(rel string)
 }
 
 // Watcher reports content changes of a set of files/directories.
@@ -87,6 +101,7 @@ type Watcher struct {
 	maxWait  time.Duration
 	poll     time.Duration
 	hooks    hooks
+	lim      limits
 
 	changes   chan struct{}
 	errs      chan error
@@ -99,6 +114,8 @@ type Watcher struct {
 	fs       *fsnotify.Watcher // nil when polling
 	ids      map[string]fileID // identity of each watched directory when its watch was added
 	sum      digest            // hash of the content last reported (or the baseline)
+	haveSum  bool              // sum is set: false until a pass completed
+	next     time.Time         // no pass starts before (dutyFactor)
 	lastErrs map[string]bool   // errors reported by the previous hash, to report each once
 }
 
@@ -112,7 +129,9 @@ type Watcher struct {
 // almost always a typo in BATON_WATCH, and failing loudly beats watching nothing. (At run time
 // the watcher copes with the parent disappearing and coming back.)
 //
-// The initial content is the baseline: it is not reported as a change.
+// The initial content is the baseline: it is not reported as a change. New waits for it, at
+// most the time bound of one pass (2 s); if that pass is abandoned, the first one that completes
+// becomes the baseline.
 func New(paths []string, opt Options) (*Watcher, error) {
 	return newWatcher(paths, opt, hooks{})
 }
@@ -160,6 +179,19 @@ func newWatcher(paths []string, opt Options, h hooks) (*Watcher, error) {
 		w.poll = DefaultPollInterval
 	}
 	w.maxWait = maxWaitFactor * w.debounce
+	w.lim = defaultLimits
+	if h.lim.fileBytes > 0 {
+		w.lim.fileBytes = h.lim.fileBytes
+	}
+	if h.lim.passBytes > 0 {
+		w.lim.passBytes = h.lim.passBytes
+	}
+	if h.lim.passTime > 0 {
+		w.lim.passTime = h.lim.passTime
+	}
+	if h.lim.entries > 0 {
+		w.lim.entries = h.lim.entries
+	}
 	if h.newFS == nil {
 		w.hooks.newFS = fsnotify.NewWatcher
 	}
@@ -178,9 +210,11 @@ func newWatcher(paths []string, opt Options, h hooks) (*Watcher, error) {
 		}
 	}
 	if w.fs == nil {
-		s, _ = hashPaths(w.paths, nil)
+		s, _ = w.hash()
 	}
-	w.sum = s.sum
+	if s.incomplete == nil {
+		w.sum, w.haveSum = s.sum, true
+	}
 	w.reportErrs(s.errs)
 	go w.run(rehashSoon)
 	return w, nil
@@ -199,12 +233,32 @@ func (w *Watcher) Changes() <-chan struct{} { return w.changes }
 // and the switch to polling. The channel is never closed.
 func (w *Watcher) Errors() <-chan error { return w.errs }
 
-// Close stops the watcher and waits until its goroutine and the inotify instance are gone.
-// It may be called more than once; later calls return the first result.
+// Close stops the watcher and waits until its goroutine and the inotify instance are gone, but
+// at most closeWait: a hash in progress stops at its next directory entry or read chunk, and
+// one stuck in a system call is left behind (an error says so). It may be called more than
+// once; later calls return the first result.
 func (w *Watcher) Close() error {
 	w.closeOnce.Do(func() { close(w.stop) })
-	<-w.done
-	return w.closeErr
+	select {
+	case <-w.done:
+		return w.closeErr
+	case <-time.After(closeWait):
+		return fmt.Errorf("watch: a hash in progress did not stop within %v; left behind", closeWait)
+	}
+}
+
+// hash runs one pass over the watched paths and spaces the next one (dutyFactor).
+func (w *Watcher) hash() (snapshot, bool) {
+	start := time.Now()
+	s, ok := hashPaths(w.paths, passConfig{stop: w.stop, lim: w.lim, beforeRead: w.hooks.beforeRead})
+	end := time.Now()
+	w.next = end.Add(dutyFactor * end.Sub(start))
+	return s, ok
+}
+
+// spaced is d, or longer if the next pass may not start that soon.
+func (w *Watcher) spaced(d time.Duration) time.Duration {
+	return max(d, time.Until(w.next))
 }
 
 // run is the watcher goroutine: it turns filesystem events and poll ticks into hash
@@ -238,7 +292,7 @@ func (w *Watcher) run(rehashSoon bool) {
 		if left := first.Add(w.maxWait).Sub(now); left < d {
 			d = max(left, 0)
 		}
-		timer.Reset(d)
+		timer.Reset(w.spaced(d))
 	}
 	// ensurePolling starts the ticker once the inotify instance is gone.
 	ensurePolling := func() {
@@ -301,7 +355,9 @@ func (w *Watcher) run(rehashSoon bool) {
 					continue // being closed: the next select sees stop and cleans up
 				}
 				w.reportErrs(s.errs)
-				w.compare(start, s.sum)
+				if s.incomplete == nil {
+					w.compare(start, s.sum)
+				}
 				if w.fs == nil {
 					ensurePolling()
 				} else if again {
@@ -312,13 +368,15 @@ func (w *Watcher) run(rehashSoon bool) {
 			// Polling: report the candidate only if the content stayed the same for a whole
 			// debounce period, otherwise keep waiting for it to settle.
 			start := time.Now()
-			s, ok := hashPaths(w.paths, w.stop)
+			s, ok := w.hash()
 			if !ok {
 				continue
 			}
 			w.reportErrs(s.errs)
 			switch {
-			case s.sum == w.sum: // changed back
+			case s.incomplete != nil: // decides nothing; the next tick looks again
+				pending = false
+			case !w.haveSum || s.sum == w.sum: // the baseline, or changed back
 				pending = false
 				w.compare(start, s.sum)
 			case s.sum == candidate:
@@ -326,32 +384,44 @@ func (w *Watcher) run(rehashSoon bool) {
 				w.compare(start, s.sum)
 			default:
 				candidate = s.sum
-				timer.Reset(w.debounce)
+				timer.Reset(w.spaced(w.debounce))
 				w.rehashed(start, s.sum, false)
 			}
 
 		case <-tickC:
-			if pending {
-				continue // a change is settling; the timer will look
+			if pending || time.Now().Before(w.next) {
+				continue // a change is settling (the timer will look), or passes are spaced
 			}
 			start := time.Now()
-			s, ok := hashPaths(w.paths, w.stop)
+			s, ok := w.hash()
 			if !ok {
 				continue
 			}
 			w.reportErrs(s.errs)
-			if s.sum != w.sum {
+			switch {
+			case s.incomplete != nil:
+				continue
+			case !w.haveSum:
+				w.compare(start, s.sum)
+				continue
+			case s.sum != w.sum:
 				candidate = s.sum
 				pending = true
-				timer.Reset(w.debounce)
+				timer.Reset(w.spaced(w.debounce))
 			}
 			w.rehashed(start, s.sum, false)
 		}
 	}
 }
 
-// compare reports a change if sum differs from the last reported content.
+// compare reports a change if sum differs from the last reported content. The first sum of a
+// watcher whose baseline pass was abandoned is its baseline, not a change.
 func (w *Watcher) compare(start time.Time, sum digest) {
+	if !w.haveSum {
+		w.sum, w.haveSum = sum, true
+		w.rehashed(start, sum, false)
+		return
+	}
 	changed := sum != w.sum
 	if changed {
 		w.sum = sum
@@ -374,33 +444,34 @@ func (w *Watcher) rehashed(start time.Time, sum digest, changed bool) {
 // the watch, unseen; so the hash is repeated until no new watch was needed, and the caller is
 // told (again=true) to look once more later if that did not settle within resyncRounds. If
 // inotify fails, it falls back to polling (w.fs becomes nil) and the snapshot is still valid.
-// ok is false only if the watcher is being closed.
+// ok is false only if the watcher is being closed. An abandoned pass (s.incomplete) only adds
+// watches: it saw part of the directories.
 func (w *Watcher) rehashWatching() (s snapshot, again, ok bool) {
 	for range resyncRounds {
-		s, ok = hashPaths(w.paths, w.stop)
+		s, ok = w.hash()
 		if !ok {
 			return s, false, false
 		}
 		if w.hooks.beforeSync != nil {
 			w.hooks.beforeSync(s.dirs)
 		}
-		added, err := w.sync(s.dirs)
+		added, err := w.sync(s.dirs, s.incomplete == nil)
 		if err != nil {
 			w.fallback(err)
 			return s, false, true
 		}
-		if !added {
+		if !added || s.incomplete != nil {
 			return s, false, true
 		}
 	}
 	return s, true, true
 }
 
-// sync adds and removes inotify watches so that exactly the directories in want are watched. It
-// reports whether any watch was (re)added. A directory that vanished in the meantime is skipped
+// sync adds and removes inotify watches so that exactly the directories in want are watched
+// (with prune false, it only adds). It reports whether any watch was (re)added. A directory that vanished in the meantime is skipped
 // (its removal is itself an event in a watched parent); any other failure, such as the inotify
 // watch limit, is returned so the caller can fall back to polling.
-func (w *Watcher) sync(want map[string]struct{}) (added bool, err error) {
+func (w *Watcher) sync(want map[string]struct{}, prune bool) (added bool, err error) {
 	have := make(map[string]bool)
 	for _, p := range w.fs.WatchList() {
 		have[p] = true
@@ -437,7 +508,7 @@ func (w *Watcher) sync(want map[string]struct{}) (added bool, err error) {
 		added = true
 	}
 	for p := range have {
-		if !keep[p] {
+		if prune && !keep[p] {
 			// May fail if the kernel already dropped the watch (directory deleted): fine.
 			_ = w.fs.Remove(p)
 			delete(w.ids, p)

@@ -2,11 +2,13 @@ package watch
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -121,7 +123,7 @@ func hashOf(t *testing.T, paths ...string) digest {
 		}
 		abs[i] = a
 	}
-	s, _ := hashPaths(abs, nil)
+	s, _ := hashPaths(abs, passConfig{lim: defaultLimits})
 	return s.sum
 }
 
@@ -406,7 +408,7 @@ func TestChangeWhileAddingWatch(t *testing.T) {
 			if err := os.WriteFile(g, []byte("2"), 0o644); err != nil {
 				t.Error(err)
 			}
-			s, _ := hashPaths([]string{dir}, nil)
+			s, _ := hashPaths([]string{dir}, passConfig{lim: defaultLimits})
 			final <- s.sum
 		}
 	}
@@ -609,7 +611,7 @@ func TestHashFollowsSymlinksSafely(t *testing.T) {
 	if err := os.Symlink("fifo", filepath.Join(dir, "tofifo")); err != nil {
 		t.Fatal(err)
 	}
-	s, ok := hashPaths([]string{dir}, nil)
+	s, ok := hashPaths([]string{dir}, passConfig{lim: defaultLimits})
 	if !ok {
 		t.Fatal("hash stopped")
 	}
@@ -618,8 +620,181 @@ func TestHashFollowsSymlinksSafely(t *testing.T) {
 	}
 	// The dangling link does not count, and becomes content when its target appears.
 	write(t, filepath.Join(dir, "missing"), "m")
-	s2, _ := hashPaths([]string{dir}, nil)
+	s2, _ := hashPaths([]string{dir}, passConfig{lim: defaultLimits})
 	if s2.sum == s.sum {
 		t.Fatal("target of a dangling link appeared but hash did not change")
+	}
+}
+
+// TestHashStaysInsideTree: links that lead out of a watched directory, or out of a watched
+// file's directory, are not followed, whether absolute, relative or through a chain of links,
+// so what they point to is never read; links inside are.
+func TestHashStaysInsideTree(t *testing.T) {
+	base := t.TempDir()
+	dir, out := filepath.Join(base, "conf"), filepath.Join(base, "out")
+	for _, d := range []string{dir, out, filepath.Join(dir, "sub")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	secret := filepath.Join(out, "secret")
+	write(t, secret, "s1")
+	write(t, filepath.Join(dir, "app.conf"), "a")
+	write(t, filepath.Join(dir, "sub", "inner"), "i1")
+	for _, l := range [][2]string{
+		{secret, "abs"},                     // absolute, out
+		{"../out/secret", "rel"},            // relative, out
+		{"hop", "chain"},                    // in, then out
+		{"../out/secret", "hop"},            //
+		{"sub/../../conf/app.conf", "back"}, // out on the way, even though it comes back
+		{"../out", "outdir"},                // a directory out
+		{"sub/inner", "in"},                 // inside: followed
+	} {
+		if err := os.Symlink(l[0], filepath.Join(dir, l[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := filepath.Join(dir, "key")
+	if err := os.Symlink(secret, key); err != nil {
+		t.Fatal(err)
+	}
+	before := hashOf(t, dir)
+	beforeKey := hashOf(t, key)
+	write(t, secret, "s2")
+	if hashOf(t, dir) != before {
+		t.Error("a file outside the watched directory was read through a link")
+	}
+	if hashOf(t, key) != beforeKey {
+		t.Error("a watched name that links out of its directory was followed")
+	}
+	write(t, filepath.Join(dir, "sub", "inner"), "i2")
+	if hashOf(t, dir) == before {
+		t.Error("a link inside the watched directory was not followed")
+	}
+}
+
+// TestHashBounds: a file over the per-file bound is hashed by size, modification time and its
+// first bytes; files past the per-pass bound by size and modification time; each costs one
+// short note; files on kernel pseudo-filesystems are not read.
+func TestHashBounds(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "a-big")
+	write(t, big, strings.Repeat("x", 3000))
+	for _, n := range []string{"b", "c", "d", "e", "f"} {
+		write(t, filepath.Join(dir, n), strings.Repeat(n, 500))
+	}
+	lim := limits{fileBytes: 1000, passBytes: 2500, passTime: deadline, entries: 100}
+	hash := func() snapshot {
+		t.Helper()
+		s, ok := hashPaths([]string{dir}, passConfig{lim: lim})
+		if !ok || s.incomplete != nil {
+			t.Fatalf("pass stopped: %v", s.incomplete)
+		}
+		return s
+	}
+	s := hash()
+	var notes []string
+	for _, err := range s.errs {
+		notes = append(notes, err.Error())
+	}
+	if len(notes) != 2 || !strings.Contains(notes[0], `larger than 1000 bytes`) ||
+		!strings.Contains(notes[1], `more than 2500 bytes to read in one pass`) || !strings.Contains(notes[1], `(2, the first "e")`) {
+		t.Fatalf("notes %q: want one for the large file and one for the two files past the pass budget", notes)
+	}
+	// Past the first 1000 bytes of the large file, only its size and time count.
+	mtime := time.Now().Add(-time.Hour)
+	os.Chtimes(big, mtime, mtime)
+	s = hash()
+	f, err := os.OpenFile(big, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("y"), 2000)
+	f.Close()
+	os.Chtimes(big, mtime, mtime)
+	if hash().sum != s.sum {
+		t.Error("bytes past the per-file bound were read")
+	}
+	if touch(t, big); hash().sum == s.sum {
+		t.Error("a large file's new modification time is no change")
+	}
+	s = hash()
+	if touch(t, filepath.Join(dir, "b")); hash().sum != s.sum {
+		t.Error("a touch of a small file is a change")
+	}
+	write(t, filepath.Join(dir, "f"), strings.Repeat("g", 500))
+	if hash().sum == s.sum {
+		t.Error("an edit of a file past the pass budget is no change")
+	}
+
+	for _, p := range []string{"/proc/self/pagemap", "/proc/self"} {
+		start := time.Now()
+		s, _ := hashPaths([]string{p}, passConfig{lim: defaultLimits})
+		if el := time.Since(start); len(s.errs) != 1 || !strings.Contains(s.errs[0].Error(), "pseudo-filesystem") || el > time.Second {
+			t.Errorf("%s: %v in %v, want one note that it is not read", p, s.errs, el)
+		}
+	}
+	// A missing watched name too long for the kernel is just absent.
+	long := filepath.Join(dir, strings.Repeat("m", 64<<10))
+	if s, _ := hashPaths([]string{long}, passConfig{lim: defaultLimits}); len(s.errs) != 0 {
+		t.Errorf("a missing path with a long name: %.200v", s.errs)
+	}
+}
+
+// TestPassTimeBound: a pass over its time is abandoned, so New returns within the bound; it
+// decides nothing (no change, one error saying so); and Close does not wait for a read that
+// hangs.
+func TestPassTimeBound(t *testing.T) {
+	dir := t.TempDir()
+	for i := range 20 {
+		write(t, filepath.Join(dir, fmt.Sprint("f", i)), "x")
+	}
+	// Each read of a slow disk takes 20 ms; a pass may take 100 ms.
+	slow := hooks{lim: limits{passTime: 100 * time.Millisecond}, beforeRead: func(string) { time.Sleep(20 * time.Millisecond) }}
+	t0 := time.Now()
+	hn := start(t, []string{dir}, Options{Debounce: testDebounce}, slow)
+	if el := time.Since(t0); el > 2*time.Second {
+		t.Errorf("New took %v with a pass bound of 100ms", el)
+	}
+	select {
+	case err := <-hn.w.Errors():
+		if !strings.Contains(err.Error(), "abandoned") {
+			t.Errorf("error %q, want the abandoned pass", err)
+		}
+	case <-time.After(deadline):
+		t.Fatal("abandoned pass not reported")
+	}
+
+	// A read that hangs until the test ends, once armed (after New).
+	var armed atomic.Bool
+	hung := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	w, err := newWatcher([]string{dir}, Options{Debounce: time.Millisecond}, hooks{beforeRead: func(string) {
+		if !armed.Load() {
+			return
+		}
+		select {
+		case entered <- struct{}{}:
+			<-hung
+		default:
+		}
+	}})
+	defer close(hung)
+	if err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	write(t, filepath.Join(dir, "f0"), "y")
+	select {
+	case <-entered:
+	case <-time.After(deadline):
+		t.Fatal("no read began")
+	}
+	t0 = time.Now()
+	if err := w.Close(); err == nil || !strings.Contains(err.Error(), "left behind") {
+		t.Errorf("Close during a hung read: %v", err)
+	}
+	if el := time.Since(t0); el > closeWait+time.Second {
+		t.Errorf("Close took %v during a hung read", el)
 	}
 }
