@@ -21,6 +21,7 @@ var otherUserTests = []string{
 	"TestProbesUnderConnectFlood",
 	"TestHealthPidMessages",
 	"TestReloadWaitersLeave",
+	"TestWatchHostileLinks",
 }
 
 // TestPrivateClone: the suite passes in a fresh clone inside a directory
