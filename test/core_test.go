@@ -233,22 +233,32 @@ func TestHelpersFinishCleanup(t *testing.T) {
 }
 
 // TestSubreaperWhenNotPID1: not PID 1, baton becomes a child subreaper and
-// still reaps orphans.
+// still reaps orphans: each of the 5 the worker names is reaped by baton.
 func TestSubreaperWhenNotPID1(t *testing.T) {
-	b := StartBaton(t, Opt{NoPIDNS: true, Env: []string{"BATON_LOG_LEVEL=debug"}}, python(t), testdata("orphans.py"), "5", "--wait")
-	b.ExpectOut(0, "done 5")
+	const n = 5
+	b := StartBaton(t, Opt{NoPIDNS: true, Env: []string{"BATON_LOG_LEVEL=debug"}}, python(t), testdata("orphans.py"), fmt.Sprint(n), "--wait")
+	b.ExpectOut(0, fmt.Sprintf("done %d", n))
+	var orphans []int
 	for _, l := range b.OutLines() {
 		var pid int
 		if _, err := fmt.Sscanf(l, "orphan %d", &pid); err == nil {
-			b.Err.waitFor(t, fmt.Sprintf("orphan %d reaped", pid), deadline, func(_ []string, evs []Event) bool {
-				for _, ev := range evs {
-					if ev.Msg() == "orphan reaped" && ev.Int("pid") == pid {
-						return true
-					}
-				}
-				return false
-			})
+			orphans = append(orphans, pid)
 		}
+	}
+	// Without this, a worker that names no orphan (or a changed line
+	// format) would leave nothing to check and the test would pass.
+	if len(orphans) != n {
+		t.Fatalf("the worker named %d orphans (%v), want %d:\n%s", len(orphans), orphans, n, strings.Join(b.OutLines(), "\n"))
+	}
+	for _, pid := range orphans {
+		b.Err.waitFor(t, fmt.Sprintf("orphan %d reaped", pid), deadline, func(_ []string, evs []Event) bool {
+			for _, ev := range evs {
+				if ev.Msg() == "orphan reaped" && ev.Int("pid") == pid {
+					return true
+				}
+			}
+			return false
+		})
 	}
 	b.Signal(unix.SIGTERM)
 	b.Wait()

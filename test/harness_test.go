@@ -362,6 +362,9 @@ func (b *Baton) Exited() <-chan struct{} { return b.done }
 // numbers).
 func (b *Baton) Expect(msg string, kv ...any) Event {
 	b.t.Helper()
+	if err := kvErr(kv); err != nil {
+		b.t.Fatal(err)
+	}
 	var found Event
 	b.Err.waitFor(b.t, fmt.Sprintf("log %q %v", msg, kv), deadline, func(_ []string, evs []Event) bool {
 		for i := b.cursor; i < len(evs); i++ {
@@ -377,6 +380,10 @@ func (b *Baton) Expect(msg string, kv ...any) Event {
 
 // Count returns how many events so far have message msg and match kv.
 func (b *Baton) Count(msg string, kv ...any) int {
+	b.t.Helper()
+	if err := kvErr(kv); err != nil {
+		b.t.Fatal(err)
+	}
 	b.Err.mu.Lock()
 	defer b.Err.mu.Unlock()
 	n := 0
@@ -395,25 +402,101 @@ func (b *Baton) Events() []Event {
 	return append([]Event(nil), b.Err.events...)
 }
 
+// match reports whether ev has every field of kv (pairs of key, value)
+// with that value: an int is a JSON number equal to it, a string or a bool
+// the same; a field ev lacks never matches. kv that is not such pairs (an
+// odd length, a key that is not a string, a value of another type) is a
+// mistake in the test, not a mismatch, and must not pass as a match:
+// match panics with what is wrong. Expect and Count check kv first and
+// fail the test instead.
 func match(ev Event, kv []any) bool {
-	for i := 0; i+1 < len(kv); i += 2 {
+	if err := kvErr(kv); err != nil {
+		panic(err)
+	}
+	for i := 0; i < len(kv); i += 2 {
 		k := kv[i].(string)
 		switch want := kv[i+1].(type) {
 		case int:
-			if ev.Int(k) != want {
+			if v, ok := ev[k].(float64); !ok || v != float64(want) {
 				return false
 			}
 		case string:
-			if ev.Str(k) != want {
+			if v, ok := ev[k].(string); !ok || v != want {
 				return false
 			}
 		case bool:
-			if v, _ := ev[k].(bool); v != want {
+			if v, ok := ev[k].(bool); !ok || v != want {
 				return false
 			}
 		}
 	}
 	return true
+}
+
+// TestHarnessMatch: match compares what it is given and nothing else
+// passes. A value of a type it does not compare (a float64, an int64, a
+// time.Duration) or pairs that are not pairs is a test's mistake: it must
+// not count as a match, so match panics and Expect fails the test.
+func TestHarnessMatch(t *testing.T) {
+	ev := Event{"message": "worker exited", "gen": 2.0, "pid": 40.0, "code": 0.0, "signal": "SIGTERM", "pid1": true, "elapsed": 10.5}
+	for _, c := range []struct {
+		kv   []any
+		want bool
+	}{
+		{nil, true},
+		{[]any{"gen", 2, "pid", 40, "code", 0}, true},
+		{[]any{"signal", "SIGTERM", "pid1", true}, true},
+		{[]any{"gen", 3}, false},
+		{[]any{"elapsed", 10}, false}, // 10.5 is not 10
+		{[]any{"signal", "SIGKILL"}, false},
+		{[]any{"pid1", false}, false},
+		{[]any{"worker", -1}, false}, // absent, not -1
+		{[]any{"reason", ""}, false}, // absent, not ""
+		{[]any{"ok", false}, false},  // absent, not false
+		{[]any{"gen", "2"}, false},   // a number is not a string
+	} {
+		if got := match(ev, c.kv); got != c.want {
+			t.Errorf("match(%v) = %v, want %v", c.kv, got, c.want)
+		}
+	}
+	for _, kv := range [][]any{
+		{"elapsed", 10.5},
+		{"gen", int64(2)},
+		{"elapsed", 10 * time.Millisecond},
+		{"gen"},
+		{2, "gen"},
+	} {
+		if err := kvErr(kv); err == nil {
+			t.Errorf("kvErr(%v) = nil, want an error", kv)
+		}
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("match(%v) did not panic", kv)
+				}
+			}()
+			match(ev, kv)
+		}()
+	}
+}
+
+// kvErr says what is wrong with kv as match's pairs, or nil.
+func kvErr(kv []any) error {
+	if len(kv)%2 != 0 {
+		return fmt.Errorf("match: %d values, want key, value pairs: %v", len(kv), kv)
+	}
+	for i := 0; i < len(kv); i += 2 {
+		k, ok := kv[i].(string)
+		if !ok {
+			return fmt.Errorf("match: key %v is a %T, want a string", kv[i], kv[i])
+		}
+		switch kv[i+1].(type) {
+		case int, string, bool:
+		default:
+			return fmt.Errorf("match: %q wants an int, a string or a bool, not %T (%v)", k, kv[i+1], kv[i+1])
+		}
+	}
+	return nil
 }
 
 // ExpectOut waits for a stdout line with prefix, starting after line from,
