@@ -332,6 +332,59 @@ func TestOpsShutdownDelay(t *testing.T) {
 	}
 }
 
+// TestOpsProbesThroughShutdown: what /healthz, /readyz and `baton health`
+// answer in each phase of a shutdown, as docs/operations.md tables it.
+// During BATON_SHUTDOWN_DELAY the workers still serve: /readyz and `baton
+// health` say not ready (stopping=true), so that load balancers stop
+// sending, while /healthz, the liveness probe, stays 200. Once baton sends
+// the stop signal, /healthz is 503 too. The delay is long and a second
+// TERM ends it, and the worker stays on its stop signal (USR2) until a
+// third TERM, so no phase ends before its checks are done.
+func TestOpsProbesThroughShutdown(t *testing.T) {
+	b, base := StartBatonHTTP(t, []string{
+		"BATON_LISTEN=127.0.0.1:0", "BATON_READY=delay:20ms", "BATON_SHUTDOWN_DELAY=10m",
+		"BATON_STOP_SIGNAL=USR2", "BATON_STOP_TIMEOUT=10m",
+	}, "--", python(t), testdata("sigworker.py"))
+	pid := strconv.Itoa(b.PID())
+	worker := b.Expect("worker started").Int("pid")
+	b.Expect("generation ready")
+	b.ExpectOut(0, fmt.Sprintf("ready pid=%d ", worker)) // its handlers are in place
+	probes := func(phase string, healthz, readyz, health int, status string) {
+		t.Helper()
+		for _, p := range []struct {
+			path string
+			want int
+		}{{"/healthz", healthz}, {"/readyz", readyz}} {
+			if code, _, body := httpGet(t, base+p.path); code != p.want {
+				t.Errorf("%s: GET %s: %d %q, want %d", phase, p.path, code, body, p.want)
+			}
+		}
+		code, out := runBaton(t, "health", "--pid", pid)
+		if code != health || !strings.Contains(out, status) {
+			t.Errorf("%s: baton health: exit %d %q, want %d and %q", phase, code, out, health, status)
+		}
+	}
+	probes("serving", 200, 200, 0, "ready: generation 1, 1 serving")
+
+	b.Signal(syscall.SIGTERM)
+	b.Expect("shutdown begun", "signal", "SIGTERM")
+	probes("shutdown delay", 200, 503, 1, "not ready: generation 1, 1 serving, 0 starting, stopping=true")
+	if b.Count("stopping") != 0 {
+		t.Fatal("workers were stopped inside the shutdown delay")
+	}
+
+	b.Signal(syscall.SIGTERM) // a second TERM ends the delay
+	b.Expect("stopping")
+	b.ExpectOut(0, fmt.Sprintf("sig SIGUSR2 pid=%d", worker))
+	probes("stopping", 503, 503, 1, "stopping=true")
+
+	b.Signal(syscall.SIGTERM) // forwarded as is: the worker exits 0
+	b.Expect("worker exited", "pid", worker, "code", 0)
+	if code := b.Wait(); code != 0 {
+		t.Fatalf("exit %d, want 0", code)
+	}
+}
+
 // runBaton runs `baton ARGS...` (a subcommand) and returns its status and
 // output.
 func runBaton(t testing.TB, args ...string) (int, string) {
