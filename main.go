@@ -22,9 +22,13 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "0.1.0-dev"
 
-// Exit statuses of baton itself (a worker's status is passed through).
+// Exit statuses of baton itself; once a worker has started, baton's
+// status is the worker's (through BATON_EXIT_MAP). docs/development.md
+// states the rule.
 const (
-	exitConfig = 2 // bad configuration or command line: nothing was started
+	exitRefused  = 1 // a subcommand's answer is no: not ready, reload refused or failed
+	exitConfig   = 2 // bad configuration or command line, or a socket baton needs cannot be opened: nothing was started
+	exitNoAnswer = 3 // baton health, baton reload: no baton answered (in time)
 )
 
 // subcommands are the first arguments baton keeps for itself; anything
@@ -66,7 +70,7 @@ func run(args []string) int {
 		return demo.Hello(args[1:])
 	case "demo":
 		restoreProcs()
-		return demo.Run(args[1:], os.Stdout, os.Stderr)
+		return demo.Run(args[1:], os.Stdout, rawStderr{})
 	}
 	if strings.HasPrefix(args[0], "-") {
 		stderrf("baton: unknown option %q (put the command after --; see baton help)", spawn.Clip(args[0]))

@@ -67,12 +67,6 @@ func subUsage(err error) int {
 	return exitConfig
 }
 
-// Exit statuses of baton reload.
-const (
-	reloadRefused  = 1 // refused by the check, rolled back, halted, not allowed
-	reloadNoAnswer = 3 // no baton answered, or not within --timeout
-)
-
 // cmdReload asks baton (through its control socket) for a reload and waits
 // for its outcome: 0 and the generation serving, 1 and the reason it was
 // refused or rolled back, 3 when no baton answers in time. --no-wait only
@@ -99,17 +93,15 @@ func cmdReload(args []string) int {
 	if timeout == 0 {
 		timeout = defaultReloadWait()
 	}
-	var target control.Target
-	if pid > 0 {
-		target = control.TargetOf(pid)
-	} else if target, err = control.Find(); err != nil {
-		fmt.Fprintln(os.Stderr, "baton: reload:", err)
-		return reloadNoAnswer
+	target, err := findBaton(pid)
+	if err != nil {
+		stderrf("baton: reload: %v", err)
+		return exitNoAnswer
 	}
 	o, err := control.AskReload(target, timeout)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "baton: reload:", err)
-		return reloadNoAnswer
+		stderrf("baton: reload: %v", err)
+		return exitNoAnswer
 	}
 	if !o.OK {
 		if o.Gen > 0 {
@@ -117,7 +109,7 @@ func cmdReload(args []string) int {
 		} else {
 			stderrf("baton: reload: %s", o.Reason) // no generation serves on: baton is stopping, or the reload was not allowed
 		}
-		return reloadRefused
+		return exitRefused
 	}
 	fmt.Printf("generation %d serving\n", o.Gen)
 	return 0
@@ -148,53 +140,63 @@ func defaultReloadWait() time.Duration {
 	return wait
 }
 
-// reloadSignal sends the reload signal to pid (PID 1 by default).
+// reloadSignal sends the reload signal (BATON_RELOAD_SIGNAL, read from
+// baton reload's own environment, which docker exec and kubectl exec make
+// the container's) to pid, PID 1 by default.
 func reloadSignal(pid int) int {
 	if pid == 0 {
 		pid = 1
 	}
-	sig := unix.SIGHUP
-	if v := os.Getenv("BATON_RELOAD_SIGNAL"); v != "" {
-		var r handoff.ReloadSignal
-		if err := r.Decode(v); err != nil {
-			fmt.Fprintf(os.Stderr, "baton: BATON_RELOAD_SIGNAL: %v\n", err)
-			return exitConfig
-		}
-		if r == 0 {
-			fmt.Fprintln(os.Stderr, "baton: reload: reloads are disabled (BATON_RELOAD_SIGNAL=none)")
-			return 1
-		}
-		sig = unix.Signal(r)
+	cfg, err := loadConfig()
+	if err != nil {
+		stderrf("baton: %s", err) // baton itself would refuse to start
+		return exitConfig
+	}
+	sig := unix.Signal(cfg.ReloadSignal)
+	if sig == 0 {
+		stderrf("baton: reload: reloads are disabled (BATON_RELOAD_SIGNAL=none)")
+		return exitRefused
 	}
 	if err := unix.Kill(pid, sig); err != nil {
-		fmt.Fprintf(os.Stderr, "baton: reload: kill %d %s: %v\n", pid, unix.SignalName(sig), err)
-		return 1
+		stderrf("baton: reload: kill %d %s: %v", pid, unix.SignalName(sig), err)
+		if errors.Is(err, unix.ESRCH) {
+			return exitNoAnswer // nobody there to answer
+		}
+		return exitRefused
 	}
 	return 0
 }
 
+// findBaton is the baton that --pid names (0: the one of this PID
+// namespace); an error means no baton answers.
+func findBaton(pid int) (control.Target, error) {
+	if pid > 0 {
+		return control.TargetOf(pid), nil
+	}
+	return control.Find()
+}
+
 // cmdHealth exits 0 when the baton of this PID namespace (or of --pid's)
-// reports ready. It needs no HTTP server, shell or curl.
+// reports ready, 1 when it reports not ready, 3 when no baton answers. It
+// needs no HTTP server, shell or curl.
 func cmdHealth(args []string) int {
 	pid, err := parseSub(flag.NewFlagSet("health", flag.ContinueOnError), "health [--pid PID]", args)
 	if err != nil {
 		return subUsage(err)
 	}
-	var target control.Target
-	if pid > 0 {
-		target = control.TargetOf(pid)
-	} else if target, err = control.Find(); err != nil {
-		fmt.Fprintln(os.Stderr, "baton: health:", err)
-		return 1
+	target, err := findBaton(pid)
+	if err != nil {
+		stderrf("baton: health: %v", err)
+		return exitNoAnswer
 	}
 	st, err := control.AskStatus(target)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "baton: health:", err)
-		return 1
+		stderrf("baton: health: %v", err)
+		return exitNoAnswer
 	}
 	if !st.Ready {
 		fmt.Printf("not ready: generation %d, %d serving, %d starting, stopping=%v%s\n", st.Gen, st.Serving, st.Starting, st.Stopping, deployLine(st))
-		return 1
+		return exitRefused
 	}
 	fmt.Printf("ready: generation %d, %d serving%s\n", st.Gen, st.Serving, deployLine(st))
 	return 0
@@ -223,7 +225,7 @@ usage:
                                 reload and wait for the outcome: 0 swapped, 1 refused
                                 or rolled back (reason printed), 3 no answer; --no-wait
                                 only sends the reload signal
-  baton health [--pid PID]      exit 0 if baton reports ready, 1 if not
+  baton health [--pid PID]      exit 0 if baton reports ready, 1 if not, 3 no answer
   baton hello                   the built-in demo worker (speaks LISTEN_FDS and READY=1)
   baton demo                    a reload under load, right here
   baton version | --version
