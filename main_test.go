@@ -64,7 +64,7 @@ func TestDefaultConfig(t *testing.T) {
 	}
 }
 
-// TestProcs: baton runs on one P (reaper/oneproc); the serving subcommands
+// TestProcs: baton runs on one P (internal/startup/oneproc); the serving subcommands
 // go back to what their environment asks for.
 func TestProcs(t *testing.T) {
 	t.Cleanup(func() { runtime.GOMAXPROCS(1) })

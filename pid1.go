@@ -17,8 +17,8 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/baton-init/baton/internal/startup/onecpu"
 	"github.com/baton-init/baton/reaper"
-	"github.com/baton-init/baton/reaper/onecpu"
 	"github.com/baton-init/baton/spawn"
 )
 

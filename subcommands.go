@@ -14,7 +14,7 @@ import (
 
 	"github.com/baton-init/baton/control"
 	"github.com/baton-init/baton/handoff"
-	"github.com/baton-init/baton/reaper/oneproc"
+	"github.com/baton-init/baton/internal/startup/oneproc"
 	"github.com/baton-init/baton/spawn"
 )
 
