@@ -3,9 +3,11 @@
 // so that a reload signal swaps in a new worker generation without
 // refusing, resetting or losing a request.
 //
-// main is the composition root: it reads the configuration, builds the
-// logger, opens the listeners, subscribes to signals and runs the one event
-// loop (handoff.Supervisor). It is the only place that exits.
+// main is the composition root and the only place that exits. supervise
+// wires the parts: it subscribes to signals (pid1.go), reads and checks the
+// configuration (config.go), opens the sockets (sockets.go), gives the
+// loop (handoff.Supervisor) its launcher (launch.go) and runs it. The
+// subcommands are in subcommands.go.
 package main
 
 import (
