@@ -18,10 +18,11 @@ import (
 // types decode only to what they accept; and loadConfig agrees with the
 // field's Decode: an empty value is the default, an error is the
 // variable's name and Decode's error on one line, a value is that value
-// with every other variable at its default. The other packages' fuzz
+// with every other variable at its default (and recorded as set, if
+// config records that for it). The other packages' fuzz
 // targets check what their types decode to.
 func FuzzConfig(f *testing.F) {
-	for i := range reflect.TypeFor[config]().NumField() {
+	for i := range configKeys {
 		for _, v := range []string{"", "1", "auto", "0123456789abcdefSECRET", ":9090", "json", "debug", "true", "TERM:QUIT"} {
 			f.Add(uint8(i), v)
 		}
@@ -45,7 +46,8 @@ func FuzzConfig(f *testing.F) {
 	}
 
 	f.Fuzz(func(t *testing.T, field uint8, v string) {
-		i := int(field) % reflect.TypeFor[config]().NumField()
+		i := int(field) % len(configKeys) // the variables; the fields after them are not
+
 		ft, key := reflect.TypeFor[config]().Field(i).Type, configKeys[i]
 		got, err := decodetest.Fresh(t, func() decodetest.Decoder {
 			return reflect.New(ft).Interface().(decodetest.Decoder)
@@ -73,6 +75,8 @@ func FuzzConfig(f *testing.F) {
 			}
 		default:
 			reflect.ValueOf(want).Elem().Field(i).Set(reflect.ValueOf(got).Elem())
+			want.reloadSignalSet = key == "BATON_RELOAD_SIGNAL"
+			want.stopSignalSet = key == "BATON_STOP_SIGNAL"
 			if lerr != nil || !reflect.DeepEqual(cfg, want) {
 				t.Errorf("%s=%q: loadConfig gives %+v, %v; want %+v", key, v, cfg, lerr, want)
 			}

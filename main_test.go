@@ -64,7 +64,7 @@ func TestDefaultConfig(t *testing.T) {
 	}
 }
 
-// TestProcs: baton runs on one P (reaper/oneproc); the serving subcommands
+// TestProcs: baton runs on one P (internal/startup/oneproc); the serving subcommands
 // go back to what their environment asks for.
 func TestProcs(t *testing.T) {
 	t.Cleanup(func() { runtime.GOMAXPROCS(1) })
@@ -76,10 +76,15 @@ func TestProcs(t *testing.T) {
 	if n := runtime.GOMAXPROCS(0); n != 3 {
 		t.Errorf("GOMAXPROCS=3 in the environment: got %d", n)
 	}
+	// The runtime's default (CPUs and cgroup limit), and then a value
+	// that is not it, which restoreProcs must replace with it.
+	runtime.SetDefaultGOMAXPROCS()
+	def := runtime.GOMAXPROCS(0)
+	runtime.GOMAXPROCS(def + 1)
 	t.Setenv("GOMAXPROCS", "")
 	restoreProcs()
-	if n := runtime.GOMAXPROCS(0); n != runtime.NumCPU() && n < 2 {
-		t.Errorf("no GOMAXPROCS in the environment: got %d, want the default (%d CPUs)", n, runtime.NumCPU())
+	if n := runtime.GOMAXPROCS(0); n != def {
+		t.Errorf("no GOMAXPROCS in the environment: got %d, want the runtime's default %d (%d CPUs)", n, def, runtime.NumCPU())
 	}
 }
 

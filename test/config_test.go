@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -33,7 +34,10 @@ func runBatonPlain(t *testing.T, env []string, args ...string) (int, string, str
 }
 
 // TestBadInput: every variable's malformed value gives exit 2, one line
-// naming the variable, and no worker started.
+// naming the variable, and no worker started. Each case runs a second time
+// with BATON_LISTEN set (unless it sets BATON_LISTEN itself): baton checks
+// everything before it opens anything, so there is still only that line
+// (no "listener opened" first), and the port is free afterwards.
 func TestBadInput(t *testing.T) {
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -80,6 +84,8 @@ func TestBadInput(t *testing.T) {
 		{"BATON_MAX_AGE", "old", "BATON_MAX_AGE", nil},
 		{"BATON_WATCH", ",,", "BATON_WATCH", nil},
 		{"BATON_HTTP_ADDR", "nocolon", "BATON_HTTP_ADDR", nil},
+		{"BATON_HTTP_ADDR", "127.0.0.1:99999", "BATON_HTTP_ADDR", nil},
+		{"BATON_HTTP_ADDR", busy.Addr().String(), "BATON_HTTP_ADDR", nil},
 		{"BATON_SUBREAPER", "maybe", "BATON_SUBREAPER", nil},
 		{"BATON_LOG_LEVEL", "loud", "BATON_LOG_LEVEL", nil},
 		{"BATON_LOG_FORMAT", "xml", "BATON_LOG_FORMAT", nil},
@@ -113,24 +119,23 @@ func TestBadInput(t *testing.T) {
 		{"BATON_CANARY_CHECK", "/no/such/check", "BATON_CANARY_CHECK", []string{"BATON_HANDOFF=steer", "BATON_CANARY=10%:30s"}},
 		{"BATON_CANARY_CHECK", "true", "BATON_CANARY_CHECK", []string{"BATON_HANDOFF=steer"}}, // without BATON_CANARY
 	}
+	port := strconv.Itoa(freePort(t))
 	seen := map[string]bool{}
 	for _, c := range cases {
 		seen[c.name] = true
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
-			marker := filepath.Join(t.TempDir(), "started")
-			code, _, stderr := runBatonPlain(t, append([]string{c.name + "=" + c.value}, c.extra...), "--", "touch", marker)
-			if code != 2 {
-				t.Errorf("exit %d, want 2", code)
-			}
-			lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
-			if len(lines) != 1 || !strings.Contains(lines[0], c.want) {
-				t.Errorf("stderr %q: want one line naming %s", stderr, c.want)
-			}
-			if strings.Contains(stderr, "SECRET-TAIL") {
-				t.Errorf("stderr quotes more than 16 characters of the value: %q", stderr)
-			}
-			if _, err := os.Stat(marker); err == nil {
-				t.Errorf("a worker was started")
+			env := append([]string{c.name + "=" + c.value}, c.extra...)
+			badInput(t, env, c.want)
+			if c.name != "BATON_LISTEN" {
+				listen := "127.0.0.1:" + port
+				t.Run("BATON_LISTEN="+listen, func(t *testing.T) {
+					badInput(t, append(env, "BATON_LISTEN="+listen), c.want)
+					l, err := net.Listen("tcp", listen)
+					if err != nil {
+						t.Fatalf("after baton refused to start, port %s is not free: %v", port, err)
+					}
+					l.Close()
+				})
 			}
 		})
 	}
@@ -141,6 +146,28 @@ func TestBadInput(t *testing.T) {
 		if strings.HasPrefix(f, "BATON_") && !seen[f] {
 			t.Errorf("%s has no bad-input case", f)
 		}
+	}
+}
+
+// badInput runs baton with env and checks that it refused to start: exit
+// 2, one line on stderr naming want (quoting at most 16 characters of the
+// value), and no worker started.
+func badInput(t *testing.T, env []string, want string) {
+	t.Helper()
+	marker := filepath.Join(t.TempDir(), "started")
+	code, _, stderr := runBatonPlain(t, env, "--", "touch", marker)
+	if code != 2 {
+		t.Errorf("exit %d, want 2", code)
+	}
+	lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], want) {
+		t.Errorf("stderr %q: want one line naming %s", stderr, want)
+	}
+	if strings.Contains(stderr, "SECRET-TAIL") {
+		t.Errorf("stderr quotes more than 16 characters of the value: %q", stderr)
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Errorf("a worker was started")
 	}
 }
 

@@ -459,8 +459,8 @@ func TestOpsHealthAndReloadCommands(t *testing.T) {
 		t.Fatalf("exit %d, want 0", code)
 	}
 	// Nobody answers any more.
-	if code, out := runBaton(t, "health", "--pid", pid); code != 1 {
-		t.Fatalf("health after exit: %d %q, want 1", code, out)
+	if code, out := runBaton(t, "health", "--pid", pid); code != 3 {
+		t.Fatalf("health after exit: %d %q, want 3 (no answer)", code, out)
 	}
 }
 
@@ -848,7 +848,8 @@ func runAs65534(t testing.TB, bin string, args ...string) (int, string) {
 }
 
 // TestHealthPidMessages: `baton health --pid` of a pid nobody has says so
-// (one line, no NUL byte from an abstract name); an unprivileged caller,
+// (one line, no NUL byte from an abstract name) and exits 3, as baton
+// reload does; an unprivileged caller,
 // who may not read baton's /proc/PID/ns, still gets baton's status.
 func TestHealthPidMessages(t *testing.T) {
 	b := StartBaton(t, Opt{Env: []string{"BATON_LISTEN=127.0.0.1:0", "BATON_READY=delay:20ms"}}, "sleep", "1000")
@@ -858,8 +859,15 @@ func TestHealthPidMessages(t *testing.T) {
 		nobody--
 	}
 	code, out := runBaton(t, "health", "--pid", strconv.Itoa(nobody))
-	if want := fmt.Sprintf("baton: health: no process has pid %d\n", nobody); code != 1 || out != want {
-		t.Errorf("health --pid %d: exit %d %q, want 1 %q", nobody, code, out, want)
+	if want := fmt.Sprintf("baton: health: no process has pid %d\n", nobody); code != 3 || out != want {
+		t.Errorf("health --pid %d: exit %d %q, want 3 %q", nobody, code, out, want)
+	}
+	// Nobody answers a reload either: the same status, whether it asks or
+	// only signals.
+	for _, args := range [][]string{{"reload", "--pid", strconv.Itoa(nobody), "--timeout", "2s"}, {"reload", "--no-wait", "--pid", strconv.Itoa(nobody)}} {
+		if code, out := runBaton(t, args...); code != 3 || strings.Count(out, "\n") != 1 {
+			t.Errorf("%v: exit %d %q, want 3 and one line", args, code, out)
+		}
 	}
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to run baton health as uid 65534")

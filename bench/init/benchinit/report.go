@@ -194,7 +194,7 @@ func cmdReport(args []string) error {
 			p("- startup ≤ 2.5× tini-static: overhead %.2f× — %s; raw time %.2f× — %s\n",
 				ro, check(ro <= 2.5), rr, check(rr <= 2.5))
 			if sp := hf.times["baton-spread"]; len(sp) > 0 {
-				p("- every signal subscribed before the first worker starts, threads held on one CPU meanwhile (reaper/onecpu): %s, raw time %.2f× tini-static; "+
+				p("- every signal subscribed before the first worker starts, threads held on one CPU meanwhile (internal/startup/onecpu): %s, raw time %.2f× tini-static; "+
 					"the same build without the hold: %s, %.2f× (so the hold saves %s a start)\n",
 					fmtMS(median(r.startup)), rr, fmtMS(median(sp)), median(sp)/median(ref.startup), fmtMS(median(sp)-median(r.startup)))
 			}
