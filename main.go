@@ -579,6 +579,8 @@ func supervise(argv []string) int {
 		defer hl.Close()
 	}
 	if len(cfg.Watch) > 0 {
+		// Before sup.Run starts the first worker: a change made after New returns is
+		// reported even if the first hash, which New does not wait for, saw it.
 		w, err := watch.New(cfg.Watch, watch.Options{})
 		if err != nil {
 			stderrf("baton: BATON_WATCH: %s", err)

@@ -65,6 +65,10 @@ type snapshot struct {
 	// incomplete is why the pass was abandoned (too long, too many entries), nil if it was not.
 	// An abandoned pass's sum means nothing.
 	incomplete error
+	// fresh: something the pass looked at (a file it read, a directory in dirs) changed at or
+	// after passConfig.since, so the content it saw may be newer than that time. See
+	// baseline.go.
+	fresh bool
 }
 
 // passConfig is what one pass needs besides the paths.
@@ -73,6 +77,8 @@ type passConfig struct {
 	lim  limits
 	// beforeRead, if set, is called before a file's content is read (tests: a read that hangs).
 	beforeRead func(rel string)
+	// since, if set, asks whether anything changed at or after it (snapshot.fresh).
+	since time.Time
 }
 
 // hasher walks the watched paths. It reads regular files only, inside the watched trees: links
@@ -98,6 +104,7 @@ type hasher struct {
 	big, stat       string
 	nbig, nstat     int
 	incomplete      error
+	fresh           bool
 }
 
 // hashPaths hashes paths, which must be absolute and clean. It returns ok=false only if stop was
@@ -130,8 +137,33 @@ func hashPaths(paths []string, pc passConfig) (snapshot, bool) {
 	if hs.incomplete != nil {
 		s.incomplete = hs.incomplete
 		s.errs = append(s.errs, hs.incomplete)
+	} else {
+		s.fresh = hs.sawDirs()
 	}
 	return s, true
+}
+
+// sawDirs reports whether the pass is fresh, looking last at the directories it depended on:
+// a change of their entries that the pass saw (a file created, renamed or removed) happened
+// before this lstat, so it is in the directory's ctime. One that vanished changed during the
+// pass.
+func (hs *hasher) sawDirs() bool {
+	if hs.since.IsZero() {
+		return false
+	}
+	for dir := range hs.dirs {
+		if hs.fresh {
+			break
+		}
+		fi, err := os.Lstat(dir)
+		switch {
+		case err == nil:
+			hs.saw(fi)
+		case absent(err):
+			hs.fresh = true
+		}
+	}
+	return hs.fresh
 }
 
 // record writes one NUL-framed record; names cannot contain NUL, so records cannot be confused.
@@ -346,6 +378,7 @@ func (hs *hasher) readDir(dir, rel string, fi fs.FileInfo) ([]string, error) {
 // reports whether the file turned out to be missing (removed or replaced since), which the
 // caller may record.
 func (hs *hasher) file(real, rel string, fi fs.FileInfo) (missing bool) {
+	hs.saw(fi) // a file that cannot be opened is hashed by this lstat
 	f, err := openVetted(real, fi, 0)
 	if err != nil {
 		if absent(err) || errors.Is(err, errChanged) {
@@ -355,6 +388,14 @@ func (hs *hasher) file(real, rel string, fi fs.FileInfo) (missing bool) {
 		return false
 	}
 	defer f.Close()
+	// Once the file is read: a write that the read saw is in the ctime by then.
+	defer func() {
+		if !hs.since.IsZero() && !hs.fresh {
+			if fi, err := f.Stat(); err == nil {
+				hs.saw(fi)
+			}
+		}
+	}()
 	if pseudoFS(f) {
 		if hs.pseudo == "" {
 			hs.pseudo = orDot(rel)
