@@ -34,6 +34,9 @@ type opened struct {
 func openAll(cfg *config) (o *opened, err error) {
 	o = &opened{}
 	if len(cfg.Watch) > 0 {
+		// Before sup.Run starts the first worker: a change made after New
+		// returns is reported even if the first hash, which New does not
+		// wait for, saw it.
 		if o.watcher, err = watch.New(cfg.Watch, watch.Options{}); err != nil {
 			return o, prefixed("BATON_WATCH", err)
 		}

@@ -15,13 +15,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
-
-// maxSymlinks bounds symlink resolution like the kernel's ELOOP limit does, so a link cycle
-// cannot hang the watcher.
-const maxSymlinks = 40
 
 // limits bound one hash pass, so that whoever can write in a watched directory (a worker, often)
 // cannot make baton read without end. See docs/configuration.md.
@@ -47,13 +41,6 @@ const (
 	maxErrs = 8
 )
 
-// errOutside is why a symlink is not followed: it leads out of the watched tree.
-var errOutside = errors.New("symlink leads out of the watched tree")
-
-// errChanged means a file or directory was replaced between its check and its opening; the
-// replacement is an event of its own, so it is skipped like a missing one.
-var errChanged = errors.New("replaced while being read")
-
 // digest is a content hash: FNV-1a, 128 bits. It detects edits, it is not
 // a security boundary (whoever can write the watched files can trigger a
 // reload anyway), and unlike crypto/sha256 it costs baton nothing at start.
@@ -78,11 +65,11 @@ type snapshot struct {
 	// incomplete is why the pass was abandoned (too long, too many entries), nil if it was not.
 	// An abandoned pass's sum means nothing.
 	incomplete error
+	// fresh: something the pass looked at (a file it read, a directory in dirs) changed at or
+	// after passConfig.since, so the content it saw may be newer than that time. See
+	// baseline.go.
+	fresh bool
 }
-
-// fileID identifies a directory across names, to stop a walk that comes back to an ancestor
-// through a symlink.
-type fileID struct{ dev, ino uint64 }
 
 // passConfig is what one pass needs besides the paths.
 type passConfig struct {
@@ -90,6 +77,8 @@ type passConfig struct {
 	lim  limits
 	// beforeRead, if set, is called before a file's content is read (tests: a read that hangs).
 	beforeRead func(rel string)
+	// since, if set, asks whether anything changed at or after it (snapshot.fresh).
+	since time.Time
 }
 
 // hasher walks the watched paths. It reads regular files only, inside the watched trees: links
@@ -115,6 +104,7 @@ type hasher struct {
 	big, stat       string
 	nbig, nstat     int
 	incomplete      error
+	fresh           bool
 }
 
 // hashPaths hashes paths, which must be absolute and clean. It returns ok=false only if stop was
@@ -147,8 +137,33 @@ func hashPaths(paths []string, pc passConfig) (snapshot, bool) {
 	if hs.incomplete != nil {
 		s.incomplete = hs.incomplete
 		s.errs = append(s.errs, hs.incomplete)
+	} else {
+		s.fresh = hs.sawDirs()
 	}
 	return s, true
+}
+
+// sawDirs reports whether the pass is fresh, looking last at the directories it depended on:
+// a change of their entries that the pass saw (a file created, renamed or removed) happened
+// before this lstat, so it is in the directory's ctime. One that vanished changed during the
+// pass.
+func (hs *hasher) sawDirs() bool {
+	if hs.since.IsZero() {
+		return false
+	}
+	for dir := range hs.dirs {
+		if hs.fresh {
+			break
+		}
+		fi, err := os.Lstat(dir)
+		switch {
+		case err == nil:
+			hs.saw(fi)
+		case absent(err):
+			hs.fresh = true
+		}
+	}
+	return hs.fresh
 }
 
 // record writes one NUL-framed record; names cannot contain NUL, so records cannot be confused.
@@ -363,6 +378,7 @@ func (hs *hasher) readDir(dir, rel string, fi fs.FileInfo) ([]string, error) {
 // reports whether the file turned out to be missing (removed or replaced since), which the
 // caller may record.
 func (hs *hasher) file(real, rel string, fi fs.FileInfo) (missing bool) {
+	hs.saw(fi) // a file that cannot be opened is hashed by this lstat
 	f, err := openVetted(real, fi, 0)
 	if err != nil {
 		if absent(err) || errors.Is(err, errChanged) {
@@ -372,6 +388,14 @@ func (hs *hasher) file(real, rel string, fi fs.FileInfo) (missing bool) {
 		return false
 	}
 	defer f.Close()
+	// Once the file is read: a write that the read saw is in the ctime by then.
+	defer func() {
+		if !hs.since.IsZero() && !hs.fresh {
+			if fi, err := f.Stat(); err == nil {
+				hs.saw(fi)
+			}
+		}
+	}()
 	if pseudoFS(f) {
 		if hs.pseudo == "" {
 			hs.pseudo = orDot(rel)
@@ -450,153 +474,6 @@ func (hs *hasher) copy(w io.Writer, f *os.File, limit int64) (n int64, more bool
 		}
 	}
 	return n, false, nil
-}
-
-// openVetted opens p, which lstat described as want, without following a symlink in its last
-// component and without blocking (a FIFO swapped in), and checks that it opened that very file:
-// a directory on the way may have been swapped for a symlink out of the tree since.
-func openVetted(p string, want fs.FileInfo, flags int) (*os.File, error) {
-	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|flags, 0)
-	if err != nil {
-		if errors.Is(err, syscall.ELOOP) || errors.Is(err, syscall.ENOTDIR) {
-			return nil, errChanged // a symlink (or not a directory) now
-		}
-		return nil, err
-	}
-	fi, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	if !os.SameFile(fi, want) {
-		f.Close()
-		return nil, errChanged
-	}
-	return f, nil
-}
-
-// pseudoFS reports whether f is on a kernel pseudo-filesystem, whose files are no
-// configuration and can be endless (/proc/self/pagemap) or consumed by reading (/proc/kmsg).
-func pseudoFS(f *os.File) bool {
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return false
-	}
-	var st unix.Statfs_t
-	var serr error
-	if err := rc.Control(func(fd uintptr) { serr = unix.Fstatfs(int(fd), &st) }); err != nil || serr != nil {
-		return false
-	}
-	switch int64(st.Type) {
-	case unix.PROC_SUPER_MAGIC, unix.SYSFS_MAGIC, unix.DEBUGFS_MAGIC, unix.TRACEFS_MAGIC,
-		unix.SECURITYFS_MAGIC, unix.CGROUP_SUPER_MAGIC, unix.CGROUP2_SUPER_MAGIC, unix.BPF_FS_MAGIC:
-		return true
-	}
-	return false
-}
-
-// resolve follows every symlink in name, taken relative to the symlink-free directory base (or
-// absolute), and returns the symlink-free path it designates and what lstat says of it. Every
-// step must stay inside the symlink-free directory root, which contains base: a step out of it
-// (an absolute link, a `..` above it), even one that would come back, ends resolution with
-// errOutside, as openat2's RESOLVE_BENEATH would. It adds to dirs every directory in which it
-// read a symlink, and when resolution fails the deepest directory it reached: those are
-// exactly the places where a change to what name designates shows up as an inotify event (a swap
-// of `..data`, of a `current -> v2` link, or the creation of the missing component).
-// filepath.EvalSymlinks cannot be used because it does not say where the links were.
-func resolve(base, name, root string, dirs map[string]struct{}) (string, fs.FileInfo, error) {
-	cur := base
-	var fi fs.FileInfo // of cur, nil when not known
-	rest := name
-	if filepath.IsAbs(name) {
-		cur = "/"
-	}
-	links := 0
-	for {
-		if !within(cur, root) {
-			return cur, nil, errOutside
-		}
-		if rest == "" {
-			break
-		}
-		var comp string
-		comp, rest, _ = strings.Cut(rest, "/")
-		switch comp {
-		case "", ".":
-			continue
-		case "..":
-			cur, fi = filepath.Dir(cur), nil // cur has no symlinks, so lexical ".." is the real parent
-			continue
-		}
-		next := filepath.Join(cur, comp)
-		lfi, err := os.Lstat(next)
-		if err != nil {
-			dirs[cur] = struct{}{}
-			return next, nil, err
-		}
-		if lfi.Mode()&fs.ModeSymlink == 0 {
-			if !lfi.IsDir() && strings.Trim(rest, "/") != "" {
-				dirs[cur] = struct{}{}
-				return next, nil, &fs.PathError{Op: "lstat", Path: next, Err: syscall.ENOTDIR}
-			}
-			cur, fi = next, lfi
-			continue
-		}
-		dirs[cur] = struct{}{}
-		links++
-		if links > maxSymlinks {
-			return next, nil, &fs.PathError{Op: "resolve", Path: next, Err: syscall.ELOOP}
-		}
-		target, err := os.Readlink(next)
-		if err != nil {
-			return next, nil, err
-		}
-		if filepath.IsAbs(target) {
-			cur, fi = "/", nil
-		}
-		if rest == "" {
-			rest = target
-		} else {
-			rest = target + "/" + rest
-		}
-	}
-	if fi == nil {
-		var err error
-		if fi, err = os.Lstat(cur); err != nil {
-			return cur, nil, err
-		}
-	}
-	return cur, fi, nil
-}
-
-// within reports whether the clean path p is root or below it.
-func within(p, root string) bool {
-	return root == "/" || p == root || strings.HasPrefix(p, root+"/")
-}
-
-// absent reports whether err means "nothing is there": such paths hash as absent (or, inside a
-// directory, are simply not listed) instead of being reported as errors. A name too long for
-// the kernel cannot be there either.
-func absent(err error) bool {
-	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.ENAMETOOLONG)
-}
-
-func idOf(fi fs.FileInfo) (fileID, bool) {
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return fileID{}, false
-	}
-	return fileID{dev: uint64(st.Dev), ino: st.Ino}, true
-}
-
-// sortedDirs returns the keys of dirs sorted, so that parents come before their children.
-func sortedDirs(dirs map[string]struct{}) []string {
-	out := make([]string, 0, len(dirs))
-	for d := range dirs {
-		out = append(out, d)
-	}
-	sort.Strings(out)
-	return out
 }
 
 func orDot(rel string) string {

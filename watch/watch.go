@@ -9,7 +9,9 @@
 //     watched trees), so a touch, a chmod or a rewrite with identical bytes is not a change.
 //   - Whoever can write in a watched directory (often a worker) cannot make the watcher read
 //     without end: each file and each pass is bounded in bytes and time (limits), passes take at
-//     most a quarter of a CPU (dutyFactor), and New and Close never wait on a hash for long.
+//     most a quarter of a CPU (dutyFactor), and New and Close never wait on a hash: the
+//     baseline is taken on the watcher goroutine (baseline.go says how a change made meanwhile
+//     is still reported), and Close only tells that goroutine to stop.
 //   - Events are debounced: a burst of events (an editor's save, a Kubernetes ConfigMap update)
 //     is hashed once after the burst is quiet.
 //   - Watches sit on directories, never on files: the parent of a watched file, the watched
@@ -53,10 +55,6 @@ const (
 	// dutyFactor spaces passes: after a pass that took d, the next starts d*dutyFactor later at
 	// the earliest, so hashing takes at most 1/(1+dutyFactor) of a CPU whatever the events.
 	dutyFactor = 3
-	// closeWait bounds how long Close waits for the watcher goroutine, which checks for the
-	// stop between directory entries and read chunks, but may be stuck in one system call
-	// (a hung network filesystem).
-	closeWait = time.Second
 )
 
 // Options tunes a Watcher. The zero value is usable.
@@ -79,8 +77,8 @@ type hooks struct {
 	// newFS replaces fsnotify.NewWatcher.
 	newFS func() (*fsnotify.Watcher, error)
 	// rehashed is called from the watcher goroutine after every comparison of a fresh hash
-	// with the last reported one; start is when the hash began, changed whether it was
-	// reported. It must not block.
+	// with the last reported one, and after the baseline (changed if it was fresh); start is
+	// when the hash began, changed whether it was reported. It must not block.
 	rehashed func(start time.Time, sum digest, changed bool)
 	// beforeSync is called between hashing and adjusting the watches, the window in which
 	// a change in a not-yet-watched directory would be missed.
@@ -94,7 +92,7 @@ type hooks struct {
 // Watcher reports content changes of a set of files/directories.
 //
 // All filesystem work happens on one goroutine started by New, which owns the last group of
-// fields; Close is the only method that synchronizes with it.
+// fields; Close only tells it to stop.
 type Watcher struct {
 	paths    []string // absolute and clean
 	debounce time.Duration
@@ -103,12 +101,12 @@ type Watcher struct {
 	hooks    hooks
 	lim      limits
 
+	t0        time.Time // a change at or after t0 may be unknown to the worker (baseline.go)
 	changes   chan struct{}
 	errs      chan error
 	stop      chan struct{}
-	done      chan struct{}
+	done      chan struct{} // closed when the goroutine has ended (tests)
 	closeOnce sync.Once
-	closeErr  error // written by run before done is closed
 
 	// Owned by the run goroutine (or by New before it starts).
 	fs       *fsnotify.Watcher // nil when polling
@@ -129,14 +127,17 @@ type Watcher struct {
 // almost always a typo in BATON_WATCH, and failing loudly beats watching nothing. (At run time
 // the watcher copes with the parent disappearing and coming back.)
 //
-// The initial content is the baseline: it is not reported as a change. New waits for it, at
-// most the time bound of one pass (2 s); if that pass is abandoned, the first one that completes
-// becomes the baseline.
+// The initial content is the baseline: it is not reported as a change, unless it changed after
+// New was called (see baseline.go). New does not wait for it: the first pass runs on the watcher
+// goroutine; if it is abandoned, the first one that completes becomes the baseline. New waits
+// only for the kernel's coarse clock to pass the time it was called (about a tick: 1 to 10 ms by
+// CONFIG_HZ), to tell changes made before it from changes made after it.
 func New(paths []string, opt Options) (*Watcher, error) {
 	return newWatcher(paths, opt, hooks{})
 }
 
 func newWatcher(paths []string, opt Options, h hooks) (*Watcher, error) {
+	called := time.Now()
 	if len(paths) == 0 {
 		return nil, errors.New("watch: no paths given")
 	}
@@ -196,27 +197,16 @@ func newWatcher(paths []string, opt Options, h hooks) (*Watcher, error) {
 		w.hooks.newFS = fsnotify.NewWatcher
 	}
 
-	var s snapshot
-	rehashSoon := false
 	if !opt.ForcePoll {
 		fw, err := w.hooks.newFS()
 		if err != nil {
 			w.fallback(fmt.Errorf("watch: inotify unavailable: %w", err))
 		} else {
 			w.fs = fw
-			// The baseline is hashed after the watches are in place, so nothing that changes
-			// after New returns can be missed.
-			s, rehashSoon, _ = w.rehashWatching()
 		}
 	}
-	if w.fs == nil {
-		s, _ = w.hash()
-	}
-	if s.incomplete == nil {
-		w.sum, w.haveSum = s.sum, true
-	}
-	w.reportErrs(s.errs)
-	go w.run(rehashSoon)
+	w.t0 = coarseAfter(called)
+	go w.run()
 	return w, nil
 }
 
@@ -233,24 +223,26 @@ func (w *Watcher) Changes() <-chan struct{} { return w.changes }
 // and the switch to polling. The channel is never closed.
 func (w *Watcher) Errors() <-chan error { return w.errs }
 
-// Close stops the watcher and waits until its goroutine and the inotify instance are gone, but
-// at most closeWait: a hash in progress stops at its next directory entry or read chunk, and
-// one stuck in a system call is left behind (an error says so). It may be called more than
-// once; later calls return the first result.
+// Close tells the watcher to stop and returns at once: it never waits on a hash. The watcher
+// goroutine then ends, closing the inotify instance: at once if it is idle, at the next
+// directory entry or read chunk of a pass in progress (which decides nothing), or when a system
+// call stuck on a hung network filesystem returns. Nothing is reported on Changes or Errors
+// once it has seen the stop. Close returns nil (it is an io.Closer) and may be called more
+// than once.
 func (w *Watcher) Close() error {
 	w.closeOnce.Do(func() { close(w.stop) })
-	select {
-	case <-w.done:
-		return w.closeErr
-	case <-time.After(closeWait):
-		return fmt.Errorf("watch: a hash in progress did not stop within %v; left behind", closeWait)
-	}
+	return nil
 }
 
-// hash runs one pass over the watched paths and spaces the next one (dutyFactor).
+// hash runs one pass over the watched paths and spaces the next one (dutyFactor). Until a
+// baseline is set, the pass also notes whether the content is fresh (baseline.go).
 func (w *Watcher) hash() (snapshot, bool) {
 	start := time.Now()
-	s, ok := hashPaths(w.paths, passConfig{stop: w.stop, lim: w.lim, beforeRead: w.hooks.beforeRead})
+	pc := passConfig{stop: w.stop, lim: w.lim, beforeRead: w.hooks.beforeRead}
+	if !w.haveSum {
+		pc.since = w.t0
+	}
+	s, ok := hashPaths(w.paths, pc)
 	end := time.Now()
 	w.next = end.Add(dutyFactor * end.Sub(start))
 	return s, ok
@@ -261,10 +253,15 @@ func (w *Watcher) spaced(d time.Duration) time.Duration {
 	return max(d, time.Until(w.next))
 }
 
-// run is the watcher goroutine: it turns filesystem events and poll ticks into hash
-// comparisons. rehashSoon asks for one debounced re-hash at start.
-func (w *Watcher) run(rehashSoon bool) {
+// run is the watcher goroutine: it takes the baseline, then turns filesystem events and poll
+// ticks into hash comparisons.
+func (w *Watcher) run() {
 	defer close(w.done)
+	defer func() {
+		if w.fs != nil {
+			_ = w.fs.Close()
+		}
+	}()
 
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -303,8 +300,29 @@ func (w *Watcher) run(rehashSoon bool) {
 			timer.Stop()
 		}
 	}
+
+	// The baseline. Its watches are in place before its last pass (rehashWatching), so a
+	// change after that pass is an event, and one before it is in the ctimes it looked at.
+	start := time.Now()
+	var (
+		s     snapshot
+		again bool
+		ok    bool
+	)
+	if w.fs != nil {
+		s, again, ok = w.rehashWatching()
+	} else {
+		s, ok = w.hash()
+	}
+	if !ok {
+		return // stopped
+	}
+	w.reportErrs(s.errs)
+	if s.incomplete == nil {
+		w.compare(start, s)
+	}
 	ensurePolling()
-	if rehashSoon && w.fs != nil {
+	if again && w.fs != nil {
 		kick()
 	}
 
@@ -318,10 +336,6 @@ func (w *Watcher) run(rehashSoon bool) {
 		}
 		select {
 		case <-w.stop:
-			if w.fs != nil {
-				w.closeErr = w.fs.Close()
-				w.fs = nil
-			}
 			return
 
 		case _, ok := <-evC:
@@ -356,7 +370,7 @@ func (w *Watcher) run(rehashSoon bool) {
 				}
 				w.reportErrs(s.errs)
 				if s.incomplete == nil {
-					w.compare(start, s.sum)
+					w.compare(start, s)
 				}
 				if w.fs == nil {
 					ensurePolling()
@@ -378,10 +392,10 @@ func (w *Watcher) run(rehashSoon bool) {
 				pending = false
 			case !w.haveSum || s.sum == w.sum: // the baseline, or changed back
 				pending = false
-				w.compare(start, s.sum)
+				w.compare(start, s)
 			case s.sum == candidate:
 				pending = false
-				w.compare(start, s.sum)
+				w.compare(start, s)
 			default:
 				candidate = s.sum
 				timer.Reset(w.spaced(w.debounce))
@@ -402,7 +416,7 @@ func (w *Watcher) run(rehashSoon bool) {
 			case s.incomplete != nil:
 				continue
 			case !w.haveSum:
-				w.compare(start, s.sum)
+				w.compare(start, s)
 				continue
 			case s.sum != w.sum:
 				candidate = s.sum
@@ -414,107 +428,30 @@ func (w *Watcher) run(rehashSoon bool) {
 	}
 }
 
-// compare reports a change if sum differs from the last reported content. The first sum of a
-// watcher whose baseline pass was abandoned is its baseline, not a change.
-func (w *Watcher) compare(start time.Time, sum digest) {
+// compare reports a change if the sum of s differs from the last reported content. The first
+// complete pass is the baseline, reported as a change only if it is fresh: the content may have
+// changed since the worker read it (baseline.go).
+func (w *Watcher) compare(start time.Time, s snapshot) {
+	var changed bool
 	if !w.haveSum {
-		w.sum, w.haveSum = sum, true
-		w.rehashed(start, sum, false)
-		return
+		w.haveSum, changed = true, s.fresh
+	} else {
+		changed = s.sum != w.sum
 	}
-	changed := sum != w.sum
+	w.sum = s.sum
 	if changed {
-		w.sum = sum
 		select {
 		case w.changes <- struct{}{}:
 		default: // one is already pending; the receiver will see the latest content anyway
 		}
 	}
-	w.rehashed(start, sum, changed)
+	w.rehashed(start, s.sum, changed)
 }
 
 func (w *Watcher) rehashed(start time.Time, sum digest, changed bool) {
 	if w.hooks.rehashed != nil {
 		w.hooks.rehashed(start, sum, changed)
 	}
-}
-
-// rehashWatching hashes the content and makes the inotify watches match the directories the hash
-// depended on. A directory that had to be newly watched may have changed between the hash and
-// the watch, unseen; so the hash is repeated until no new watch was needed, and the caller is
-// told (again=true) to look once more later if that did not settle within resyncRounds. If
-// inotify fails, it falls back to polling (w.fs becomes nil) and the snapshot is still valid.
-// ok is false only if the watcher is being closed. An abandoned pass (s.incomplete) only adds
-// watches: it saw part of the directories.
-func (w *Watcher) rehashWatching() (s snapshot, again, ok bool) {
-	for range resyncRounds {
-		s, ok = w.hash()
-		if !ok {
-			return s, false, false
-		}
-		if w.hooks.beforeSync != nil {
-			w.hooks.beforeSync(s.dirs)
-		}
-		added, err := w.sync(s.dirs, s.incomplete == nil)
-		if err != nil {
-			w.fallback(err)
-			return s, false, true
-		}
-		if !added || s.incomplete != nil {
-			return s, false, true
-		}
-	}
-	return s, true, true
-}
-
-// sync adds and removes inotify watches so that exactly the directories in want are watched
-// (with prune false, it only adds). It reports whether any watch was (re)added. A directory that vanished in the meantime is skipped
-// (its removal is itself an event in a watched parent); any other failure, such as the inotify
-// watch limit, is returned so the caller can fall back to polling.
-func (w *Watcher) sync(want map[string]struct{}, prune bool) (added bool, err error) {
-	have := make(map[string]bool)
-	for _, p := range w.fs.WatchList() {
-		have[p] = true
-	}
-	seen := make(map[fileID]bool, len(want))
-	keep := make(map[string]bool, len(want))
-	for _, dir := range sortedDirs(want) {
-		fi, err := os.Stat(dir)
-		if err != nil || !fi.IsDir() {
-			added = true // it changed under us: look again
-			continue
-		}
-		id, _ := idOf(fi)
-		// Two names for one directory (bind mounts) share one inotify watch, which fsnotify
-		// lists under the first name only; watching the second would look new every time.
-		if seen[id] {
-			continue
-		}
-		seen[id] = true
-		keep[dir] = true
-		// Re-add when the directory at this path is not the one we watch: inotify watches an
-		// inode, and the path may now name a new directory (deleted and recreated).
-		if have[dir] && w.ids[dir] == id {
-			continue
-		}
-		if err := w.fs.Add(dir); err != nil {
-			if absent(err) {
-				added = true
-				continue
-			}
-			return added, fmt.Errorf("watch: inotify on %s: %w", dir, err)
-		}
-		w.ids[dir] = id
-		added = true
-	}
-	for p := range have {
-		if prune && !keep[p] {
-			// May fail if the kernel already dropped the watch (directory deleted): fine.
-			_ = w.fs.Remove(p)
-			delete(w.ids, p)
-		}
-	}
-	return added, nil
 }
 
 // fallback switches to polling for good: inotify limits do not go away by themselves, and
