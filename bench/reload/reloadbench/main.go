@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/bench/internal/harness"
 )
 
 func main() {
@@ -35,7 +37,7 @@ func main() {
 	go func() {
 		sig := <-sigs
 		fmt.Fprintf(os.Stderr, "reloadbench: %v: stopping the server under test\n", sig)
-		stopActive(10 * time.Second)
+		harness.StopAll(10 * time.Second)
 		os.Exit(130)
 	}()
 	cmd, args := os.Args[1], os.Args[2:]

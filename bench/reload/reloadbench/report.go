@@ -6,12 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
+	"github.com/baton-init/baton/bench/internal/stats"
 	"github.com/baton-init/baton/demo"
 )
 
@@ -123,7 +123,7 @@ func writeReport(w io.Writer, labels []string, byLabel map[string][]*runResult, 
 				for i, r := range rs {
 					v[i] = f(r)
 				}
-				return median(v)
+				return stats.Median(v)
 			}
 			fails := make([]float64, len(rs))
 			for i, r := range rs {
@@ -146,7 +146,7 @@ func writeReport(w io.Writer, labels []string, byLabel map[string][]*runResult, 
 			p("| %s | %d | %s (%.1f s) | %.0f | **%.0f** [%.0f–%.0f] |", name, len(rs), reloads,
 				col(func(r *runResult) float64 { return r.ReloadSpanS }),
 				col(func(r *runResult) float64 { return float64(r.Requests) }),
-				median(fails), slices.Min(fails), slices.Max(fails))
+				stats.Median(fails), slices.Min(fails), slices.Max(fails))
 			p(" %.0f |", col(func(r *runResult) float64 { return float64(r.Failures - r.Reused) }))
 			for _, k := range demo.Kinds {
 				p(" %.0f |", col(func(r *runResult) float64 { return float64(r.ByKind[k]) }))
@@ -215,7 +215,7 @@ func writeReport(w io.Writer, labels []string, byLabel map[string][]*runResult, 
 				cad = "back-to-back"
 			}
 			p("| %s | %s | %d | %.2f ms | %.2f ms | **%.2f ms** | %.2f ms | %.2f ms |\n", l, cad, len(swap),
-				median(swap), median(boot), median(ovh), pct(ovh, 90), median(seen))
+				stats.Median(swap), stats.Median(boot), stats.Median(ovh), stats.Rank(slices.Sorted(slices.Values(ovh)), 90), stats.Median(seen))
 		}
 		p("\n")
 	}
@@ -242,20 +242,20 @@ func writeReport(w io.Writer, labels []string, byLabel map[string][]*runResult, 
 			r99 = append(r99, ratio(r.ReloadP99, r.BaselineP99))
 		}
 		p("| no failed request during reloads | %.0f failed in total over %d runs | %s |\n", sum(fails), len(rs), yes(sum(fails) == 0))
-		p("| p99 during reloads ≤ %.1f× p99 without | %.2f× (median; runs: %s) | %s |\n", p99Target, median(r99), joinX(r99), yes(median(r99) <= p99Target))
+		p("| p99 during reloads ≤ %.1f× p99 without | %.2f× (median; runs: %s) | %s |\n", p99Target, stats.Median(r99), joinX(r99), yes(stats.Median(r99) <= p99Target))
 		if cs := byLabel["control"]; len(cs) > 0 {
 			var c99 []float64
 			for _, r := range cs {
 				c99 = append(c99, ratio(r.ReloadP99, r.BaselineP99))
 			}
-			p("| (noise floor: the same ratio in the control run, no reloads) | %.2f× (median; runs: %s) | |\n", median(c99), joinX(c99))
+			p("| (noise floor: the same ratio in the control run, no reloads) | %.2f× (median; runs: %s) | |\n", stats.Median(c99), joinX(c99))
 		}
 		var ovh []float64
 		for _, r := range rs {
 			ovh = append(ovh, r.OverheadMs...)
 		}
 		if len(ovh) > 0 {
-			p("| swap overhead ≤ %.0f ms | %.2f ms (median) | %s |\n", overheadTarget, median(ovh), yes(median(ovh) <= overheadTarget))
+			p("| swap overhead ≤ %.0f ms | %.2f ms (median) | %s |\n", overheadTarget, stats.Median(ovh), yes(stats.Median(ovh) <= overheadTarget))
 		}
 	}
 	if tp != nil {
@@ -277,17 +277,6 @@ func sum(v []float64) float64 {
 		s += x
 	}
 	return s
-}
-
-// pct is the nearest-rank percentile of v.
-func pct(v []float64, p float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	slices.Sort(s)
-	r := int(math.Ceil(p / 100 * float64(len(s))))
-	return s[min(max(r, 1), len(s))-1]
 }
 
 func yes(ok bool) string {
@@ -320,16 +309,4 @@ func oneLine(s string) string {
 		s = s[:200] + "…"
 	}
 	return s
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
