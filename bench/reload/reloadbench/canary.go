@@ -183,4 +183,3 @@ func parseCanary(s string) (time.Duration, error) {
 	}
 	return total, nil
 }
-

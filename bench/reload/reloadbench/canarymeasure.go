@@ -560,4 +560,3 @@ func loadStats(res *canaryResult, reqs []request, t0 time.Time) {
 		}
 	}
 }
-
