@@ -126,7 +126,7 @@ func cmdCanaryReport(args []string) int {
 				req, fail, strings.Join(shareTxt, "; "), bake)
 			fmt.Fprintf(&t, "%s\t%s\t%d", w, c, len(rs))
 			for _, x := range append(v, float64(req), float64(fail), float64(parkedReq), pcpu, ccpu) {
-				fmt.Fprintf(&t, "\t%.4g", x)
+				fmt.Fprintf(&t, "\t%.6g", x)
 			}
 			t.WriteString("\n")
 		}

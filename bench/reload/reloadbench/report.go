@@ -180,7 +180,7 @@ func writeTSV(path string, rows []reloadRow) error {
 			float64(r.NSwaps), r.SwapMs, r.BootMs, r.OverheadMs, r.OverheadP90, r.SeenMs)
 		b.WriteString(r.Label)
 		for _, x := range v {
-			fmt.Fprintf(&b, "\t%.4g", x)
+			fmt.Fprintf(&b, "\t%.6g", x)
 		}
 		b.WriteString("\n")
 	}
