@@ -24,7 +24,6 @@ import (
 //	hyperfine*.json  hyperfine --export-json, commands named "true" and by init name
 //	rss-NAME.jsonl   benchinit rss lines
 //	trickle-NAME.jsonl, backlog-NAME.jsonl   benchinit orphans lines
-//	pending.txt      optional: why baton has no numbers
 func cmdReport(args []string) error {
 	fs := flag.NewFlagSet("report", flag.ExitOnError)
 	dir := fs.String("dir", "", "results directory")
@@ -108,14 +107,6 @@ func cmdReport(args []string) error {
 	}
 	base := hf.times["true"]
 	ref := rows[0] // tini-static
-	pending := func(r *row, cols int) bool {
-		if r.in.path != "" {
-			return false
-		}
-		p("| **%s** | pending%s |\n", r.in.name, strings.Repeat(" | ", cols-1))
-		return true
-	}
-
 	p("**Footprint and startup**\n\n")
 	p("| init | binary size | linkage | RSS supervising `sleep` | anon + file | startup `INIT -- /bin/true` | overhead over `/bin/true` | overhead ÷ tini-static | raw time ÷ tini-static | CPU per start (user+sys) |\n")
 	p("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|\n")
@@ -123,9 +114,6 @@ func cmdReport(args []string) error {
 		p("| `/bin/true` alone | | | | | %s | | | | %s |\n", fmtMS(stats.Median(base)), fmtMS(stats.Median(hf.cpu["true"])))
 	}
 	for _, r := range rows {
-		if pending(r, 9) {
-			continue
-		}
 		p("| **%s** %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			r.in.name, r.in.version, fmtSize(r.size), r.in.linkage(), fmtRSS(r.rss),
 			fmt.Sprintf("%.0f + %.0f", stats.Median(r.anon), stats.Median(r.file)),
@@ -148,9 +136,6 @@ func cmdReport(args []string) error {
 		return stats.Median(r.trickleCPU) * 1000 / float64(r.nOrph) // µs
 	}
 	for _, r := range rows {
-		if pending(r, 6) {
-			continue
-		}
 		p("| **%s** | %s | %s | %s | %s | %s | %s / %s |\n", r.in.name,
 			fmtSpread(r.trickle, r.failedT), fmtUS(perOrphan(r)), fmtRatio(perOrphan(r), perOrphan(ref)),
 			fmtSpread(r.backlog, r.failedB), fmtSpread(r.backlogCPU, 0),
@@ -168,14 +153,6 @@ func cmdReport(args []string) error {
 			continue
 		}
 		p("\n**baton against its targets**\n\n")
-		if r.in.path == "" {
-			reason := "baton did not build"
-			if b, err := os.ReadFile(filepath.Join(*dir, "pending.txt")); err == nil {
-				reason = strings.TrimSpace(string(b))
-			}
-			p("- pending: %s\n", reason)
-			break
-		}
 		check := func(ok bool) string {
 			if ok {
 				return "met"
