@@ -40,37 +40,15 @@ type canarySpec struct {
 	Raw    string // file for baton's raw output ("" for none)
 }
 
-// GenMem is the memory of one generation's processes in a sample.
-type GenMem struct {
-	N   int   `json:"n"`
-	RSS int64 `json:"rss"`
-	PSS int64 `json:"pss"`
-}
-
 // Sample is one look at baton's descendants (kB), T seconds after the
 // reload was sent (negative: before).
 type Sample struct {
-	T        float64         `json:"t"`
-	N        int             `json:"n"`
-	RSS      int64           `json:"rss"`
-	PSS      int64           `json:"pss"`
-	BatonRSS int64           `json:"baton_rss"`
-	BatonPSS int64           `json:"baton_pss"`
-	Gens     map[int]*GenMem `json:"gens"`
-}
-
-// TEvent is one of baton's events, T seconds after the reload was sent.
-type TEvent struct {
-	T       float64 `json:"t"`
-	Msg     string  `json:"msg"`
-	Gen     int     `json:"gen,omitempty"`
-	Worker  int     `json:"worker,omitempty"`
-	PID     int     `json:"pid,omitempty"`
-	Step    int     `json:"step,omitempty"`
-	Percent int     `json:"percent,omitempty"`
-	Parked  int     `json:"parked,omitempty"`
-	Code    int     `json:"code,omitempty"`
-	Reason  string  `json:"reason,omitempty"`
+	T        float64 `json:"t"`
+	N        int     `json:"n"`
+	RSS      int64   `json:"rss"`
+	PSS      int64   `json:"pss"`
+	BatonRSS int64   `json:"baton_rss"`
+	BatonPSS int64   `json:"baton_pss"`
 }
 
 // Mem is a memory figure of the descendants and of baton itself (kB).
@@ -144,7 +122,7 @@ type canaryResult struct {
 	ExtraPSS      float64 // integral of (PSS - baseline), from the reload until the old generation is gone, MB*s
 	Load          LoadStat
 	Bake          *BakeCPU `json:",omitempty"`
-	Events        []TEvent
+	Events        []harness.Event
 	Samples       []Sample
 	OldGenWorkers []int
 }
@@ -273,8 +251,7 @@ func measureCanary(sp canarySpec, logf func(string, ...any)) (res canaryResult, 
 		defer tick.Stop()
 		for {
 			at := time.Now()
-			g := genMap()
-			s := Sample{Gens: map[int]*GenMem{}}
+			s := Sample{}
 			for _, p := range procfs.Descendants(root) {
 				rss, pss, ok := procfs.Rollup(p.PID)
 				if !ok {
@@ -283,14 +260,6 @@ func measureCanary(sp canarySpec, logf func(string, ...any)) (res canaryResult, 
 				s.N++
 				s.RSS += rss
 				s.PSS += pss
-				gm := s.Gens[g[p.PGID]]
-				if gm == nil {
-					gm = &GenMem{}
-					s.Gens[g[p.PGID]] = gm
-				}
-				gm.N++
-				gm.RSS += rss
-				gm.PSS += pss
 			}
 			s.BatonRSS, s.BatonPSS, _ = procfs.Rollup(root)
 			smu.Lock()
@@ -405,17 +374,16 @@ func measureCanary(sp canarySpec, logf func(string, ...any)) (res canaryResult, 
 	res.OldGone = rel(oldGone)
 	res.BaselineFrom = rel(baselineFrom)
 	firstNewStart, lastOldExit := -1.0, -1.0
-	for _, ev := range b.Events() {
-		te := TEvent{T: rel(ev.Seen), Msg: ev.Message, Gen: ev.Gen, Worker: ev.Worker, PID: ev.PID, Step: ev.Step,
-			Percent: ev.Percent, Parked: ev.Parked, Code: ev.Code, Reason: ev.Reason}
-		res.Events = append(res.Events, te)
+	res.Events = b.Events()
+	for _, ev := range res.Events {
+		t := rel(ev.Seen)
 		switch {
 		case ev.Message == "worker started" && ev.Gen == 2 && firstNewStart < 0:
-			firstNewStart = te.T
+			firstNewStart = t
 		case ev.Message == "worker exited" && ev.Gen == 1:
-			lastOldExit = te.T
+			lastOldExit = t
 		case ev.Message == "swap complete" && ev.Gen == 2:
-			res.SwapComplete = te.T
+			res.SwapComplete = t
 		}
 	}
 	res.NewReady = rel(ready.Seen)
@@ -503,17 +471,18 @@ func loadStats(res *canaryResult, reqs []request, t0 time.Time) {
 	}
 	marks := []mark{{res.BaselineFrom, "before the reload"}, {0, "new generation starting"}}
 	for _, ev := range res.Events {
+		t := sec(ev.Seen.Sub(t0))
 		switch {
-		case ev.Msg == "canary step" && ev.Gen == 2:
-			marks = append(marks, mark{ev.T, fmt.Sprintf("canary %d%%", ev.Percent)})
-		case ev.Msg == "swap complete" && ev.Gen == 2:
-			marks = append(marks, mark{ev.T, "cutover → old gone"})
-		case ev.Msg == "bake begun" && ev.Gen == 2:
+		case ev.Message == "canary step" && ev.Gen == 2:
+			marks = append(marks, mark{t, fmt.Sprintf("canary %d%%", ev.Percent)})
+		case ev.Message == "swap complete" && ev.Gen == 2:
+			marks = append(marks, mark{t, "cutover → old gone"})
+		case ev.Message == "bake begun" && ev.Gen == 2:
 			// "swap complete" and "bake begun" are one moment: the bake is
 			// that phase.
 			marks[len(marks)-1].name = "bake"
-		case ev.Msg == "bake done" && ev.Gen == 2:
-			marks = append(marks, mark{ev.T, "bake done → old gone"})
+		case ev.Message == "bake done" && ev.Gen == 2:
+			marks = append(marks, mark{t, "bake done → old gone"})
 		}
 	}
 	marks = append(marks, mark{res.OldGone, "after"})
