@@ -9,9 +9,10 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/baton-init/baton/bench/internal/stats"
 )
 
 // cmdReport turns a results directory written by bench/init/run into a
@@ -23,7 +24,6 @@ import (
 //	hyperfine*.json  hyperfine --export-json, commands named "true" and by init name
 //	rss-NAME.jsonl   benchinit rss lines
 //	trickle-NAME.jsonl, backlog-NAME.jsonl   benchinit orphans lines
-//	pending.txt      optional: why baton has no numbers
 func cmdReport(args []string) error {
 	fs := flag.NewFlagSet("report", flag.ExitOnError)
 	dir := fs.String("dir", "", "results directory")
@@ -107,30 +107,19 @@ func cmdReport(args []string) error {
 	}
 	base := hf.times["true"]
 	ref := rows[0] // tini-static
-	pending := func(r *row, cols int) bool {
-		if r.in.path != "" {
-			return false
-		}
-		p("| **%s** | pending%s |\n", r.in.name, strings.Repeat(" | ", cols-1))
-		return true
-	}
-
 	p("**Footprint and startup**\n\n")
 	p("| init | binary size | linkage | RSS supervising `sleep` | anon + file | startup `INIT -- /bin/true` | overhead over `/bin/true` | overhead ÷ tini-static | raw time ÷ tini-static | CPU per start (user+sys) |\n")
 	p("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|\n")
 	if len(base) > 0 {
-		p("| `/bin/true` alone | | | | | %s | | | | %s |\n", fmtMS(median(base)), fmtMS(median(hf.cpu["true"])))
+		p("| `/bin/true` alone | | | | | %s | | | | %s |\n", fmtMS(stats.Median(base)), fmtMS(stats.Median(hf.cpu["true"])))
 	}
 	for _, r := range rows {
-		if pending(r, 9) {
-			continue
-		}
 		p("| **%s** %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			r.in.name, r.in.version, fmtSize(r.size), r.in.linkage(), fmtRSS(r.rss),
-			fmt.Sprintf("%.0f + %.0f", median(r.anon), median(r.file)),
-			fmtMS(median(r.startup)), fmtMS(overhead(r.startup, base)),
+			fmt.Sprintf("%.0f + %.0f", stats.Median(r.anon), stats.Median(r.file)),
+			fmtMS(stats.Median(r.startup)), fmtMS(overhead(r.startup, base)),
 			fmtRatio(overhead(r.startup, base), overhead(ref.startup, base)),
-			fmtRatio(median(r.startup), median(ref.startup)), fmtMS(median(r.startCPU)))
+			fmtRatio(stats.Median(r.startup), stats.Median(ref.startup)), fmtMS(stats.Median(r.startCPU)))
 	}
 
 	n := "N"
@@ -144,23 +133,17 @@ func cmdReport(args []string) error {
 		if r.nOrph == 0 {
 			return math.NaN()
 		}
-		return median(r.trickleCPU) * 1000 / float64(r.nOrph) // µs
+		return stats.Median(r.trickleCPU) * 1000 / float64(r.nOrph) // µs
 	}
 	for _, r := range rows {
-		if pending(r, 6) {
-			continue
-		}
 		p("| **%s** | %s | %s | %s | %s | %s | %s / %s |\n", r.in.name,
 			fmtSpread(r.trickle, r.failedT), fmtUS(perOrphan(r)), fmtRatio(perOrphan(r), perOrphan(ref)),
 			fmtSpread(r.backlog, r.failedB), fmtSpread(r.backlogCPU, 0),
-			fmtRatio(median(r.backlog), median(ref.backlog)), fmtRatio(median(r.backlogCPU), median(ref.backlogCPU)))
+			fmtRatio(stats.Median(r.backlog), stats.Median(ref.backlog)), fmtRatio(stats.Median(r.backlogCPU), stats.Median(ref.backlogCPU)))
 	}
-	p("\nMedians; ranges are min–max over the runs. RSS is the init's VmRSS (RssAnon + RssFile) in kB as /proc reports it (1 kB = 1024 B); sizes are 10^3/10^6 bytes. ")
-	p("CPU columns are the init's own CPU time (hyperfine's user+sys for a start, which includes `/bin/true`'s; /proc/PID/task/*/schedstat for the orphans) and depend far less on other load than the wall times. ")
 	if len(allLag) > 0 {
-		p("The trickle column cannot go below the worker's own wake-up after the last exit (median %s here, all inits).", fmtMS(median(allLag)))
+		p("\nThe worker's own wake-up after the last exit, the trickle column's floor: median %s, all inits.\n", fmtMS(stats.Median(allLag)))
 	}
-	p("\n")
 	for _, l := range leftover {
 		p("\n- **%s** (seen by the final scan of the namespace's /proc for Z-state processes)\n", l)
 	}
@@ -170,14 +153,6 @@ func cmdReport(args []string) error {
 			continue
 		}
 		p("\n**baton against its targets**\n\n")
-		if r.in.path == "" {
-			reason := "baton did not build"
-			if b, err := os.ReadFile(filepath.Join(*dir, "pending.txt")); err == nil {
-				reason = strings.TrimSpace(string(b))
-			}
-			p("- pending: %s\n", reason)
-			break
-		}
 		check := func(ok bool) string {
 			if ok {
 				return "met"
@@ -186,25 +161,25 @@ func cmdReport(args []string) error {
 		}
 		p("- size ≤ 6 MB: %s, %s — %s\n", fmtSize(r.size), r.in.linkage(), check(r.size >= 0 && r.size <= 6e6))
 		if len(r.rss) > 0 {
-			p("- RSS ≤ 8 MB (7812 kB): %s — %s\n", fmtRSS(r.rss), check(median(r.rss) <= 8e6/1024))
+			p("- RSS ≤ 8 MB (7812 kB): %s — %s\n", fmtRSS(r.rss), check(stats.Median(r.rss) <= 8e6/1024))
 		}
 		if len(r.startup) > 0 && len(ref.startup) > 0 && len(base) > 0 {
 			ro := overhead(r.startup, base) / overhead(ref.startup, base)
-			rr := median(r.startup) / median(ref.startup)
+			rr := stats.Median(r.startup) / stats.Median(ref.startup)
 			p("- startup ≤ 2.5× tini-static: overhead %.2f× — %s; raw time %.2f× — %s\n",
 				ro, check(ro <= 2.5), rr, check(rr <= 2.5))
 			if sp := hf.times["baton-spread"]; len(sp) > 0 {
 				p("- every signal subscribed before the first worker starts, threads held on one CPU meanwhile (internal/startup/onecpu): %s, raw time %.2f× tini-static; "+
 					"the same build without the hold: %s, %.2f× (so the hold saves %s a start)\n",
-					fmtMS(median(r.startup)), rr, fmtMS(median(sp)), median(sp)/median(ref.startup), fmtMS(median(sp)-median(r.startup)))
+					fmtMS(stats.Median(r.startup)), rr, fmtMS(stats.Median(sp)), stats.Median(sp)/stats.Median(ref.startup), fmtMS(stats.Median(sp)-stats.Median(r.startup)))
 			}
 		}
 		if len(r.trickle) > 0 && len(ref.trickle) > 0 {
-			d := median(r.trickle) - median(ref.trickle)
+			d := stats.Median(r.trickle) - stats.Median(ref.trickle)
 			p("- orphans on par with tini-static (≤ 1.5× its median, or within 1 ms): last exit → 0 zombies %s vs %s — %s",
-				fmtMS(median(r.trickle)), fmtMS(median(ref.trickle)), check(d <= 1 || median(r.trickle) <= 1.5*median(ref.trickle)))
+				fmtMS(stats.Median(r.trickle)), fmtMS(stats.Median(ref.trickle)), check(d <= 1 || stats.Median(r.trickle) <= 1.5*stats.Median(ref.trickle)))
 			if len(r.backlog) > 0 && len(ref.backlog) > 0 {
-				rb := median(r.backlog) / median(ref.backlog)
+				rb := stats.Median(r.backlog) / stats.Median(ref.backlog)
 				p("; backlog drain %.2f× — %s", rb, check(rb <= 1.5))
 			}
 			if pr := perOrphan(r) / perOrphan(ref); !math.IsNaN(pr) {
@@ -314,19 +289,7 @@ func num(v any) float64 {
 	return f
 }
 
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return math.NaN()
-	}
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func overhead(xs, base []float64) float64 { return median(xs) - median(base) }
+func overhead(xs, base []float64) float64 { return stats.Median(xs) - stats.Median(base) }
 
 func fmtMS(v float64) string {
 	switch {
@@ -366,8 +329,8 @@ func fmtRSS(kb []float64) string {
 	if len(kb) == 0 {
 		return "–"
 	}
-	lo, hi := minmax(kb)
-	s := fmt.Sprintf("%.0f kB", median(kb))
+	lo, hi := stats.MinMax(kb)
+	s := fmt.Sprintf("%.0f kB", stats.Median(kb))
 	if lo != hi {
 		s += fmt.Sprintf(" (%.0f–%.0f)", lo, hi)
 	}
@@ -377,8 +340,8 @@ func fmtRSS(kb []float64) string {
 func fmtSpread(ms []float64, failed int) string {
 	s := "–"
 	if len(ms) > 0 {
-		lo, hi := minmax(ms)
-		s = fmtMS(median(ms))
+		lo, hi := stats.MinMax(ms)
+		s = fmtMS(stats.Median(ms))
 		if len(ms) > 1 {
 			s += fmt.Sprintf(" (%s–%s)", trimMS(lo), trimMS(hi))
 		}
@@ -390,11 +353,3 @@ func fmtSpread(ms []float64, failed int) string {
 }
 
 func trimMS(v float64) string { return strings.TrimSuffix(fmtMS(v), " ms") }
-
-func minmax(xs []float64) (float64, float64) {
-	lo, hi := math.Inf(1), math.Inf(-1)
-	for _, x := range xs {
-		lo, hi = math.Min(lo, x), math.Max(hi, x)
-	}
-	return lo, hi
-}

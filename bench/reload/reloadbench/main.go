@@ -3,7 +3,9 @@
 //
 //	reloadbench reloads   -design D [flags]   one run of one design under load; a JSON result
 //	reloadbench throughput [flags]            wrk through baton's held listener vs hello alone
-//	reloadbench report    -dir DIR            Markdown tables from DIR's results
+//	reloadbench report    -dir DIR [-tsv F]   Markdown tables (and TSV medians) from DIR's results
+//	reloadbench canary    -out DIR [flags]     canary and bake against a plain steer reload (bench/canary/run)
+//	reloadbench canary-report -dir DIR [-tsv F]
 //
 // Designs (reloads -design): baton (baton -- baton hello, 2 workers, one
 // shared socket), seed (bench/reload/seed/master.js: a Node 20 cluster
@@ -22,6 +24,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/bench/internal/harness"
 )
 
 func main() {
@@ -35,7 +39,7 @@ func main() {
 	go func() {
 		sig := <-sigs
 		fmt.Fprintf(os.Stderr, "reloadbench: %v: stopping the server under test\n", sig)
-		stopActive(10 * time.Second)
+		harness.StopAll(10 * time.Second)
 		os.Exit(130)
 	}()
 	cmd, args := os.Args[1], os.Args[2:]
@@ -47,6 +51,10 @@ func main() {
 		err = cmdThroughput(args)
 	case "report":
 		err = cmdReport(args)
+	case "canary":
+		os.Exit(cmdCanary(args))
+	case "canary-report":
+		os.Exit(cmdCanaryReport(args))
 	default:
 		usage()
 	}
@@ -59,7 +67,9 @@ func main() {
 func usage() {
 	fmt.Fprint(os.Stderr, `usage: reloadbench reloads -design baton|seed|reuseport [flags]
        reloadbench throughput [flags]
-       reloadbench report -dir DIR [-out FILE]
+       reloadbench report -dir DIR [-tsv FILE]
+       reloadbench canary -out DIR [flags]
+       reloadbench canary-report -dir DIR [-tsv FILE]
 (each takes -h)
 `)
 	os.Exit(2)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/baton-init/baton/bench/internal/harness"
+	"github.com/baton-init/baton/bench/internal/stats"
 	"github.com/baton-init/baton/demo"
 	"golang.org/x/sys/unix"
 )
@@ -176,8 +177,8 @@ func writeJSON(path string, v any) error {
 	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
-func (o reloadOpts) command(port int) ([]string, []string, error) {
-	addr := "127.0.0.1:" + strconv.Itoa(port)
+func (o reloadOpts) command(addr string) ([]string, []string, error) {
+	_, port, _ := strings.Cut(addr, ":")
 	switch o.design {
 	case "baton", "baton-naive", "steer", "steer-naive":
 		// baton in its two handoff modes, with hello's careful drain or
@@ -193,47 +194,46 @@ func (o reloadOpts) command(port int) ([]string, []string, error) {
 		if strings.HasSuffix(o.design, "-naive") {
 			env = append(env, "HELLO_DRAIN=0")
 		}
-		return []string{o.baton, "--", o.baton, "hello"}, cleanEnv(env...), nil
+		return []string{o.baton, "--", o.baton, "hello"}, harness.CleanEnv(env...), nil
 	case "seed":
 		if o.seed == "" {
 			return nil, nil, errors.New("-seed is required")
 		}
-		return []string{o.node, o.seed}, cleanEnv("PORT="+strconv.Itoa(port), "WORKERS="+strconv.Itoa(o.workers)), nil
+		return []string{o.node, o.seed}, harness.CleanEnv("PORT="+port, "WORKERS="+strconv.Itoa(o.workers)), nil
 	case "reuseport":
 		if o.reuseport == "" || o.baton == "" {
 			return nil, nil, errors.New("-reuseport and -baton are required")
 		}
 		return []string{o.reuseport, "super", "-addr", addr, "-workers", strconv.Itoa(o.workers), "--", o.baton, "hello"},
-			cleanEnv(), nil
+			harness.CleanEnv(), nil
 	}
 	return nil, nil, fmt.Errorf("unknown -design %q", o.design)
 }
 
 type swapTimes struct {
 	hup, seen time.Time
-	ev        event
+	ev        harness.Event
 }
 
 func runReloads(o reloadOpts) (*runResult, *plotData, error) {
-	port, err := freePort()
+	addr, err := harness.FreeAddr()
 	if err != nil {
 		return nil, nil, err
 	}
-	argv, env, err := o.command(port)
+	argv, env, err := o.command(addr)
 	if err != nil {
 		return nil, nil, err
 	}
-	srv, err := startServer(argv, env, o.verbose)
+	srv, err := harness.Start(argv, env, harness.Options{Verbose: o.verbose})
 	if err != nil {
 		return nil, nil, err
 	}
 	cursor := 0
-	if _, err := srv.await(&cursor, "generation ready", o.swapTimeout, func(e event) bool { return e.Gen == 1 }); err != nil {
-		_ = srv.stop(15 * time.Second)
+	if _, err := srv.Await(&cursor, `"generation ready"`, o.swapTimeout, harness.Message("generation ready", 1)); err != nil {
+		_ = srv.Stop(15 * time.Second)
 		return nil, nil, fmt.Errorf("%s: first generation: %w", o.label, err)
 	}
 
-	addr := "127.0.0.1:" + strconv.Itoa(port)
 	ctx, stopLoad := context.WithCancel(context.Background())
 	defer stopLoad()
 	results := make(chan *demo.Result, 1)
@@ -263,23 +263,25 @@ func runReloads(o reloadOpts) (*runResult, *plotData, error) {
 			next = hup.Add(o.interval)
 			continue
 		}
-		if err := srv.signal(unix.SIGHUP); err != nil {
+		if err := srv.Signal(unix.SIGHUP); err != nil {
 			runErr = fmt.Errorf("reload %d: SIGHUP: %w", i+1, err)
 			break
 		}
-		ev, err := srv.await(&cursor, "swap complete", o.swapTimeout, func(e event) bool { return e.Gen > gen })
+		ev, err := srv.Await(&cursor, `"swap complete"`, o.swapTimeout, func(e harness.Event) bool {
+			return e.Message == "swap complete" && e.Gen > gen
+		})
 		if err != nil {
 			runErr = fmt.Errorf("reload %d: %w", i+1, err)
 			break
 		}
 		gen = ev.Gen
-		swaps = append(swaps, swapTimes{hup: hup, seen: ev.seen, ev: ev})
+		swaps = append(swaps, swapTimes{hup: hup, seen: ev.Seen, ev: ev})
 		next = hup.Add(o.interval)
 	}
 	time.Sleep(o.tail)
 	stopLoad()
 	res := <-results
-	if err := srv.stop(15 * time.Second); err != nil && runErr == nil {
+	if err := srv.Stop(15 * time.Second); err != nil && runErr == nil {
 		runErr = err
 	}
 
@@ -342,17 +344,17 @@ func runReloads(o reloadOpts) (*runResult, *plotData, error) {
 
 	// Swap timing, and for designs whose log has "worker ready", the boot of
 	// the worker that completed each generation.
-	events := srv.log.Snapshot()
+	events := srv.Events()
 	for _, s := range swaps {
 		if o.control {
 			break
 		}
 		r.SwapMs = append(r.SwapMs, s.ev.Elapsed)
 		r.SeenMs = append(r.SeenMs, ms(s.seen.Sub(s.hup)))
-		var last *event
+		var last *harness.Event
 		for i := range events {
 			e := &events[i]
-			if e.Message == "worker ready" && e.Gen == s.ev.Gen && !e.seen.After(s.ev.seen) {
+			if e.Message == "worker ready" && e.Gen == s.ev.Gen && !e.Seen.After(s.ev.Seen) {
 				last = e
 			}
 		}
@@ -386,8 +388,8 @@ func buckets(label string, res *demo.Result, width time.Duration) *plotData {
 		}
 		slices.Sort(cur)
 		pd.T = append(pd.T, (time.Duration(idx) * width).Seconds())
-		pd.P50 = append(pd.P50, ms(rank(cur, 50)))
-		pd.P99 = append(pd.P99, ms(rank(cur, 99)))
+		pd.P50 = append(pd.P50, ms(stats.Rank(cur, 50)))
+		pd.P99 = append(pd.P99, ms(stats.Rank(cur, 99)))
 		pd.Max = append(pd.Max, ms(cur[len(cur)-1]))
 		pd.N = append(pd.N, len(cur))
 		cur = cur[:0]
@@ -404,12 +406,6 @@ func buckets(label string, res *demo.Result, width time.Duration) *plotData {
 	}
 	flush()
 	return pd
-}
-
-// rank is the nearest-rank percentile of sorted, as demo.Result.Percentile.
-func rank(sorted []time.Duration, p float64) time.Duration {
-	r := int(math.Ceil(p / 100 * float64(len(sorted))))
-	return sorted[min(max(r, 1), len(sorted))-1]
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -12,289 +12,224 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/baton-init/baton/bench/internal/stats"
 	"github.com/baton-init/baton/demo"
-)
-
-// p99Target and the others are the brief's targets for baton.
-const (
-	p99Target        = 1.2  // p99 during reloads / p99 without reloads
-	throughputTarget = 0.98 // req/s through baton's listener / hello alone
-	overheadTarget   = 10.0 // ms, swap complete minus the worker's own boot
 )
 
 // designOrder is the order of the rows; unknown labels follow, sorted.
 var designOrder = []string{"baton", "baton-b2b", "control", "steer", "steer-b2b", "baton-naive", "steer-naive", "seed", "reuseport"}
 
-var designText = map[string]string{
-	"baton":       "baton: one shared socket, `baton hello` x2",
-	"baton-b2b":   "baton, back-to-back reloads",
-	"steer":       "baton, BATON_HANDOFF=steer, `baton hello` x2 (careful drain)",
-	"steer-b2b":   "baton, BATON_HANDOFF=steer, back-to-back reloads",
-	"baton-naive": "baton, shared socket, workers that drain badly (HELLO_DRAIN=0)",
-	"steer-naive": "baton, BATON_HANDOFF=steer, workers that drain badly (HELLO_DRAIN=0)",
-	"control":     "control: baton, same timeline, no SIGHUP sent",
-	"seed":        "seed: Node 20 cluster, fork new, wait 'listening', SIGTERM old",
-	"reuseport":   "per-worker SO_REUSEPORT, `baton hello` x2 (good drain)",
+// readResults reads every JSON file of dir into fresh values of new (by the
+// file's "kind" field, e.g. "reloads", "throughput", "canary").
+func readResults(dir string, new func(kind string) any) error {
+	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil || len(files) == 0 {
+		return fmt.Errorf("no results in %s (%v)", dir, err)
+	}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return err
+		}
+		var k struct {
+			Kind string `json:"kind"`
+		}
+		if json.Unmarshal(b, &k) != nil {
+			continue
+		}
+		if v := new(k.Kind); v != nil {
+			if err := json.Unmarshal(b, v); err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
+		}
+	}
+	return nil
 }
 
+// cmdReport writes the medians of every design as TSV (-tsv) and, on
+// stdout, the Markdown tables docs/benchmarks.md quotes.
 func cmdReport(args []string) error {
 	fs := flag.NewFlagSet("report", flag.ContinueOnError)
 	dir := fs.String("dir", "", "directory of result JSON files")
-	out := fs.String("out", "", "write the Markdown here (default stdout)")
+	tsv := fs.String("tsv", "", "also write the medians here, one design a line")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *dir == "" {
 		return errors.New("want -dir")
 	}
-	files, err := filepath.Glob(filepath.Join(*dir, "*.json"))
+	var all []*runResult
+	var tp *throughputResult
+	err := readResults(*dir, func(kind string) any {
+		switch kind {
+		case "reloads":
+			all = append(all, new(runResult))
+			return all[len(all)-1]
+		case "throughput":
+			tp = new(throughputResult)
+			return tp
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
 	byLabel := map[string][]*runResult{}
-	var tp *throughputResult
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return err
-		}
-		var kind struct {
-			Kind string `json:"kind"`
-		}
-		if json.Unmarshal(b, &kind) != nil {
-			continue
-		}
-		switch kind.Kind {
-		case "reloads":
-			var r runResult
-			if err := json.Unmarshal(b, &r); err != nil {
-				return fmt.Errorf("%s: %w", f, err)
-			}
-			byLabel[r.Label] = append(byLabel[r.Label], &r)
-		case "throughput":
-			tp = new(throughputResult)
-			if err := json.Unmarshal(b, tp); err != nil {
-				return fmt.Errorf("%s: %w", f, err)
+	for _, r := range all {
+		byLabel[r.Label] = append(byLabel[r.Label], r)
+	}
+	labels := slices.Sorted(func(yield func(string) bool) {
+		for l := range byLabel {
+			if !yield(l) {
+				return
 			}
 		}
+	})
+	slices.SortStableFunc(labels, func(a, b string) int { return order(a) - order(b) })
+	var rows []reloadRow
+	for _, l := range labels {
+		rows = append(rows, summarize(l, byLabel[l]))
 	}
-	var labels []string
-	for _, l := range designOrder {
-		if byLabel[l] != nil {
-			labels = append(labels, l)
-		}
-	}
-	var rest []string
-	for l := range byLabel {
-		if !slices.Contains(designOrder, l) {
-			rest = append(rest, l)
-		}
-	}
-	slices.Sort(rest)
-	labels = append(labels, rest...)
-
-	var w io.Writer = os.Stdout
-	if *out != "" {
-		f, err := os.Create(*out)
-		if err != nil {
+	if *tsv != "" {
+		if err := writeTSV(*tsv, rows); err != nil {
 			return err
 		}
-		defer f.Close()
-		w = f
 	}
-	writeReport(w, labels, byLabel, tp)
+	writeReport(os.Stdout, rows, tp)
 	return nil
 }
 
-func writeReport(w io.Writer, labels []string, byLabel map[string][]*runResult, tp *throughputResult) {
+func order(label string) int {
+	if i := slices.Index(designOrder, label); i >= 0 {
+		return i
+	}
+	return len(designOrder)
+}
+
+// reloadRow is one design's medians over its runs.
+type reloadRow struct {
+	Label                       string
+	Runs                        int
+	IntervalMs, Swaps, SpanS    float64
+	Requests, Failed            float64
+	FailedMin, FailedMax, Hard  float64
+	Kinds                       []float64 // by demo.Kinds
+	Reused, GensAns, GensTotal  float64
+	P50, P99, BaseP99, P99Ratio float64 // ms, ms, ms, ×
+	RPS, BaseRPS                float64
+	SwapMs, BootMs, OverheadMs  float64 // pooled medians over every swap
+	OverheadP90, SeenMs         float64
+	NSwaps                      int
+	Errors                      []string
+}
+
+func summarize(label string, rs []*runResult) reloadRow {
+	col := func(f func(*runResult) float64) float64 { return stats.MedianOf(rs, f) }
+	n := func(f func(*runResult) int64) func(*runResult) float64 {
+		return func(r *runResult) float64 { return float64(f(r)) }
+	}
+	fails := make([]float64, len(rs))
+	var swap, boot, ovh, seen []float64
+	row := reloadRow{Label: label, Runs: len(rs), IntervalMs: rs[0].IntervalMs}
+	for i, r := range rs {
+		fails[i] = float64(r.Failures)
+		swap, boot = append(swap, r.SwapMs...), append(boot, r.WorkerReadyMs...)
+		ovh, seen = append(ovh, r.OverheadMs...), append(seen, r.SeenMs...)
+		if r.Error != "" {
+			row.Errors = append(row.Errors, fmt.Sprintf("run %d stopped early (%d of %d reloads): %s", r.Run, r.Swaps, r.Reloads, oneLine(r.Error)))
+		}
+	}
+	row.Swaps = col(func(r *runResult) float64 { return float64(r.Swaps) })
+	row.SpanS = col(func(r *runResult) float64 { return r.ReloadSpanS })
+	row.Requests = col(n(func(r *runResult) int64 { return r.Requests }))
+	row.Failed = stats.Median(fails)
+	row.FailedMin, row.FailedMax = stats.MinMax(fails)
+	row.Hard = col(n(func(r *runResult) int64 { return r.Failures - r.Reused }))
+	for _, k := range demo.Kinds {
+		row.Kinds = append(row.Kinds, col(n(func(r *runResult) int64 { return r.ByKind[k] })))
+	}
+	row.Reused = col(n(func(r *runResult) int64 { return r.Reused }))
+	row.GensAns = col(func(r *runResult) float64 { return float64(r.GensAnswered) })
+	row.GensTotal = col(func(r *runResult) float64 { return float64(r.GensTotal) })
+	row.P50 = col(func(r *runResult) float64 { return r.ReloadP50 })
+	row.P99 = col(func(r *runResult) float64 { return r.ReloadP99 })
+	row.BaseP99 = col(func(r *runResult) float64 { return r.BaselineP99 })
+	row.P99Ratio = col(func(r *runResult) float64 { return r.ReloadP99 / r.BaselineP99 })
+	row.RPS = col(func(r *runResult) float64 { return r.ReloadRPS })
+	row.BaseRPS = col(func(r *runResult) float64 { return r.BaselineRPS })
+	row.NSwaps = len(swap)
+	row.SwapMs, row.BootMs, row.OverheadMs, row.SeenMs = stats.Median(swap), stats.Median(boot), stats.Median(ovh), stats.Median(seen)
+	row.OverheadP90 = math.NaN()
+	if len(ovh) > 0 {
+		row.OverheadP90 = stats.Rank(slices.Sorted(slices.Values(ovh)), 90)
+	}
+	return row
+}
+
+func writeTSV(path string, rows []reloadRow) error {
+	var b strings.Builder
+	b.WriteString("design\truns\tinterval_ms\tswaps\treload_span_s\trequests\tfailed\tfailed_min\tfailed_max\thard")
+	for _, k := range demo.Kinds {
+		b.WriteString("\t" + k)
+	}
+	b.WriteString("\treused\tgens_answered\tgens_total\tp50_ms\tp99_ms\tbaseline_p99_ms\tp99_ratio\trps\tbaseline_rps" +
+		"\tswaps_timed\tswap_ms\tworker_boot_ms\toverhead_ms\toverhead_p90_ms\tseen_ms\n")
+	for _, r := range rows {
+		v := append([]float64{float64(r.Runs), r.IntervalMs, r.Swaps, r.SpanS, r.Requests, r.Failed, r.FailedMin, r.FailedMax, r.Hard}, r.Kinds...)
+		v = append(v, r.Reused, r.GensAns, r.GensTotal, r.P50, r.P99, r.BaseP99, r.P99Ratio, r.RPS, r.BaseRPS,
+			float64(r.NSwaps), r.SwapMs, r.BootMs, r.OverheadMs, r.OverheadP90, r.SeenMs)
+		b.WriteString(r.Label)
+		for _, x := range v {
+			fmt.Fprintf(&b, "\t%.6g", x)
+		}
+		b.WriteString("\n")
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+func writeReport(w io.Writer, rows []reloadRow, tp *throughputResult) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
-
-	if len(labels) > 0 {
-		p("### Reloads under load\n\n")
-		p("Medians across runs (each column on its own); failures also as min–max across runs. " +
-			"Latencies include failed requests (what the client waited).\n\n")
-		p("| design | runs | reloads per run | requests | failed | hard: on a fresh connection | refused | reset | eof | timeout | status | other | of which on reused keep-alive conns | generations that answered | p50 during reloads | p99 during reloads | p99 without reloads | p99 ratio | req/s during reloads / without |\n")
-		p("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
-		for _, l := range labels {
-			rs := byLabel[l]
-			slices.SortFunc(rs, func(a, b *runResult) int { return a.Run - b.Run })
-			col := func(f func(*runResult) float64) float64 {
-				v := make([]float64, len(rs))
-				for i, r := range rs {
-					v[i] = f(r)
-				}
-				return median(v)
-			}
-			fails := make([]float64, len(rs))
-			for i, r := range rs {
-				fails[i] = float64(r.Failures)
-			}
-			name := designText[l]
-			if name == "" {
-				name = l
-			}
-			cadence := "200 ms apart"
-			if rs[0].IntervalMs == 0 {
-				cadence = "back-to-back"
-			} else if rs[0].IntervalMs != 200 {
-				cadence = fmt.Sprintf("%.0f ms apart", rs[0].IntervalMs)
-			}
-			reloads := fmt.Sprintf("%.0f, %s", col(func(r *runResult) float64 { return float64(r.Swaps) }), cadence)
-			if rs[0].Control {
-				reloads = fmt.Sprintf("none sent (timeline of %d)", rs[0].Reloads)
-			}
-			p("| %s | %d | %s (%.1f s) | %.0f | **%.0f** [%.0f–%.0f] |", name, len(rs), reloads,
-				col(func(r *runResult) float64 { return r.ReloadSpanS }),
-				col(func(r *runResult) float64 { return float64(r.Requests) }),
-				median(fails), slices.Min(fails), slices.Max(fails))
-			p(" %.0f |", col(func(r *runResult) float64 { return float64(r.Failures - r.Reused) }))
-			for _, k := range demo.Kinds {
-				p(" %.0f |", col(func(r *runResult) float64 { return float64(r.ByKind[k]) }))
-			}
-			p(" %.0f | %.0f of %.0f | %.2f ms | %.2f ms | %.2f ms | %.2f× | %.0f / %.0f |\n",
-				col(func(r *runResult) float64 { return float64(r.Reused) }),
-				col(func(r *runResult) float64 { return float64(r.GensAnswered) }),
-				col(func(r *runResult) float64 { return float64(r.GensTotal) }),
-				col(func(r *runResult) float64 { return r.ReloadP50 }),
-				col(func(r *runResult) float64 { return r.ReloadP99 }),
-				col(func(r *runResult) float64 { return r.BaselineP99 }),
-				col(func(r *runResult) float64 { return ratio(r.ReloadP99, r.BaselineP99) }),
-				col(func(r *runResult) float64 { return r.ReloadRPS }),
-				col(func(r *runResult) float64 { return r.BaselineRPS }))
+	p("| design | runs | reloads | failed requests per run: median [min–max] | hard (fresh connection) | by kind (median) | generations that answered | p50 / p99 during reloads | p99 without reloads | p99 ratio |\n")
+	p("|---|--:|---|---|--:|---|---|---|---|---|\n")
+	for _, r := range rows {
+		cadence := fmt.Sprintf("%.0f, %.0f ms apart (%.1f s)", r.Swaps, r.IntervalMs, r.SpanS)
+		if r.IntervalMs == 0 {
+			cadence = fmt.Sprintf("%.0f, back-to-back (%.1f s)", r.Swaps, r.SpanS)
+		} else if r.Label == "control" {
+			cadence = "none sent"
 		}
-		p("\n")
-		for _, l := range labels {
-			for _, r := range byLabel[l] {
-				if r.Error != "" {
-					p("- %s run %d stopped early (%d of %d reloads): %s\n", l, r.Run, r.Swaps, r.Reloads, oneLine(r.Error))
-				}
+		var kinds []string
+		for i, k := range demo.Kinds {
+			if r.Kinds[i] > 0 {
+				kinds = append(kinds, fmt.Sprintf("%s %.0f", k, r.Kinds[i]))
 			}
 		}
-		// One example error message per failure kind, for diagnosis.
-		for _, l := range labels {
-			ex := map[string]string{}
-			for _, r := range byLabel[l] {
-				for k, m := range r.Errors {
-					if ex[k] == "" {
-						ex[k] = m
-					}
-				}
-			}
-			for _, k := range demo.Kinds {
-				if ex[k] != "" {
-					p("- %s, %s: `%s`\n", l, k, oneLine(ex[k]))
-				}
-			}
+		if len(kinds) == 0 {
+			kinds = []string{"none"}
 		}
-		p("\n")
+		p("| %s | %d | %s | **%.0f** [%.0f–%.0f] | %.0f | %s | %.0f of %.0f | %.2f / %.2f ms | %.2f ms | %.2f× |\n",
+			r.Label, r.Runs, cadence, r.Failed, r.FailedMin, r.FailedMax, r.Hard, strings.Join(kinds, ", "),
+			r.GensAns, r.GensTotal, r.P50, r.P99, r.BaseP99, r.P99Ratio)
 	}
-
-	if rs := byLabel["baton"]; len(rs) > 0 {
-		p("### What a reload costs in time (baton)\n\n")
-		p("Per swap: baton's \"swap complete\" `elapsed` (from the SIGHUP being handled to the new generation ready) " +
-			"minus the \"worker ready\" `elapsed` of the worker whose READY=1 completed the generation (its own boot, " +
-			"measured by baton from its start). Pooled over every swap of every run.\n\n")
-		p("In steer mode \"swap complete\" is when new connections go to the new generation; the old one is asked to stop at least 100 ms later, " +
-			"once its own queue is empty, and a new swap is steered to only after the generation before has left, " +
-			"which is what back-to-back reloads pay for.\n\n")
-		p("| design | reloads | swaps | swap complete, median | worker boot, median | overhead, median | overhead, p90 | SIGHUP sent to \"swap complete\" read, median |\n")
-		p("|---|---|---|---|---|---|---|---|\n")
-		for _, l := range []string{"baton", "baton-b2b", "steer", "steer-b2b", "baton-naive", "steer-naive"} {
-			var swap, boot, ovh, seen []float64
-			for _, r := range byLabel[l] {
-				swap = append(swap, r.SwapMs...)
-				boot = append(boot, r.WorkerReadyMs...)
-				ovh = append(ovh, r.OverheadMs...)
-				seen = append(seen, r.SeenMs...)
-			}
-			if len(swap) == 0 {
-				continue
-			}
-			cad := "200 ms apart"
-			if strings.HasSuffix(l, "-b2b") {
-				cad = "back-to-back"
-			}
-			p("| %s | %s | %d | %.2f ms | %.2f ms | **%.2f ms** | %.2f ms | %.2f ms |\n", l, cad, len(swap),
-				median(swap), median(boot), median(ovh), pct(ovh, 90), median(seen))
+	p("\n| design | swaps | swap complete | worker boot | overhead (p90) | SIGHUP sent → \"swap complete\" read |\n|---|--:|--:|--:|--:|--:|\n")
+	for _, r := range rows {
+		if r.NSwaps > 0 && r.BootMs == r.BootMs { // designs whose log has "worker ready"
+			p("| %s | %d | %.2f ms | %.2f ms | **%.2f ms** (%.2f ms) | %.2f ms |\n", r.Label, r.NSwaps, r.SwapMs, r.BootMs, r.OverheadMs, r.OverheadP90, r.SeenMs)
 		}
-		p("\n")
 	}
-
 	if tp != nil {
-		p("### Throughput through the held listener\n\n")
-		p("`%s`, 64 keep-alive connections, one worker. Alternating runs (%s), median of each.\n\n",
-			tp.Command, strings.Join(tp.Order, ", "))
-		p("| worker | runs (req/s) | median req/s |\n|---|---|---|\n")
-		p("| `baton hello` under baton (BATON_WORKERS=1, baton's socket) | %s | %.0f |\n", joinF(tp.Baton), tp.MedBaton)
-		p("| `baton hello` alone (%s) | %s | %.0f |\n", tp.AloneHow, joinF(tp.Alone), tp.MedAlone)
-		p("\nRatio baton / alone: **%.3f**", tp.Ratio)
+		p("\nThroughput, `%s`, alternating (%s): `baton hello` under baton %s req/s (median %.0f), alone (%s) %s req/s (median %.0f); ratio **%.3f**.\n",
+			tp.Command, strings.Join(tp.Order, ", "), joinF(tp.Baton), tp.MedBaton, tp.AloneHow, joinF(tp.Alone), tp.MedAlone, tp.Ratio)
 		if len(tp.Errors) > 0 {
-			p(" (wrk reported: %s)", strings.Join(tp.Errors, "; "))
+			p("wrk reported: %s\n", strings.Join(tp.Errors, "; "))
 		}
-		p("\n\n")
-	}
-
-	p("### Targets (baton)\n\n| target | measured | met? |\n|---|---|---|\n")
-	if rs := byLabel["baton"]; len(rs) > 0 {
-		var fails, r99 []float64
-		for _, r := range rs {
-			fails = append(fails, float64(r.Failures))
-			r99 = append(r99, ratio(r.ReloadP99, r.BaselineP99))
-		}
-		p("| no failed request during reloads | %.0f failed in total over %d runs | %s |\n", sum(fails), len(rs), yes(sum(fails) == 0))
-		p("| p99 during reloads ≤ %.1f× p99 without | %.2f× (median; runs: %s) | %s |\n", p99Target, median(r99), joinX(r99), yes(median(r99) <= p99Target))
-		if cs := byLabel["control"]; len(cs) > 0 {
-			var c99 []float64
-			for _, r := range cs {
-				c99 = append(c99, ratio(r.ReloadP99, r.BaselineP99))
-			}
-			p("| (noise floor: the same ratio in the control run, no reloads) | %.2f× (median; runs: %s) | |\n", median(c99), joinX(c99))
-		}
-		var ovh []float64
-		for _, r := range rs {
-			ovh = append(ovh, r.OverheadMs...)
-		}
-		if len(ovh) > 0 {
-			p("| swap overhead ≤ %.0f ms | %.2f ms (median) | %s |\n", overheadTarget, median(ovh), yes(median(ovh) <= overheadTarget))
-		}
-	}
-	if tp != nil {
-		p("| throughput ratio ≥ %.2f | %.3f | %s |\n", throughputTarget, tp.Ratio, yes(tp.Ratio >= throughputTarget))
 	}
 	p("\n")
-}
-
-func ratio(a, b float64) float64 {
-	if b == 0 {
-		return 0
+	for _, r := range rows {
+		for _, e := range r.Errors {
+			p("- %s %s\n", r.Label, e)
+		}
 	}
-	return a / b
-}
-
-func sum(v []float64) float64 {
-	s := 0.0
-	for _, x := range v {
-		s += x
-	}
-	return s
-}
-
-// pct is the nearest-rank percentile of v.
-func pct(v []float64, p float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	slices.Sort(s)
-	r := int(math.Ceil(p / 100 * float64(len(s))))
-	return s[min(max(r, 1), len(s))-1]
-}
-
-func yes(ok bool) string {
-	if ok {
-		return "yes"
-	}
-	return "**no**"
 }
 
 func joinF(v []float64) string {
@@ -305,31 +240,10 @@ func joinF(v []float64) string {
 	return strings.Join(s, ", ")
 }
 
-func joinX(v []float64) string {
-	s := make([]string, len(v))
-	for i, x := range v {
-		s[i] = fmt.Sprintf("%.2f", x)
-	}
-	return strings.Join(s, ", ")
-}
-
 func oneLine(s string) string {
-	s = strings.ReplaceAll(s, "\n", " ")
-	s = strings.ReplaceAll(s, "|", "/")
-	if len(s) > 200 {
-		s = s[:200] + "…"
+	s = strings.ReplaceAll(strings.ReplaceAll(s, "\n", " "), "|", "/")
+	if len(s) > 300 {
+		s = s[:300] + "…"
 	}
 	return s
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

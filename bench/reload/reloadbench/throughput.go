@@ -11,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/baton-init/baton/bench/internal/harness"
+	"github.com/baton-init/baton/bench/internal/stats"
 )
 
 // throughputResult compares wrk through baton's held listener with the same
@@ -71,7 +74,7 @@ func cmdThroughput(args []string) error {
 			fmt.Fprintf(os.Stderr, "  wrk %-5s #%d: %.0f req/s\n", mode, i+1, rps)
 		}
 	}
-	r.MedBaton, r.MedAlone = median(r.Baton), median(r.Alone)
+	r.MedBaton, r.MedAlone = stats.Median(r.Baton), stats.Median(r.Alone)
 	if r.MedAlone > 0 {
 		r.Ratio = r.MedBaton / r.MedAlone
 	}
@@ -91,13 +94,12 @@ func measure(mode, baton, wrk string, wrkArgs func(string, time.Duration) []stri
 	var addr string
 	switch mode {
 	case "baton":
-		port, err := freePort()
-		if err != nil {
+		var err error
+		if addr, err = harness.FreeAddr(); err != nil {
 			return 0, info, err
 		}
-		addr = "127.0.0.1:" + strconv.Itoa(port)
 		argv = []string{baton, "--", baton, "hello"}
-		env = cleanEnv("BATON_LISTEN="+addr, "BATON_WORKERS=1", "BATON_READY=notify",
+		env = harness.CleanEnv("BATON_LISTEN="+addr, "BATON_WORKERS=1", "BATON_READY=notify",
 			"BATON_LOG_FORMAT=json", "BATON_LOG_LEVEL=info")
 		info.listen = "baton's socket, LISTEN_FDS"
 	default:
@@ -107,29 +109,29 @@ func measure(mode, baton, wrk string, wrkArgs func(string, time.Duration) []stri
 		if ln, err := net.Listen("tcp", defaultHelloAddr); err == nil {
 			ln.Close()
 			addr = defaultHelloAddr
-			env = cleanEnv()
+			env = harness.CleanEnv()
 			info.listen = "its own socket, " + defaultHelloAddr + " (hello's fallback)"
 		} else {
-			port, err := freePort()
-			if err != nil {
+			var err error
+			if addr, err = harness.FreeAddr(); err != nil {
 				return 0, info, err
 			}
-			addr = "127.0.0.1:" + strconv.Itoa(port)
-			env = cleanEnv("PORT=" + strconv.Itoa(port))
+			_, port, _ := strings.Cut(addr, ":")
+			env = harness.CleanEnv("PORT=" + port)
 			info.listen = "its own socket, :$PORT"
 		}
 	}
-	srv, err := startServer(argv, env, verbose)
+	srv, err := harness.Start(argv, env, harness.Options{Verbose: verbose})
 	if err != nil {
 		return 0, info, err
 	}
-	defer func() { _ = srv.stop(15 * time.Second) }()
+	defer func() { _ = srv.Stop(15 * time.Second) }()
 	if mode == "baton" {
 		cur := 0
-		if _, err := srv.await(&cur, "generation ready", 15*time.Second, nil); err != nil {
+		if _, err := srv.Await(&cur, `"generation ready"`, 15*time.Second, harness.Message("generation ready", 0)); err != nil {
 			return 0, info, err
 		}
-	} else if err := waitConnect(addr, 15*time.Second); err != nil {
+	} else if err := harness.PollUntil(15*time.Second, func() bool { return dials(addr) }); err != nil {
 		return 0, info, err
 	}
 	if warm > 0 {
@@ -162,4 +164,13 @@ func runWrk(wrk string, args []string) (float64, string, error) {
 		errs = append(errs, strings.TrimSpace(string(e[1])))
 	}
 	return rps, strings.Join(errs, "; "), err
+}
+
+// dials reports whether a TCP connect to addr succeeds within 200 ms.
+func dials(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
 }

@@ -1,5 +1,3 @@
-//go:build linux
-
 package main
 
 import (
@@ -23,19 +21,19 @@ type request struct {
 	err  string
 }
 
-// load is a light, steady load: clients that each send rate requests a
+// rateLoad is a light, steady load: clients that each send rate requests a
 // second, every one on a fresh connection ("Connection: close"), so each
 // request is steered anew by the kernel and none stays with a generation
 // after the cutover. No retries.
-type load struct {
+type rateLoad struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 	mu   sync.Mutex
 	reqs []request
 }
 
-func startLoad(addr string, clients int, rate float64) *load {
-	l := &load{stop: make(chan struct{})}
+func startLoad(addr string, clients int, rate float64) *rateLoad {
+	l := &rateLoad{stop: make(chan struct{})}
 	every := time.Duration(float64(time.Second) / rate)
 	for i := 0; i < clients; i++ {
 		l.wg.Add(1)
@@ -65,13 +63,13 @@ func startLoad(addr string, clients int, rate float64) *load {
 	return l
 }
 
-func (l *load) finish() []request {
+func (l *rateLoad) finish() []request {
 	close(l.stop)
 	l.wg.Wait()
 	return l.reqs
 }
 
-const getReq = "GET / HTTP/1.1\r\nHost: canarybench\r\nConnection: close\r\n\r\n"
+const getReq = "GET / HTTP/1.1\r\nHost: reloadbench\r\nConnection: close\r\n\r\n"
 
 func get(addr string, start time.Time) request {
 	r := request{at: start}

@@ -1,42 +1,17 @@
-//go:build linux
-
-// Command canarybench measures what BATON_CANARY and BATON_BAKE cost next
-// to a plain steer-mode reload: memory of baton's descendants over the
-// reload, the reload's duration, and the CPU of a parked generation, under
-// a light load. bench/canary/run drives it; see the header of that script.
-//
-//	canarybench run    -out DIR -run N -baton-hello B1 -baton-gunicorn B2 -gunicorn-dir D [flags]
-//	canarybench report -dir DIR
 package main
 
 import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"net"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
-)
 
-func main() {
-	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: canarybench run|report [flags]")
-		os.Exit(2)
-	}
-	switch os.Args[1] {
-	case "run":
-		os.Exit(cmdRun(os.Args[2:]))
-	case "report":
-		os.Exit(cmdReport(os.Args[2:]))
-	}
-	fmt.Fprintf(os.Stderr, "canarybench: unknown command %q\n", os.Args[1])
-	os.Exit(2)
-}
+	"github.com/baton-init/baton/bench/internal/harness"
+)
 
 // config is one way of reloading.
 type config struct {
@@ -53,8 +28,11 @@ func configs(canary, bake string) []config {
 	}
 }
 
-func cmdRun(args []string) int {
-	fs := flag.NewFlagSet("run", flag.ExitOnError)
+// cmdCanary measures what BATON_CANARY and BATON_BAKE cost next to a plain
+// steer-mode reload (bench/canary/run): one JSON file per worker kind and
+// configuration.
+func cmdCanary(args []string) int {
+	fs := flag.NewFlagSet("canary", flag.ExitOnError)
 	out := fs.String("out", "", "directory for the results (one JSON file per measurement)")
 	run := fs.Int("run", 1, "run number (file names)")
 	batonHello := fs.String("baton-hello", "", "baton binary for the hello measurements (baton and its workers)")
@@ -74,34 +52,25 @@ func cmdRun(args []string) int {
 	verbose := fs.Bool("v", false, "log each step")
 	_ = fs.Parse(args)
 	if *out == "" || *batonHello == "" || *batonGunicorn == "" || *gunicornDir == "" {
-		fmt.Fprintln(os.Stderr, "canarybench run: -out, -baton-hello, -baton-gunicorn and -gunicorn-dir are required")
+		fmt.Fprintln(os.Stderr, "reloadbench canary run: -out, -baton-hello, -baton-gunicorn and -gunicorn-dir are required")
 		return 2
 	}
 	logf := func(f string, a ...any) {
 		if *verbose {
-			fmt.Fprintf(os.Stderr, "[canarybench] "+f+"\n", a...)
+			fmt.Fprintf(os.Stderr, "[reloadbench canary] "+f+"\n", a...)
 		}
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go func() {
-		s := <-sigs
-		fmt.Fprintf(os.Stderr, "canarybench: %v: stopping the batons under test\n", s)
-		stopAll()
-		os.Exit(1)
-	}()
-
 	steps, err := parseCanary(*canary)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "canarybench: -canary: %v\n", err)
+		fmt.Fprintf(os.Stderr, "reloadbench canary: -canary: %v\n", err)
 		return 2
 	}
-	mk := func(kind string, c config, gate *sync.Mutex) (spec, error) {
-		addr, err := freeAddr()
+	mk := func(kind string, c config, gate *sync.Mutex) (canarySpec, error) {
+		addr, err := harness.FreeAddr()
 		if err != nil {
-			return spec{}, err
+			return canarySpec{}, err
 		}
-		sp := spec{Kind: kind, Config: c.name, Run: *run, Addr: addr, Warmup: *warmup, Baseline: *baseline, Tail: *tail,
+		sp := canarySpec{Kind: kind, Config: c.name, Run: *run, Addr: addr, Warmup: *warmup, Baseline: *baseline, Tail: *tail,
 			Stagger: *stagger, Clients: *clients, Rate: *rate, Gate: gate, Expect: 30 * time.Second}
 		for _, kv := range c.env {
 			if strings.HasPrefix(kv, "BATON_CANARY=") {
@@ -126,16 +95,16 @@ func cmdRun(args []string) int {
 			sp.Env = append(append(common, "BATON_WORKERS=1", "GUNICORN_WORKERS=4", "GUNICORN_LOGLEVEL=warning",
 				"PYTHONDONTWRITEBYTECODE=1"), c.env...)
 		default:
-			return spec{}, fmt.Errorf("unknown worker kind %q", kind)
+			return canarySpec{}, fmt.Errorf("unknown worker kind %q", kind)
 		}
 		if *keep {
 			sp.Raw = filepath.Join(*out, fmt.Sprintf("%s-%s-%d.log", kind, c.name, *run))
 		}
 		return sp, nil
 	}
-	one := func(sp spec) error {
+	one := func(sp canarySpec) error {
 		t := time.Now()
-		res, err := measure(sp, logf)
+		res, err := measureCanary(sp, logf)
 		b, _ := json.MarshalIndent(res, "", " ")
 		path := filepath.Join(*out, fmt.Sprintf("%s-%s-%d.json", sp.Kind, sp.Config, sp.Run))
 		if werr := os.WriteFile(path, b, 0o644); werr != nil && err == nil {
@@ -188,10 +157,10 @@ func cmdRun(args []string) int {
 		}
 		wg.Wait()
 	}
-	stopAll()
+	harness.StopAll(10 * time.Second)
 	if len(failed) > 0 {
 		for _, f := range failed {
-			fmt.Fprintf(os.Stderr, "canarybench: %s\n", f)
+			fmt.Fprintf(os.Stderr, "reloadbench canary: %s\n", f)
 		}
 		return 1
 	}
@@ -213,14 +182,4 @@ func parseCanary(s string) (time.Duration, error) {
 		total += v
 	}
 	return total, nil
-}
-
-// freeAddr is a free TCP port on 127.0.0.1.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }

@@ -1,25 +1,23 @@
-//go:build linux
-
 package main
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/baton-init/baton/bench/internal/harness"
 	"github.com/baton-init/baton/bench/internal/procfs"
+	"github.com/baton-init/baton/bench/internal/stats"
 )
 
-// spec is one measurement: a worker kind under one reload configuration.
-type spec struct {
+// canarySpec is one measurement: a worker kind under one reload configuration.
+type canarySpec struct {
 	Kind, Config string
 	Run          int
 	Argv         []string
@@ -42,37 +40,15 @@ type spec struct {
 	Raw    string // file for baton's raw output ("" for none)
 }
 
-// GenMem is the memory of one generation's processes in a sample.
-type GenMem struct {
-	N   int   `json:"n"`
-	RSS int64 `json:"rss"`
-	PSS int64 `json:"pss"`
-}
-
 // Sample is one look at baton's descendants (kB), T seconds after the
 // reload was sent (negative: before).
 type Sample struct {
-	T        float64         `json:"t"`
-	N        int             `json:"n"`
-	RSS      int64           `json:"rss"`
-	PSS      int64           `json:"pss"`
-	BatonRSS int64           `json:"baton_rss"`
-	BatonPSS int64           `json:"baton_pss"`
-	Gens     map[int]*GenMem `json:"gens"`
-}
-
-// TEvent is one of baton's events, T seconds after the reload was sent.
-type TEvent struct {
-	T       float64 `json:"t"`
-	Msg     string  `json:"msg"`
-	Gen     int     `json:"gen,omitempty"`
-	Worker  int     `json:"worker,omitempty"`
-	PID     int     `json:"pid,omitempty"`
-	Step    int     `json:"step,omitempty"`
-	Percent int     `json:"percent,omitempty"`
-	Parked  int     `json:"parked,omitempty"`
-	Code    int     `json:"code,omitempty"`
-	Reason  string  `json:"reason,omitempty"`
+	T        float64 `json:"t"`
+	N        int     `json:"n"`
+	RSS      int64   `json:"rss"`
+	PSS      int64   `json:"pss"`
+	BatonRSS int64   `json:"baton_rss"`
+	BatonPSS int64   `json:"baton_pss"`
 }
 
 // Mem is a memory figure of the descendants and of baton itself (kB).
@@ -121,9 +97,11 @@ type BakeCPU struct {
 	ParkedReq int     `json:"parked_requests"` // requests the parked generation answered meanwhile
 }
 
-// Result is one measurement, written as JSON for the report.
-type Result struct {
-	Kind, Config  string
+// canaryResult is one measurement, written as JSON for the report.
+type canaryResult struct {
+	Type          string `json:"kind"` // "canary"
+	Worker        string `json:"worker"`
+	Config        string
 	Run           int
 	Argv, Env     []string
 	Workers       int
@@ -144,7 +122,7 @@ type Result struct {
 	ExtraPSS      float64 // integral of (PSS - baseline), from the reload until the old generation is gone, MB*s
 	Load          LoadStat
 	Bake          *BakeCPU `json:",omitempty"`
-	Events        []TEvent
+	Events        []harness.Event
 	Samples       []Sample
 	OldGenWorkers []int
 }
@@ -153,9 +131,9 @@ type Result struct {
 // process below root whose process group is a worker of generation a or b.
 func cpuOf(root int, genOf map[int]int, a, b int) (ofA, ofB map[int][2]int64) {
 	ofA, ofB = map[int][2]int64{}, map[int][2]int64{}
-	for _, p := range descendants(root) {
+	for _, p := range procfs.Descendants(root) {
 		var out map[int][2]int64
-		switch genOf[p.pgid] {
+		switch genOf[p.PGID] {
 		case a:
 			out = ofA
 		case b:
@@ -163,8 +141,8 @@ func cpuOf(root int, genOf map[int]int, a, b int) (ofA, ofB map[int][2]int64) {
 		default:
 			continue
 		}
-		if ns, ok := procfs.SchedNS(p.pid); ok {
-			out[p.pid] = [2]int64{ns, p.ticks}
+		if ns, ok := procfs.SchedNS(p.PID); ok {
+			out[p.PID] = [2]int64{ns, p.Ticks}
 		}
 	}
 	return ofA, ofB
@@ -187,8 +165,8 @@ func cpuDelta(a, b map[int][2]int64) CPU {
 
 func sec(d time.Duration) float64 { return d.Seconds() }
 
-func measure(sp spec, logf func(string, ...any)) (res Result, err error) {
-	res = Result{Kind: sp.Kind, Config: sp.Config, Run: sp.Run, Argv: sp.Argv, Env: sp.Env, Workers: sp.Workers, Procs: sp.Procs}
+func measureCanary(sp canarySpec, logf func(string, ...any)) (res canaryResult, err error) {
+	res = canaryResult{Type: "canary", Worker: sp.Kind, Config: sp.Config, Run: sp.Run, Argv: sp.Argv, Env: sp.Env, Workers: sp.Workers, Procs: sp.Procs}
 	res.Load.Clients, res.Load.Rate = sp.Clients, sp.Rate
 	defer func() {
 		if err != nil {
@@ -208,7 +186,7 @@ func measure(sp spec, logf func(string, ...any)) (res Result, err error) {
 		root      int
 	)
 	rootSet := make(chan struct{})
-	hook := func(ev event) {
+	hook := func(ev harness.Event) {
 		hmu.Lock()
 		defer hmu.Unlock()
 		switch ev.Message {
@@ -218,9 +196,9 @@ func measure(sp spec, logf func(string, ...any)) (res Result, err error) {
 			<-rootSet
 			parked, cur := cpuOf(root, genOf, ev.Parked, ev.Gen)
 			if ev.Message == "bake begun" {
-				bakeStart, bakeA = ev.seen, [2]map[int][2]int64{parked, cur}
+				bakeStart, bakeA = ev.Seen, [2]map[int][2]int64{parked, cur}
 			} else if bakeA[0] != nil {
-				bake = &BakeCPU{Window: sec(ev.seen.Sub(bakeStart)), Parked: cpuDelta(bakeA[0], parked), Current: cpuDelta(bakeA[1], cur)}
+				bake = &BakeCPU{Window: sec(ev.Seen.Sub(bakeStart)), Parked: cpuDelta(bakeA[0], parked), Current: cpuDelta(bakeA[1], cur)}
 			}
 		}
 	}
@@ -234,31 +212,27 @@ func measure(sp spec, logf func(string, ...any)) (res Result, err error) {
 		return g
 	}
 
-	env := cleanEnv(os.Environ())
-	env = append(env, sp.Env...)
-	b, err := startBaton(sp.Argv, env, sp.Raw, hook)
+	b, err := harness.Start(sp.Argv, harness.CleanEnv(sp.Env...), harness.Options{Raw: sp.Raw, Hook: hook})
 	if err != nil {
 		return res, err
 	}
-	root = b.pid()
+	root = b.PID()
 	close(rootSet)
 	defer func() {
-		if e := b.stop(15 * time.Second); e != nil && err == nil {
+		if e := b.Stop(15 * time.Second); e != nil && err == nil {
 			err = e
 		}
 	}()
 
 	cur := 0
-	if _, err = b.await(&cur, `"generation ready" of generation 1`, 60*time.Second, func(ev event) bool {
-		return ev.Message == "generation ready" && ev.Gen == 1
-	}); err != nil {
+	if _, err = b.Await(&cur, `"generation ready" of generation 1`, 60*time.Second, harness.Message("generation ready", 1)); err != nil {
 		return res, err
 	}
 	// gunicorn sends READY=1 before it forks its workers: the baseline
 	// starts once the whole generation exists.
 	want := sp.Workers * sp.Procs
-	if err = pollUntil(15*time.Second, func() bool { return len(descendants(root)) >= want }); err != nil {
-		return res, fmt.Errorf("generation 1 never had %d processes (%d): %w", want, len(descendants(root)), err)
+	if err = harness.PollUntil(15*time.Second, func() bool { return len(procfs.Descendants(root)) >= want }); err != nil {
+		return res, fmt.Errorf("generation 1 never had %d processes (%d): %w", want, len(procfs.Descendants(root)), err)
 	}
 
 	// Sampler: every 100 ms, baton's descendants and baton itself.
@@ -277,26 +251,17 @@ func measure(sp spec, logf func(string, ...any)) (res Result, err error) {
 		defer tick.Stop()
 		for {
 			at := time.Now()
-			g := genMap()
-			s := Sample{Gens: map[int]*GenMem{}}
-			for _, p := range descendants(root) {
-				rss, pss, ok := rollup(p.pid)
+			s := Sample{}
+			for _, p := range procfs.Descendants(root) {
+				rss, pss, ok := procfs.Rollup(p.PID)
 				if !ok {
 					continue
 				}
 				s.N++
 				s.RSS += rss
 				s.PSS += pss
-				gm := s.Gens[g[p.pgid]]
-				if gm == nil {
-					gm = &GenMem{}
-					s.Gens[g[p.pgid]] = gm
-				}
-				gm.N++
-				gm.RSS += rss
-				gm.PSS += pss
 			}
-			s.BatonRSS, s.BatonPSS, _ = rollup(root)
+			s.BatonRSS, s.BatonPSS, _ = procfs.Rollup(root)
 			smu.Lock()
 			samples = append(samples, rawSample{at, s})
 			smu.Unlock()
@@ -358,7 +323,7 @@ func measure(sp spec, logf func(string, ...any)) (res Result, err error) {
 	}()
 	logf("%s/%s run %d: reload sent", sp.Kind, sp.Config, sp.Run)
 
-	ready, err := b.await(&cur, "the new generation ready", 60*time.Second, func(ev event) bool {
+	ready, err := b.Await(&cur, "the new generation ready", 60*time.Second, func(ev harness.Event) bool {
 		return ev.Gen == 2 && (ev.Message == "swap complete" || ev.Message == "canary step")
 	})
 	if err != nil {
@@ -370,15 +335,14 @@ func measure(sp spec, logf func(string, ...any)) (res Result, err error) {
 	}
 
 	// Every worker of generation 1 exits.
-	for _, ev := range b.log.Snapshot() {
+	for _, ev := range b.Events() {
 		if ev.Message == "worker started" && ev.Gen == 1 {
 			res.OldGenWorkers = append(res.OldGenWorkers, ev.PID)
 		}
 	}
 	for range res.OldGenWorkers {
-		if _, err = b.await(&cur, "the old generation's \"worker exited\"", sp.Expect+30*time.Second, func(ev event) bool {
-			return ev.Message == "worker exited" && ev.Gen == 1
-		}); err != nil {
+		if _, err = b.Await(&cur, "the old generation's \"worker exited\"", sp.Expect+30*time.Second,
+			harness.Message("worker exited", 1)); err != nil {
 			return res, err
 		}
 	}
@@ -389,9 +353,9 @@ func measure(sp spec, logf func(string, ...any)) (res Result, err error) {
 	}
 	res.ReloadOutput, res.ReloadCode = strings.TrimSpace(out.String()), rlCode
 	g := genMap()
-	if err = pollUntil(10*time.Second, func() bool {
-		for _, p := range descendants(root) {
-			if g[p.pgid] == 1 {
+	if err = harness.PollUntil(10*time.Second, func() bool {
+		for _, p := range procfs.Descendants(root) {
+			if g[p.PGID] == 1 {
 				return false
 			}
 		}
@@ -410,20 +374,19 @@ func measure(sp spec, logf func(string, ...any)) (res Result, err error) {
 	res.OldGone = rel(oldGone)
 	res.BaselineFrom = rel(baselineFrom)
 	firstNewStart, lastOldExit := -1.0, -1.0
-	for _, ev := range b.log.Snapshot() {
-		te := TEvent{T: rel(ev.seen), Msg: ev.Message, Gen: ev.Gen, Worker: ev.Worker, PID: ev.PID, Step: ev.Step,
-			Percent: ev.Percent, Parked: ev.Parked, Code: ev.Code, Reason: ev.Reason}
-		res.Events = append(res.Events, te)
+	res.Events = b.Events()
+	for _, ev := range res.Events {
+		t := rel(ev.Seen)
 		switch {
 		case ev.Message == "worker started" && ev.Gen == 2 && firstNewStart < 0:
-			firstNewStart = te.T
+			firstNewStart = t
 		case ev.Message == "worker exited" && ev.Gen == 1:
-			lastOldExit = te.T
+			lastOldExit = t
 		case ev.Message == "swap complete" && ev.Gen == 2:
-			res.SwapComplete = te.T
+			res.SwapComplete = t
 		}
 	}
-	res.NewReady = rel(ready.seen)
+	res.NewReady = rel(ready.Seen)
 	res.LastOldExit = lastOldExit
 	res.TwoGens = lastOldExit - firstNewStart
 
@@ -454,7 +417,7 @@ func measure(sp spec, logf func(string, ...any)) (res Result, err error) {
 
 // memStats computes the baseline (median over the baseline window), the
 // peak, and how long the total stayed above 1.5x the baseline.
-func memStats(res *Result) {
+func memStats(res *canaryResult) {
 	var base []Sample
 	var all []Sample
 	for _, s := range res.Samples {
@@ -470,12 +433,7 @@ func memStats(res *Result) {
 		return
 	}
 	med := func(f func(Sample) int64) int64 {
-		v := make([]int64, len(base))
-		for i, s := range base {
-			v[i] = f(s)
-		}
-		slices.Sort(v)
-		return v[len(v)/2]
+		return int64(stats.MedianOf(base, func(s Sample) float64 { return float64(f(s)) }))
 	}
 	res.Base = Mem{med(func(s Sample) int64 { return s.RSS }), med(func(s Sample) int64 { return s.PSS }),
 		med(func(s Sample) int64 { return s.BatonRSS }), med(func(s Sample) int64 { return s.BatonPSS })}
@@ -502,7 +460,7 @@ func memStats(res *Result) {
 
 // loadStats counts the requests, their failures, and which generation
 // answered in each phase of the reload (by when the connection began).
-func loadStats(res *Result, reqs []request, t0 time.Time) {
+func loadStats(res *canaryResult, reqs []request, t0 time.Time) {
 	sort.Slice(reqs, func(i, j int) bool { return reqs[i].at.Before(reqs[j].at) })
 	ls := &res.Load
 	ls.ByKind, ls.Examples = map[string]int{}, map[string]string{}
@@ -513,17 +471,18 @@ func loadStats(res *Result, reqs []request, t0 time.Time) {
 	}
 	marks := []mark{{res.BaselineFrom, "before the reload"}, {0, "new generation starting"}}
 	for _, ev := range res.Events {
+		t := sec(ev.Seen.Sub(t0))
 		switch {
-		case ev.Msg == "canary step" && ev.Gen == 2:
-			marks = append(marks, mark{ev.T, fmt.Sprintf("canary %d%%", ev.Percent)})
-		case ev.Msg == "swap complete" && ev.Gen == 2:
-			marks = append(marks, mark{ev.T, "cutover → old gone"})
-		case ev.Msg == "bake begun" && ev.Gen == 2:
+		case ev.Message == "canary step" && ev.Gen == 2:
+			marks = append(marks, mark{t, fmt.Sprintf("canary %d%%", ev.Percent)})
+		case ev.Message == "swap complete" && ev.Gen == 2:
+			marks = append(marks, mark{t, "cutover → old gone"})
+		case ev.Message == "bake begun" && ev.Gen == 2:
 			// "swap complete" and "bake begun" are one moment: the bake is
 			// that phase.
 			marks[len(marks)-1].name = "bake"
-		case ev.Msg == "bake done" && ev.Gen == 2:
-			marks = append(marks, mark{ev.T, "bake done → old gone"})
+		case ev.Message == "bake done" && ev.Gen == 2:
+			marks = append(marks, mark{t, "bake done → old gone"})
 		}
 	}
 	marks = append(marks, mark{res.OldGone, "after"})
@@ -569,31 +528,4 @@ func loadStats(res *Result, reqs []request, t0 time.Time) {
 			}
 		}
 	}
-}
-
-// cleanEnv drops baton's settings (and what a baton above us may have
-// set) from the environment the baton under test gets.
-func cleanEnv(env []string) []string {
-	var out []string
-	for _, kv := range env {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "BATON_") || strings.HasPrefix(k, "GUNICORN_") || strings.HasPrefix(k, "HELLO_") ||
-			k == "LISTEN_FDS" || k == "LISTEN_PID" || k == "LISTEN_FDNAMES" || k == "NOTIFY_SOCKET" || k == "WATCHDOG_USEC" || k == "WATCHDOG_PID" {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return out
-}
-
-// pollUntil polls cond every 20 ms until it holds or timeout passes.
-func pollUntil(timeout time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not within %v", timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return nil
 }
