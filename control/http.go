@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/internal/http1"
 )
 
 // The operations endpoint (BATON_HTTP_ADDR) is a tiny HTTP/1.1 responder
@@ -141,27 +142,20 @@ func readRequest(br *bufio.Reader) (httpRequest, error) {
 	}
 }
 
-// readLine reads one CRLF- or LF-terminated line, charging budget.
+// readLine reads one line of the request head, charging budget, with
+// control's errors: a head over the budget is errHeaderTooLarge, a client
+// that closed mid-line errBadRequest.
 func readLine(br *bufio.Reader, budget *int) (string, error) {
-	var buf []byte
-	for {
-		frag, err := br.ReadSlice('\n')
-		*budget -= len(frag)
-		if *budget < 0 {
-			return "", errHeaderTooLarge
-		}
-		buf = append(buf, frag...)
-		switch {
-		case err == nil:
-			return string(bytes.TrimSuffix(bytes.TrimSuffix(buf, []byte("\n")), []byte("\r"))), nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case errors.Is(err, io.EOF) && len(buf) > 0:
-			return "", errBadRequest // the client closed mid-line
-		default:
-			return "", err
-		}
+	line, err := http1.ReadLine(br, budget)
+	switch {
+	case errors.Is(err, http1.ErrTooLong):
+		return "", errHeaderTooLarge
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "", errBadRequest
+	case err != nil:
+		return "", err
 	}
+	return string(line), nil
 }
 
 // parseRequestLine parses "METHOD SP request-target SP HTTP/1.x".

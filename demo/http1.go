@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/baton-init/baton/internal/http1"
 )
 
 // The few pieces of HTTP/1.1 (RFC 9112) that the hello server and the load
@@ -15,8 +17,8 @@ import (
 // demo's tests check both ends against net/http.
 
 const (
-	// maxLine bounds one request, status, header or chunk-size line: it is
-	// the size of the bufio.Reader the line is read from.
+	// maxLine bounds one request, status, header or chunk-size line; it is
+	// also the size of the bufio.Readers the lines are read from.
 	maxLine = 8 << 10
 	// maxHeader bounds a whole header section (start line included).
 	maxHeader = 64 << 10
@@ -25,33 +27,21 @@ const (
 var (
 	// errLineTooLong reports a line longer than maxLine, or a header
 	// section longer than maxHeader.
-	errLineTooLong = errors.New("header line too long")
+	errLineTooLong = http1.ErrTooLong
 	// errMalformed reports a message that is not HTTP/1.x.
 	errMalformed = errors.New("malformed HTTP message")
 )
 
-// readLine reads one line (up to "\n") and returns it without its line
-// ending ("\r\n" or a bare "\n"). The slice is only valid until the next read
-// from br. *budget, the bytes left for the header section, is decremented.
-//
-// A connection closed before the first byte of the line is io.EOF; closed
-// in the middle of one, io.ErrUnexpectedEOF.
+// readLine reads a line through http1.ReadLine (the one HTTP/1 line
+// reader, shared with control), which bounds it by *budget, and refuses
+// one of maxLine bytes or more. The slice is valid until the next read
+// from br.
 func readLine(br *bufio.Reader, budget *int) ([]byte, error) {
-	line, err := br.ReadSlice('\n')
-	*budget -= len(line)
-	switch {
-	case err == bufio.ErrBufferFull || *budget < 0:
+	line, err := http1.ReadLine(br, budget)
+	if err == nil && len(line) >= maxLine {
 		return nil, errLineTooLong
-	case err == io.EOF && len(line) > 0:
-		return nil, io.ErrUnexpectedEOF
-	case err != nil:
-		return nil, err
 	}
-	line = line[:len(line)-1]
-	if n := len(line); n > 0 && line[n-1] == '\r' {
-		line = line[:n-1]
-	}
-	return line, nil
+	return line, err
 }
 
 // splitHeader splits a header field line into its name and value (optional
