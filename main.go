@@ -5,7 +5,7 @@
 //
 // main is the composition root: it reads the configuration, builds the
 // logger, opens the listeners, subscribes to signals and runs the one event
-// loop (handoff.Supervisor). It is the only place that exits.
+// loop (supervisor.Supervisor). It is the only place that exits.
 package main
 
 import (
@@ -36,6 +36,7 @@ import (
 	"github.com/baton-init/baton/reaper/onecpu"
 	"github.com/baton-init/baton/reaper/oneproc"
 	"github.com/baton-init/baton/spawn"
+	"github.com/baton-init/baton/supervisor"
 	"github.com/baton-init/baton/watch"
 )
 
@@ -159,7 +160,7 @@ func cmdReload(args []string) int {
 	noWait := fs.Bool("no-wait", false, "")
 	var timeout time.Duration
 	fs.Func("timeout", "", func(v string) error {
-		var d handoff.Timeout
+		var d supervisor.Timeout
 		if d.Decode(v) != nil {
 			return errors.New("wants a duration like 90s")
 		}
@@ -232,7 +233,7 @@ func reloadSignal(pid int) int {
 	}
 	sig := unix.SIGHUP
 	if v := os.Getenv("BATON_RELOAD_SIGNAL"); v != "" {
-		var r handoff.ReloadSignal
+		var r supervisor.ReloadSignal
 		if err := r.Decode(v); err != nil {
 			fmt.Fprintf(os.Stderr, "baton: BATON_RELOAD_SIGNAL: %v\n", err)
 			return exitUsage
@@ -279,7 +280,7 @@ func cmdHealth(args []string) int {
 
 // deployLine is what baton health adds about a canary or a bake in
 // progress.
-func deployLine(st handoff.Status) string {
+func deployLine(st supervisor.Status) string {
 	switch {
 	case st.Canary > 0:
 		return fmt.Sprintf("; canary: generation %d at step %d, %d%% of new connections", st.Canary, st.CanaryStep, st.CanaryPercent)
@@ -394,12 +395,12 @@ func supervise(argv []string) int {
 	plain := len(ls) == 0 && cfg.Workers <= 1
 	restart := cfg.Restart
 	if restart == "" {
-		restart = handoff.RestartOnFailure
+		restart = supervisor.RestartOnFailure
 		if plain {
-			restart = handoff.RestartNever // a drop-in for tini
+			restart = supervisor.RestartNever // a drop-in for tini
 		}
 	}
-	opts := handoff.Options{
+	opts := supervisor.Options{
 		Workers:       int(cfg.Workers),
 		Ready:         cfg.Ready,
 		ReadyTimeout:  time.Duration(cfg.ReadyTimeout),
@@ -464,7 +465,7 @@ func supervise(argv []string) int {
 	// Signals baton ignores (inherited SIG_IGN the Go runtime keeps) must
 	// not reach a worker: the shim resets them.
 	resetSignals := spawn.InheritsIgnored()
-	start := func(gen, idx int, fds []int, foreground bool) (handoff.Worker, error) {
+	start := func(gen, idx int, fds []int, foreground bool) (supervisor.Worker, error) {
 		env := append([]string(nil), baseEnv...)
 		env = append(env, "BATON_GENERATION="+strconv.Itoa(gen), "BATON_WORKER="+strconv.Itoa(idx))
 		if len(ls) > 0 {
@@ -490,11 +491,11 @@ func supervise(argv []string) int {
 		})
 	}
 
-	if cfg.Handoff == handoff.HandoffSteer {
+	if cfg.Handoff == supervisor.HandoffSteer {
 		opts.SteerSettle = steerSettle
 	}
 	opts.Surge = int(cfg.Surge)
-	if opts.Surge > 0 && opts.Surge < opts.Workers && cfg.Handoff == handoff.HandoffSteer {
+	if opts.Surge > 0 && opts.Surge < opts.Workers && cfg.Handoff == supervisor.HandoffSteer {
 		// Steering sends every new connection to one generation; a rollout
 		// needs both generations to get some (BATON_HANDOFF=shared).
 		stderrf("baton: BATON_SURGE: a rolling swap needs BATON_HANDOFF=shared (steer mode switches whole generations)")
@@ -512,20 +513,20 @@ func supervise(argv []string) int {
 	}
 	opts.Canary, opts.Bake = cfg.Canary, time.Duration(cfg.Bake)
 	opts.Watchdog = time.Duration(cfg.Watchdog)
-	sup := handoff.New(opts, log)
+	sup := supervisor.New(opts, log)
 	sup.Start = start
 	if len(cfg.ReloadCheck) > 0 {
-		sup.Check = func(gen int) (handoff.Worker, <-chan string, error) {
+		sup.Check = func(gen int) (supervisor.Worker, <-chan string, error) {
 			return startCheck(cfg, cfg.ReloadCheck, baseEnv, gen, resetSignals)
 		}
 	}
 	if len(cfg.CanaryCheck) > 0 {
-		sup.CanaryCheck = func(gen int) (handoff.Worker, <-chan string, error) {
+		sup.CanaryCheck = func(gen int) (supervisor.Worker, <-chan string, error) {
 			return startCheck(cfg, cfg.CanaryCheck, baseEnv, gen, resetSignals)
 		}
 	}
 	sup.Sockets = fds
-	if cfg.Handoff == handoff.HandoffSteer {
+	if cfg.Handoff == supervisor.HandoffSteer {
 		st, err := handoff.NewSteering(ls)
 		if err != nil {
 			stderrf("baton: BATON_HANDOFF=steer: %s", err)
@@ -604,7 +605,7 @@ func supervise(argv []string) int {
 // outside steer mode, "" when none does.
 func canaryNeedsSteer(cfg *config) string {
 	switch {
-	case cfg.Handoff == handoff.HandoffSteer:
+	case cfg.Handoff == supervisor.HandoffSteer:
 		return ""
 	case len(cfg.Canary) > 0:
 		return "BATON_CANARY"
@@ -619,7 +620,7 @@ func canaryNeedsSteer(cfg *config) string {
 // listeners, its stdout and stderr on a pipe whose last line the returned
 // channel gets when the output ends, or when the time EndOutput allows
 // runs out (a child the check left behind may hold the pipe open).
-func startCheck(cfg *config, cmd spawn.Command, baseEnv []string, gen int, resetSignals bool) (handoff.Worker, <-chan string, error) {
+func startCheck(cfg *config, cmd spawn.Command, baseEnv []string, gen int, resetSignals bool) (supervisor.Worker, <-chan string, error) {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return nil, nil, err
@@ -779,34 +780,34 @@ const envPrefix = "BATON"
 // prefixed variable is unset (a field tagged `user` would read $USER).
 // split_words maps ReadyTimeout to BATON_READY_TIMEOUT without that.
 type config struct {
-	Listen        handoff.Listeners    `desc:"listeners [name=]scheme://addr, comma-separated (tcp, tcp4, tcp6, udp, udp4, udp6, unix); host:port means tcp, /path means unix; a unix socket file takes ?mode=0666&owner=USER[:GROUP]"`
-	Workers       handoff.Count        `default:"1" desc:"workers per generation"`
-	Ready         handoff.ReadyMode    `default:"auto" desc:"when a new worker is ready: notify (READY=1), delay:DUR, auto (READY=1 or 2s up, until a worker has sent READY=1)"`
-	ReadyTimeout  handoff.Timeout      `split_words:"true" default:"60s" desc:"a new generation (or recycling replacement) not ready by then is rolled back; must be above 0"`
-	ReloadSignal  handoff.ReloadSignal `split_words:"true" default:"HUP" desc:"signal that starts a generation swap; none disables reloads and forwards it (plain init mode defaults to none: HUP goes to the app, as under tini)"`
-	StopSignal    handoff.StopSignal   `split_words:"true" default:"TERM" desc:"signal that asks a retiring worker to finish; when set, it also replaces the shutdown signal baton received (not the reload signal, CHLD, URG or PIPE)"`
-	StopTimeout   handoff.Duration     `split_words:"true" default:"8s" desc:"grace before SIGKILL to a worker's process group (retiring and shutdown)"`
-	ShutdownDelay handoff.Duration     `split_words:"true" default:"0" desc:"on shutdown, keep serving this long while reporting not-ready"`
-	SignalMap     handoff.SignalMap    `split_words:"true" desc:"rewrite signals before baton acts on them, e.g. TERM:QUIT,WINCH: (empty target drops it; not the reload signal)"`
-	Restart       handoff.Restart      `desc:"on-failure, always or never (default: never in plain init mode, on-failure otherwise)"`
-	RestartLimit  handoff.RestartLimit `split_words:"true" default:"5/60s" desc:"crash-loop bound COUNT/WINDOW per worker slot; past it baton exits with the worker's code"`
-	ExitMap       handoff.ExitMap      `split_words:"true" desc:"remap baton's exit status, e.g. 143:0"`
-	User          spawn.User           `desc:"uid[:gid] or name[:group] the workers run as"`
-	Ulimits       spawn.Ulimits        `desc:"worker rlimits in docker's syntax: nofile=65536:65536,core=0"`
-	MaxRSS        handoff.Size         `split_words:"true" desc:"recycle a worker whose RSS exceeds this (512MiB, 512Mi, 1g)"`
-	MaxAge        handoff.Duration     `split_words:"true" desc:"recycle a worker older than this (with up to 10% jitter), one at a time"`
-	Watch         watch.Paths          `desc:"files or directories whose content change triggers a swap, comma-separated"`
-	HTTPAddr      httpAddr             `split_words:"true" desc:"serve /metrics, /healthz and /readyz on this address"`
-	Subreaper     tristate             `default:"auto" desc:"become a child subreaper: auto (when not PID 1), true, false"`
-	LogLevel      logLevel             `split_words:"true" default:"info" desc:"debug, info, warn or error"`
-	LogFormat     logFormat            `split_words:"true" default:"auto" desc:"json, console, or auto (console on a TTY)"`
-	ReloadCheck   spawn.Command        `split_words:"true" desc:"command (no shell, split on spaces) run as the workers before each reload; its exit status decides: non-zero or not done within BATON_READY_TIMEOUT refuses the reload; what it leaves in its process group gets SIGTERM, SIGKILL after BATON_STOP_TIMEOUT"`
-	Surge         handoff.Count        `desc:"rolling swaps: at most BATON_WORKERS + N workers alive during a reload (default BATON_WORKERS: the whole generation at once)"`
-	Watchdog      handoff.Duration     `desc:"WATCHDOG_USEC for workers: one that sent WATCHDOG=1 and then nothing this long is aborted and restarted"`
-	Handoff       handoff.Handoff      `default:"shared" desc:"shared (one socket per listener for every generation) or steer (a socket per generation for TCP and UDP, new connections steered in the kernel, so workers that drain badly lose nothing)"`
-	Canary        handoff.CanarySteps  `desc:"steer mode: PERCENT:DURATION steps, comma-separated (10%:30s,50%:1m); a new generation gets that share of new TCP connections first, and a worker exit aborts the reload"`
-	CanaryCheck   spawn.Command        `split_words:"true" desc:"command (no shell, split on spaces) run as the workers at the end of each canary step; its exit status decides: non-zero or not done within BATON_READY_TIMEOUT aborts the canary; what it leaves in its process group is stopped as for BATON_RELOAD_CHECK"`
-	Bake          handoff.Duration     `desc:"steer mode: keep the old generation parked this long after the cutover; a new worker exit meanwhile reverts to it at once"`
+	Listen        handoff.Listeners       `desc:"listeners [name=]scheme://addr, comma-separated (tcp, tcp4, tcp6, udp, udp4, udp6, unix); host:port means tcp, /path means unix; a unix socket file takes ?mode=0666&owner=USER[:GROUP]"`
+	Workers       supervisor.Count        `default:"1" desc:"workers per generation"`
+	Ready         supervisor.ReadyMode    `default:"auto" desc:"when a new worker is ready: notify (READY=1), delay:DUR, auto (READY=1 or 2s up, until a worker has sent READY=1)"`
+	ReadyTimeout  supervisor.Timeout      `split_words:"true" default:"60s" desc:"a new generation (or recycling replacement) not ready by then is rolled back; must be above 0"`
+	ReloadSignal  supervisor.ReloadSignal `split_words:"true" default:"HUP" desc:"signal that starts a generation swap; none disables reloads and forwards it (plain init mode defaults to none: HUP goes to the app, as under tini)"`
+	StopSignal    supervisor.StopSignal   `split_words:"true" default:"TERM" desc:"signal that asks a retiring worker to finish; when set, it also replaces the shutdown signal baton received (not the reload signal, CHLD, URG or PIPE)"`
+	StopTimeout   supervisor.Duration     `split_words:"true" default:"8s" desc:"grace before SIGKILL to a worker's process group (retiring and shutdown)"`
+	ShutdownDelay supervisor.Duration     `split_words:"true" default:"0" desc:"on shutdown, keep serving this long while reporting not-ready"`
+	SignalMap     supervisor.SignalMap    `split_words:"true" desc:"rewrite signals before baton acts on them, e.g. TERM:QUIT,WINCH: (empty target drops it; not the reload signal)"`
+	Restart       supervisor.Restart      `desc:"on-failure, always or never (default: never in plain init mode, on-failure otherwise)"`
+	RestartLimit  supervisor.RestartLimit `split_words:"true" default:"5/60s" desc:"crash-loop bound COUNT/WINDOW per worker slot; past it baton exits with the worker's code"`
+	ExitMap       supervisor.ExitMap      `split_words:"true" desc:"remap baton's exit status, e.g. 143:0"`
+	User          spawn.User              `desc:"uid[:gid] or name[:group] the workers run as"`
+	Ulimits       spawn.Ulimits           `desc:"worker rlimits in docker's syntax: nofile=65536:65536,core=0"`
+	MaxRSS        supervisor.Size         `split_words:"true" desc:"recycle a worker whose RSS exceeds this (512MiB, 512Mi, 1g)"`
+	MaxAge        supervisor.Duration     `split_words:"true" desc:"recycle a worker older than this (with up to 10% jitter), one at a time"`
+	Watch         watch.Paths             `desc:"files or directories whose content change triggers a swap, comma-separated"`
+	HTTPAddr      httpAddr                `split_words:"true" desc:"serve /metrics, /healthz and /readyz on this address"`
+	Subreaper     tristate                `default:"auto" desc:"become a child subreaper: auto (when not PID 1), true, false"`
+	LogLevel      logLevel                `split_words:"true" default:"info" desc:"debug, info, warn or error"`
+	LogFormat     logFormat               `split_words:"true" default:"auto" desc:"json, console, or auto (console on a TTY)"`
+	ReloadCheck   spawn.Command           `split_words:"true" desc:"command (no shell, split on spaces) run as the workers before each reload; its exit status decides: non-zero or not done within BATON_READY_TIMEOUT refuses the reload; what it leaves in its process group gets SIGTERM, SIGKILL after BATON_STOP_TIMEOUT"`
+	Surge         supervisor.Count        `desc:"rolling swaps: at most BATON_WORKERS + N workers alive during a reload (default BATON_WORKERS: the whole generation at once)"`
+	Watchdog      supervisor.Duration     `desc:"WATCHDOG_USEC for workers: one that sent WATCHDOG=1 and then nothing this long is aborted and restarted"`
+	Handoff       supervisor.Handoff      `default:"shared" desc:"shared (one socket per listener for every generation) or steer (a socket per generation for TCP and UDP, new connections steered in the kernel, so workers that drain badly lose nothing)"`
+	Canary        supervisor.CanarySteps  `desc:"steer mode: PERCENT:DURATION steps, comma-separated (10%:30s,50%:1m); a new generation gets that share of new TCP connections first, and a worker exit aborts the reload"`
+	CanaryCheck   spawn.Command           `split_words:"true" desc:"command (no shell, split on spaces) run as the workers at the end of each canary step; its exit status decides: non-zero or not done within BATON_READY_TIMEOUT aborts the canary; what it leaves in its process group is stopped as for BATON_RELOAD_CHECK"`
+	Bake          supervisor.Duration     `desc:"steer mode: keep the old generation parked this long after the cutover; a new worker exit meanwhile reverts to it at once"`
 }
 
 // configKeys are the variables config reads, in the order of its fields.

@@ -21,7 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/supervisor"
 )
 
 // The control socket is an abstract unix socket named
@@ -250,7 +250,7 @@ func peerCred(c net.Conn) (*unix.Ucred, error) {
 // maxControlConns connections (the oldest idle one gives way to a new
 // one) and maxReloadWaiters reloads waiting for their outcome, a request
 // line of maxRequest bytes within controlReadTimeout.
-func (l *Listener) Serve(s *handoff.Supervisor) error {
+func (l *Listener) Serve(s *supervisor.Supervisor) error {
 	f := os.NewFile(uintptr(l.fd), l.Addr)
 	ln, err := net.FileListener(f) // a duplicate, in the network poller
 	_ = f.Close()                  // ours: the duplicate keeps the socket
@@ -281,7 +281,7 @@ func readRequestLine(r io.Reader) (string, error) {
 	return strings.TrimSpace(line), nil
 }
 
-func answer(s *handoff.Supervisor, h *held) {
+func answer(s *supervisor.Supervisor, h *held) {
 	_ = h.SetReadDeadline(time.Now().Add(controlReadTimeout)) // without it a slow client only holds a place longer
 	req, err := readRequestLine(h)
 	if err != nil || (req != "status" && req != "reload") || !h.working() {
@@ -311,8 +311,8 @@ const maxReloadWait = time.Hour
 // connection is set aside (held.wait), out of status's way, and a client
 // that goes away (its end closed) ends the wait and frees its place; the
 // reload itself goes on.
-func answerReload(s *handoff.Supervisor, h *held) {
-	var o handoff.Outcome
+func answerReload(s *supervisor.Supervisor, h *held) {
+	var o supervisor.Outcome
 	cred, err := peerCred(h.Conn)
 	switch {
 	case err != nil:
@@ -344,7 +344,7 @@ func answerReload(s *handoff.Supervisor, h *held) {
 }
 
 // queryNow asks the loop for its status within controlTimeout.
-func queryNow(s *handoff.Supervisor) (handoff.Status, error) {
+func queryNow(s *supervisor.Supervisor) (supervisor.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), controlTimeout)
 	defer cancel()
 	return s.Query(ctx)
@@ -352,8 +352,8 @@ func queryNow(s *handoff.Supervisor) (handoff.Status, error) {
 
 // AskReload asks the baton t for a reload and waits up to wait for its
 // outcome.
-func AskReload(t Target, wait time.Duration) (handoff.Outcome, error) {
-	var o handoff.Outcome
+func AskReload(t Target, wait time.Duration) (supervisor.Outcome, error) {
+	var o supervisor.Outcome
 	err := ask(t, "reload", wait, false, &o)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return o, fmt.Errorf("no outcome within %v (the reload may still complete)", wait)
@@ -364,8 +364,8 @@ func AskReload(t Target, wait time.Duration) (handoff.Outcome, error) {
 // AskStatus asks the baton t for its status. A connection closed before
 // the answer (baton gave its place to a newer one) is asked again, within
 // controlTimeout in all.
-func AskStatus(t Target) (handoff.Status, error) {
-	var st handoff.Status
+func AskStatus(t Target) (supervisor.Status, error) {
+	var st supervisor.Status
 	return st, ask(t, "status", controlTimeout, true, &st)
 }
 

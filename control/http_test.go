@@ -26,6 +26,7 @@ import (
 	"github.com/baton-init/baton/reaper"
 
 	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/supervisor"
 )
 
 // wantFamilies is the /metrics contract: every family and its type.
@@ -106,10 +107,10 @@ next:
 }
 
 func TestFormatMetrics(t *testing.T) {
-	st := handoff.Status{
+	st := supervisor.Status{
 		Gen: 7, Ready: true, Healthy: true, Starting: 1, Serving: 4, Retiring: 2,
 		Canary: 8, CanaryStep: 2, CanaryPercent: 25, Parked: 6, ParkedWorkers: 29, BakeLeft: 90 * time.Second,
-		Stats: handoff.Stats{
+		Stats: supervisor.Stats{
 			ReloadsOK: 6, ReloadsFailed: 2, ReloadsCoalesced: 3, ReloadsReverted: 23, Restarts: 5, Orphans: 11,
 			Forwarded: 13, Recycled: 17, WatchdogKills: 19, LastSwap: 1250 * time.Millisecond,
 		},
@@ -171,7 +172,7 @@ func TestFormatMetrics(t *testing.T) {
 	}
 
 	// Not ready renders as 0, a zero swap as 0.
-	fams = parseMetrics(t, FormatMetrics(handoff.Status{}))
+	fams = parseMetrics(t, FormatMetrics(supervisor.Status{}))
 	if got := value(fams, "baton_ready"); got != 0 {
 		t.Errorf("baton_ready = %v for a zero status", got)
 	}
@@ -214,7 +215,7 @@ func (f *fakeWorker) Signal(sig unix.Signal) error {
 	return nil
 }
 
-func (w *fakeWorld) start(gen, idx int, _ []int, _ bool) (handoff.Worker, error) {
+func (w *fakeWorld) start(gen, idx int, _ []int, _ bool) (supervisor.Worker, error) {
 	w.mu.Lock()
 	w.pid++
 	pid := w.pid
@@ -288,22 +289,22 @@ const (
 	fakeLong          = 100 * time.Hour
 )
 
-// startFake runs a handoff.Supervisor over a fakeWorld with 2 workers, notify
+// startFake runs a supervisor.Supervisor over a fakeWorld with 2 workers, notify
 // readiness and a shutdown delay, and serves HTTP for it.
-func startFake(t *testing.T) (*handoff.Supervisor, *fakeWorld, chan handoff.Note, string, <-chan int) {
+func startFake(t *testing.T) (*supervisor.Supervisor, *fakeWorld, chan handoff.Note, string, <-chan int) {
 	t.Helper()
 	w := &fakeWorld{t: t, sigs: make(chan os.Signal, 256), started: make(chan int, 64), alive: map[int]bool{}}
 	notes := make(chan handoff.Note, 16)
-	sup := handoff.New(handoff.Options{
+	sup := supervisor.New(supervisor.Options{
 		Workers:       2,
-		Ready:         handoff.ReadyMode{Kind: "notify"},
+		Ready:         supervisor.ReadyMode{Kind: "notify"},
 		ReadyTimeout:  fakeLong,
 		ReloadSignal:  unix.SIGHUP,
 		StopSignal:    unix.SIGTERM,
 		StopTimeout:   fakeLong,
 		ShutdownDelay: fakeShutdownDelay,
-		Restart:       handoff.RestartOnFailure,
-		RestartLimit:  handoff.RestartLimit{Count: 5, Window: time.Minute},
+		Restart:       supervisor.RestartOnFailure,
+		RestartLimit:  supervisor.RestartLimit{Count: 5, Window: time.Minute},
 	}, zerolog.Nop())
 	sup.Start = w.start
 	sup.Reap = w.reap
@@ -324,7 +325,7 @@ func startFake(t *testing.T) (*handoff.Supervisor, *fakeWorld, chan handoff.Note
 	return sup, w, notes, l.Addr().String(), done
 }
 
-func query(t *testing.T, s *handoff.Supervisor) handoff.Status {
+func query(t *testing.T, s *supervisor.Supervisor) supervisor.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -383,7 +384,7 @@ func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
 // until queries the loop until pred holds (the loop takes signals, notes
 // and queries in any order, so a state change shows up a few queries
 // later), checking each snapshot on the way with each (may be nil).
-func until(t *testing.T, s *handoff.Supervisor, what string, pred func(handoff.Status) bool, each func(handoff.Status)) handoff.Status {
+func until(t *testing.T, s *supervisor.Supervisor, what string, pred func(supervisor.Status) bool, each func(supervisor.Status)) supervisor.Status {
 	t.Helper()
 	end := time.Now().Add(5 * time.Second)
 	for {
@@ -400,7 +401,7 @@ func until(t *testing.T, s *handoff.Supervisor, what string, pred func(handoff.S
 	}
 }
 
-// TestHTTPReadyAcrossLifecycle drives a real handoff.Supervisor (fake processes)
+// TestHTTPReadyAcrossLifecycle drives a real supervisor.Supervisor (fake processes)
 // through start, swaps, a coalesced and a failed reload and a delayed
 // shutdown, and checks /readyz, /healthz and /metrics at every step:
 // ready only once the first generation is, never unready in the middle
@@ -409,7 +410,7 @@ func TestHTTPReadyAcrossLifecycle(t *testing.T) {
 	sup, w, notes, addr, done := startFake(t)
 	base := "http://" + addr
 	ready := func(pid int) { notes <- handoff.Note{PID: pid, Ready: true} }
-	mustBeReady := func(st handoff.Status) {
+	mustBeReady := func(st supervisor.Status) {
 		if !st.Ready {
 			t.Fatalf("not ready in the middle of a swap: %+v", st)
 		}
@@ -423,12 +424,12 @@ func TestHTTPReadyAcrossLifecycle(t *testing.T) {
 	wantCode(t, base, "/readyz", 503)
 	wantCode(t, base, "/healthz", 200)
 	ready(a)
-	until(t, sup, "one worker ready", func(st handoff.Status) bool { return st.Serving == 1 }, nil)
+	until(t, sup, "one worker ready", func(st supervisor.Status) bool { return st.Serving == 1 }, nil)
 	if st := query(t, sup); st.Ready {
 		t.Fatalf("ready with one of two workers ready: %+v", st)
 	}
 	ready(b)
-	until(t, sup, "generation 1 ready", func(st handoff.Status) bool { return st.Ready }, nil)
+	until(t, sup, "generation 1 ready", func(st supervisor.Status) bool { return st.Ready }, nil)
 	wantCode(t, base, "/readyz", 200)
 	fams := scrape(t, base)
 	if value(fams, "baton_ready") != 1 || value(fams, "baton_generation") != 1 || value(fams, "baton_workers", "state", "serving") != 2 {
@@ -438,19 +439,19 @@ func TestHTTPReadyAcrossLifecycle(t *testing.T) {
 	// A swap: ready all along.
 	w.sigs <- unix.SIGHUP
 	c, d := w.nextPID(), w.nextPID()
-	st = until(t, sup, "swap begun", func(st handoff.Status) bool { return st.Starting == 2 }, mustBeReady)
+	st = until(t, sup, "swap begun", func(st supervisor.Status) bool { return st.Starting == 2 }, mustBeReady)
 	if st.Gen != 1 || st.Serving != 2 {
 		t.Fatalf("mid-swap: %+v", st)
 	}
 	wantCode(t, base, "/readyz", 200)
 	ready(c)
-	until(t, sup, "one new worker ready", func(st handoff.Status) bool { return st.Serving == 3 }, mustBeReady)
+	until(t, sup, "one new worker ready", func(st supervisor.Status) bool { return st.Serving == 3 }, mustBeReady)
 	ready(d)
-	st = until(t, sup, "swap complete", func(st handoff.Status) bool { return st.Gen == 2 }, mustBeReady)
+	st = until(t, sup, "swap complete", func(st supervisor.Status) bool { return st.Gen == 2 }, mustBeReady)
 	if st.ReloadsOK != 1 {
 		t.Fatalf("after swap: %+v", st)
 	}
-	until(t, sup, "old generation gone", func(st handoff.Status) bool { return st.Retiring == 0 && st.Serving == 2 }, mustBeReady)
+	until(t, sup, "old generation gone", func(st supervisor.Status) bool { return st.Retiring == 0 && st.Serving == 2 }, mustBeReady)
 	wantCode(t, base, "/readyz", 200)
 	fams = scrape(t, base)
 	if value(fams, "baton_generation") != 2 || value(fams, "baton_reloads_total", "result", "ok") != 1 {
@@ -464,17 +465,17 @@ func TestHTTPReadyAcrossLifecycle(t *testing.T) {
 	e, f := w.nextPID(), w.nextPID()
 	// The second HUP must reach the loop before the new workers' notes,
 	// which come on another channel; otherwise it starts a swap of its own.
-	until(t, sup, "second reload coalesced", func(st handoff.Status) bool { return st.ReloadsCoalesced == 1 }, mustBeReady)
+	until(t, sup, "second reload coalesced", func(st supervisor.Status) bool { return st.ReloadsCoalesced == 1 }, mustBeReady)
 	ready(e)
 	ready(f)
 	g, h := w.nextPID(), w.nextPID() // the coalesced swap
-	st = until(t, sup, "coalesced swap begun", func(st handoff.Status) bool { return st.Gen == 3 && st.Starting == 2 }, mustBeReady)
+	st = until(t, sup, "coalesced swap begun", func(st supervisor.Status) bool { return st.Gen == 3 && st.Starting == 2 }, mustBeReady)
 	if st.ReloadsCoalesced != 1 {
 		t.Fatalf("coalesced swap: %+v", st)
 	}
 	ready(g)
 	w.exit(h, 3)
-	st = until(t, sup, "swap aborted", func(st handoff.Status) bool { return st.ReloadsFailed == 1 }, mustBeReady)
+	st = until(t, sup, "swap aborted", func(st supervisor.Status) bool { return st.ReloadsFailed == 1 }, mustBeReady)
 	if st.Gen != 3 {
 		t.Fatalf("after failed swap: %+v", st)
 	}
@@ -493,7 +494,7 @@ func TestHTTPReadyAcrossLifecycle(t *testing.T) {
 
 	// Shutdown with a delay: unready at once, still healthy and serving.
 	w.sigs <- unix.SIGTERM
-	st = until(t, sup, "shutdown begun", func(st handoff.Status) bool { return st.Stopping }, nil)
+	st = until(t, sup, "shutdown begun", func(st supervisor.Status) bool { return st.Stopping }, nil)
 	if st.Ready || !st.Healthy || st.Serving != 2 {
 		t.Fatalf("during shutdown delay: %+v", st)
 	}
@@ -508,7 +509,7 @@ func TestHTTPReadyAcrossLifecycle(t *testing.T) {
 	fwd := st.Forwarded
 	w.sigs <- unix.SIGHUP
 	w.sigs <- unix.SIGUSR1
-	st = until(t, sup, "USR1 forwarded", func(st handoff.Status) bool { return st.Forwarded > fwd }, nil)
+	st = until(t, sup, "USR1 forwarded", func(st supervisor.Status) bool { return st.Forwarded > fwd }, nil)
 	if st.Ready || st.Starting != 0 || st.Gen != 3 {
 		t.Fatalf("reload during shutdown delay: %+v", st)
 	}
@@ -555,7 +556,7 @@ func TestHTTPProtocol(t *testing.T) {
 	sup, w, notes, addr, _ := startFake(t)
 	notes <- handoff.Note{PID: w.nextPID(), Ready: true}
 	notes <- handoff.Note{PID: w.nextPID(), Ready: true}
-	until(t, sup, "generation 1 ready", func(st handoff.Status) bool { return st.Ready }, nil)
+	until(t, sup, "generation 1 ready", func(st supervisor.Status) bool { return st.Ready }, nil)
 	base := "http://" + addr
 
 	cases := []struct {
@@ -651,7 +652,7 @@ func TestHTTPProtocol(t *testing.T) {
 
 // TestServeHTTPClose: closing the returned listener stops serving.
 func TestServeHTTPClose(t *testing.T) {
-	sup := handoff.New(handoff.Options{}, zerolog.Nop())
+	sup := supervisor.New(supervisor.Options{}, zerolog.Nop())
 	l, err := ServeHTTP(sup, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,6 @@
 //go:build linux
 
-package handoff
+package supervisor
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/baton-init/baton/handoff"
 	"github.com/baton-init/baton/reaper"
 )
 
@@ -54,7 +55,7 @@ type rig struct {
 	t       *testing.T
 	s       *Supervisor
 	sigs    chan os.Signal
-	notes   chan Note
+	notes   chan handoff.Note
 	started chan *scriptedWorker
 	exits   chan []reaper.Exit
 	timers  chan func()
@@ -99,7 +100,7 @@ func (l logSink) Write(p []byte) (int, error) {
 // newRig starts the loop; setup, if given, runs just before it, for seams
 // the rig itself does not set.
 func newRig(t *testing.T, opts Options, setup ...func(*rig)) *rig {
-	r := &rig{t: t, sigs: make(chan os.Signal, 16), notes: make(chan Note, 16),
+	r := &rig{t: t, sigs: make(chan os.Signal, 16), notes: make(chan handoff.Note, 16),
 		started: make(chan *scriptedWorker, 64), exits: make(chan []reaper.Exit, 1), timers: make(chan func(), 64),
 		logs: make(chan string, 4096), done: make(chan int, 1), nextPID: 100,
 		heldNow: make(chan time.Duration, 256)}
@@ -228,7 +229,7 @@ func awaitValue[T comparable](t *testing.T, c <-chan T, want T, failure string) 
 // first worker's exit taken for a failure before ready, ending the loop).
 func (r *rig) ready(w *scriptedWorker) {
 	r.t.Helper()
-	r.notes <- Note{PID: w.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w.pid, Ready: true}
 	r.expect("worker ready")
 }
 
@@ -282,14 +283,14 @@ func TestSwapCoalescesAndRetires(t *testing.T) {
 	if len(w1.got()) != 0 {
 		t.Fatalf("old worker signalled before the new one was ready: %v", w1.got())
 	}
-	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w2.pid, Ready: true}
 	w3 := r.worker() // the coalesced swap, begun in the step that completed the first
 	r.expect("swap complete")
 	r.expectStatus("after swap", func(st Status) bool { return st.Gen == 2 && st.Stats.ReloadsOK == 1 })
 	if len(w1.got()) != 1 || w1.got()[0] != unix.SIGTERM {
 		t.Fatalf("old worker got %v, want [SIGTERM]", w1.got())
 	}
-	r.notes <- Note{PID: w3.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w3.pid, Ready: true}
 	r.expect("swap complete")
 	r.expectStatus("after coalesced swap", func(st Status) bool { return st.Gen == 3 && st.Stats.ReloadsOK == 2 })
 }
@@ -547,7 +548,7 @@ func TestRetireKillSparesEmptiedGroup(t *testing.T) {
 		r.ready(old)
 		r.sigs <- unix.SIGHUP
 		cur = r.worker()
-		r.notes <- Note{PID: cur.pid, Ready: true}
+		r.notes <- handoff.Note{PID: cur.pid, Ready: true}
 		r.expect("worker retiring")
 		return old, cur
 	}
@@ -618,7 +619,7 @@ func TestForegroundFollowsCurrent(t *testing.T) {
 	r.expect("swap aborted")
 	r.sigs <- unix.SIGHUP
 	w3 := r.worker()
-	r.notes <- Note{PID: w3.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w3.pid, Ready: true}
 	r.expect("swap complete")
 	r.barrier() // the terminal moves after "swap complete" is logged
 	if w2.fg || w3.fg {
@@ -696,7 +697,7 @@ func TestPoolSurvivesCorrelatedCrashes(t *testing.T) {
 	for round := 0; round < 2; round++ {
 		var exits []reaper.Exit
 		for _, w := range ws {
-			r.notes <- Note{PID: w.pid, Ready: true}
+			r.notes <- handoff.Note{PID: w.pid, Ready: true}
 			exits = append(exits, reaper.Exit{PID: w.pid, Status: unix.WaitStatus(137)}) // SIGKILLed
 			r.expect("worker ready")
 		}
@@ -705,7 +706,7 @@ func TestPoolSurvivesCorrelatedCrashes(t *testing.T) {
 		ws = r.startedWhileFiring(8)
 	}
 	for _, w := range ws {
-		r.notes <- Note{PID: w.pid, Ready: true}
+		r.notes <- handoff.Note{PID: w.pid, Ready: true}
 		r.expect("worker ready")
 	}
 	r.expectStatus("after two crashes of the whole pool", func(st Status) bool {
@@ -736,7 +737,7 @@ func recycleRig(t *testing.T) (*rig, *scriptedWorker, *scriptedWorker) {
 	o.ReadyTimeout = recycleReadyTimeout
 	r := newRig(t, o, func(r *rig) { r.hold = recycleReadyTimeout })
 	old := r.worker()
-	r.notes <- Note{PID: old.pid, Ready: true}
+	r.notes <- handoff.Note{PID: old.pid, Ready: true}
 	r.expect("generation ready")
 	repl := r.startedWhileFiring(1)[0]
 	r.expect("recycle begun")
@@ -820,7 +821,7 @@ func TestRecycleOldWorkerCrashes(t *testing.T) {
 	if m := r.nextOf("worker restarting", "replacement took over"); m != "replacement took over" {
 		t.Fatalf("the old worker's crash logged %q: a restart next to its replacement", m)
 	}
-	r.notes <- Note{PID: repl.pid, Ready: true}
+	r.notes <- handoff.Note{PID: repl.pid, Ready: true}
 	r.expect("worker ready")
 	r.expectStatus("the replacement serves", func(st Status) bool { return st.Serving == 1 && st.Starting == 0 })
 	// Under on-failure a clean exit of the only worker ends baton: no
@@ -860,7 +861,7 @@ func (f *fakeSockets) Split(from, to, pct int) error {
 	return nil
 }
 func (f *fakeSockets) Release(gen int) { f.record(fmt.Sprintf("release %d", gen)) }
-func (f *fakeSockets) Relay(gen int, _ time.Duration, _ func(RelayEvent)) int {
+func (f *fakeSockets) Relay(gen int, _ time.Duration, _ func(handoff.RelayEvent)) int {
 	f.record(fmt.Sprintf("relay %d", gen))
 	return 0
 }
@@ -909,11 +910,11 @@ func steerRigWith(t *testing.T, o Options, setup ...func(*rig)) (*rig, *fakeSock
 func (r *rig) swapOnce() (w1, w2 *scriptedWorker) {
 	r.t.Helper()
 	w1 = r.worker()
-	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w1.pid, Ready: true}
 	r.expect("generation ready")
 	r.sigs <- unix.SIGHUP
 	w2 = r.worker()
-	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w2.pid, Ready: true}
 	r.expect("swap complete")
 	return w1, w2
 }
@@ -983,7 +984,7 @@ func TestSteerWaitsForLeaving(t *testing.T) {
 	}
 	r.sigs <- unix.SIGHUP
 	w4 := r.worker()
-	r.notes <- Note{PID: w4.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w4.pid, Ready: true}
 	r.expect("swap waits for the old generation to leave")
 	r.barrier()
 	if slices.Contains(fs.got(), "steer 4") {
@@ -1029,7 +1030,7 @@ func TestSteerRollbackLeaves(t *testing.T) {
 	}
 	r.sigs <- unix.SIGHUP
 	w3 := r.worker()
-	r.notes <- Note{PID: w3.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w3.pid, Ready: true}
 	r.expect("swap waits for the old generation to leave")
 	r.barrier()
 	if slices.Contains(fs.got(), "steer 3") {
@@ -1075,7 +1076,7 @@ func TestSteerFailedRollsBack(t *testing.T) {
 	r.expect("generation ready")
 	r.sigs <- unix.SIGHUP
 	w2 := r.worker()
-	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w2.pid, Ready: true}
 	r.expect("swap aborted")
 	r.barrier()
 	if got := fs.got(); !slices.Equal(got, []string{"open 1", "open 2", "steer 2", "steer 1"}) {
@@ -1125,13 +1126,13 @@ func (r *rig) outcome(c <-chan Outcome) Outcome {
 func TestReloadOutcome(t *testing.T) {
 	r := newRig(t, baseOpts())
 	w1 := r.worker()
-	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w1.pid, Ready: true}
 	r.expect("generation ready")
 	first := r.reloadAsync()
 	w2 := r.worker()
 	second := r.reloadAsync() // during swap 2: covered by swap 3
 	r.expect("reload coalesced")
-	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w2.pid, Ready: true}
 	if o := r.outcome(first); !o.OK || o.Gen != 2 {
 		t.Fatalf("first reload: %+v, want generation 2", o)
 	}
@@ -1161,7 +1162,7 @@ func TestReloadCheck(t *testing.T) {
 		}
 	})
 	w1 := r.worker()
-	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w1.pid, Ready: true}
 	r.expect("generation ready")
 
 	out := r.reloadAsync()
@@ -1183,7 +1184,7 @@ func TestReloadCheck(t *testing.T) {
 	c.lines <- "ok"
 	r.exit(c.w.pid, 0)
 	w2 := r.worker()
-	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w2.pid, Ready: true}
 	if o := r.outcome(out); !o.OK || o.Gen != 2 {
 		t.Fatalf("passed check: %+v", o)
 	}
@@ -1218,7 +1219,7 @@ func TestRollingSwap(t *testing.T) {
 	var old []*scriptedWorker
 	for i := 0; i < 4; i++ {
 		old = append(old, r.worker())
-		r.notes <- Note{PID: old[i].pid, Ready: true}
+		r.notes <- handoff.Note{PID: old[i].pid, Ready: true}
 	}
 	r.expect("generation ready")
 	out := r.reloadAsync()
@@ -1239,7 +1240,7 @@ func TestRollingSwap(t *testing.T) {
 			t.Fatalf("worker %d started before an old one exited", extra.pid)
 		default:
 		}
-		r.notes <- Note{PID: nw.pid, Ready: true}
+		r.notes <- handoff.Note{PID: nw.pid, Ready: true}
 		r.expect("worker retiring")
 		r.barrier()
 		for _, w := range old {
@@ -1257,7 +1258,7 @@ func TestRollingSwap(t *testing.T) {
 	// Halt: the second new worker fails.
 	out = r.reloadAsync()
 	n1 := r.worker()
-	r.notes <- Note{PID: n1.pid, Ready: true}
+	r.notes <- handoff.Note{PID: n1.pid, Ready: true}
 	r.expect("worker retiring")
 	r.barrier()
 	for _, w := range gen2 {
@@ -1300,18 +1301,18 @@ func TestWatchdog(t *testing.T) {
 	})
 	ws := []*scriptedWorker{r.worker(), r.worker(), r.worker()}
 	for _, w := range ws {
-		r.notes <- Note{PID: w.pid, Ready: true}
+		r.notes <- handoff.Note{PID: w.pid, Ready: true}
 	}
 	r.expect("generation ready")
-	r.notes <- Note{PID: ws[0].pid, Watchdog: true} // pings, and once more 2 min later
-	r.notes <- Note{PID: ws[2].pid, Trigger: true}  // says it is hung
+	r.notes <- handoff.Note{PID: ws[0].pid, Watchdog: true} // pings, and once more 2 min later
+	r.notes <- handoff.Note{PID: ws[2].pid, Trigger: true}  // says it is hung
 	r.expect("worker hung")
 	r.barrier()
 	if got := ws[2].got(); len(got) != 1 || got[0] != unix.SIGABRT {
 		t.Fatalf("WATCHDOG=trigger: the worker got %v, want SIGABRT", got)
 	}
 	advance(2 * time.Minute)
-	r.notes <- Note{PID: ws[0].pid, Watchdog: true}
+	r.notes <- handoff.Note{PID: ws[0].pid, Watchdog: true}
 	r.barrier()
 	advance(time.Minute)
 	r.fireHeld()                 // 3 min after the first ping, 1 min after the last

@@ -1,6 +1,6 @@
 //go:build linux
 
-package handoff
+package supervisor
 
 import (
 	"slices"
@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/handoff"
 )
 
 // Step and bake durations in these tests: no other timer has them.
@@ -261,7 +263,7 @@ func TestStoppingUnasked(t *testing.T) {
 			out := r.reloadAsync()
 			gen2 := r.readyGeneration()
 			r.expect(c.begun)
-			r.notes <- Note{PID: gen2[c.worker].pid, Stopping: true}
+			r.notes <- handoff.Note{PID: gen2[c.worker].pid, Stopping: true}
 			if o := r.outcome(out); o.OK || !strings.Contains(o.Reason, c.reason) {
 				t.Fatalf("outcome %+v", o)
 			}
@@ -270,7 +272,7 @@ func TestStoppingUnasked(t *testing.T) {
 	}
 	t.Run("otherwise", func(t *testing.T) {
 		r, _, gen1 := canaryRig(t, nil, 0)
-		r.notes <- Note{PID: gen1[0].pid, Stopping: true}
+		r.notes <- handoff.Note{PID: gen1[0].pid, Stopping: true}
 		r.expect("worker stopping unasked")
 		r.expectStatus("nothing changed", func(st Status) bool { return st.Gen == 1 && st.Serving == 2 })
 	})

@@ -1,6 +1,6 @@
 //go:build linux
 
-package handoff
+package supervisor
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/baton-init/baton/handoff"
 	"github.com/baton-init/baton/reaper"
 	"github.com/baton-init/baton/spawn"
 )
@@ -136,7 +137,7 @@ type Supervisor struct {
 	CanaryCheck func(gen int) (Worker, <-chan string, error)
 	// Sockets gives each generation its listening descriptors and, in
 	// steer mode, which one gets new connections. Nil: no listeners.
-	Sockets Sockets
+	Sockets handoff.Sockets
 	// Foreground, when set, means the workers own the terminal (plain mode
 	// on a TTY): the current generation's worker 0 holds its foreground,
 	// and the loop calls Foreground(pgid) to move it, 0 meaning baton's own
@@ -150,7 +151,7 @@ type Supervisor struct {
 	// Notes delivers sd_notify messages; Reloads delivers reload requests
 	// from anything but a signal (file watch, control socket). Nil
 	// channels are fine.
-	Notes   <-chan Note
+	Notes   <-chan handoff.Note
 	Reloads <-chan string
 
 	// Started, if set, runs once right after the first workers were
@@ -224,7 +225,7 @@ type Supervisor struct {
 	// RelayEvents; relaysOpen counts the relays not yet ended;
 	// relayBatches, by generation, the dials not yet done and their
 	// outcomes, logged once all are done.
-	relayEvents  chan RelayEvent
+	relayEvents  chan handoff.RelayEvent
 	relaysOpen   int
 	relayBatches map[int]*relayBatch
 	// relaysAnswering counts the relays whose worker's side has not
@@ -414,15 +415,15 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	if s.reloadReqs == nil {
 		s.reloadReqs = make(chan reloadReq)
 	}
-	// Three events a relay, at most maxRelays relays at once: a relay's
+	// Three events a relay, at most handoff.MaxRelays relays at once: a relay's
 	// goroutine does not wait for the loop unless it lags far behind.
-	s.relayEvents = make(chan RelayEvent, 3*maxRelays)
+	s.relayEvents = make(chan handoff.RelayEvent, 3*handoff.MaxRelays)
 	s.relayBatches = map[int]*relayBatch{}
 	// Children inherited across exec, or exits before signal.Notify, would
 	// otherwise wait for the next SIGCHLD (tini reaps on every wake-up).
 	s.reap()
 	if s.Sockets == nil {
-		s.Sockets = Shared(nil)
+		s.Sockets = handoff.Shared(nil)
 	}
 	s.current = s.newGeneration()
 	if fds, err := s.Sockets.Open(s.current.num); err != nil {
@@ -819,7 +820,7 @@ func (s *Supervisor) startWorker(g *generation, idx int, foreground bool) (*work
 	return w, nil
 }
 
-func (s *Supervisor) onNote(n Note) {
+func (s *Supervisor) onNote(n handoff.Note) {
 	w := s.byPID[n.PID]
 	if w == nil {
 		// A process in the worker's group speaks for it (a helper child
@@ -1278,10 +1279,10 @@ func (s *Supervisor) beginShutdown(sig, to unix.Signal) {
 		// current generation accepts its queue before it stops (during
 		// BATON_SHUTDOWN_DELAY, or as its drain), else reset at the exit
 		// like the rest of that queue. The stop signal waits until the
-		// relays are dialled, relayDial at most, so that they are in the
+		// relays are dialled, handoff.RelayDial at most, so that they are in the
 		// queue when it arrives.
 		s.stopAfterRelay = true
-		s.after(relayDial, timerEvent{kind: evShutdownDelay})
+		s.after(handoff.RelayDial, timerEvent{kind: evShutdownDelay})
 		return
 	}
 	if s.ShutdownDelay > 0 {
@@ -1343,7 +1344,7 @@ func (s *Supervisor) stopAll() {
 // relay relays what is queued on gen's sockets (Sockets.Relay) and
 // returns how many connections it took.
 func (s *Supervisor) relay(gen int) int {
-	n := s.Sockets.Relay(gen, max(s.StopTimeout, time.Second), func(ev RelayEvent) { s.relayEvents <- ev })
+	n := s.Sockets.Relay(gen, max(s.StopTimeout, time.Second), func(ev handoff.RelayEvent) { s.relayEvents <- ev })
 	if n > 0 {
 		s.relaysOpen += n
 		s.relaysAnswering += n
@@ -1360,7 +1361,7 @@ func (s *Supervisor) relay(gen int) int {
 // onRelay counts a relay's dial, its answer's end and its end. A relay
 // counts as relayed once its dial succeeded; a generation's relays are
 // logged once all are dialled.
-func (s *Supervisor) onRelay(ev RelayEvent) {
+func (s *Supervisor) onRelay(ev handoff.RelayEvent) {
 	if ev.Answered || ev.Err != nil {
 		s.relaysAnswering--
 	}
@@ -1403,7 +1404,7 @@ func (s *Supervisor) onRelay(ev RelayEvent) {
 // freeRelayMemory returns to the kernel what relays no longer use: what
 // their dials left to collect once a batch is dialled, their stacks once
 // the last has ended. Go's scavenger would return it only slowly, and a
-// burst of relays (up to maxRelays) would leave PID 1 megabytes larger for
+// burst of relays (up to handoff.MaxRelays) would leave PID 1 megabytes larger for
 // minutes. Relays are rare (a generation that left connections queued),
 // and a collection of baton's small heap takes about a millisecond.
 func freeRelayMemory() { debug.FreeOSMemory() }
