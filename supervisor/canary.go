@@ -37,7 +37,7 @@ func (s *Supervisor) startCanary(g *generation) {
 
 func (s *Supervisor) canaryStep() {
 	c := s.canary
-	st := s.Canary[c.step]
+	st := s.opts.Canary[c.step]
 	if err := s.Sockets.Split(c.old.num, c.g.num, st.Percent); err != nil {
 		s.Log.Error().Err(err).Int("gen", c.g.num).Msg("steer failed")
 		s.abortCanary("steer failed")
@@ -79,7 +79,7 @@ func (s *Supervisor) canaryChecked(reason string) {
 		return
 	}
 	c.step++
-	if c.step < len(s.Canary) {
+	if c.step < len(s.opts.Canary) {
 		s.canaryStep()
 		return
 	}

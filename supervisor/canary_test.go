@@ -44,7 +44,7 @@ func canaryRig(t *testing.T, steps []CanaryStep, bake time.Duration, setup ...fu
 func (r *rig) readyGeneration() []*scriptedWorker {
 	r.t.Helper()
 	var ws []*scriptedWorker
-	for range r.s.Workers {
+	for range r.s.opts.Workers {
 		w := r.worker()
 		r.ready(w)
 		ws = append(ws, w)

@@ -12,7 +12,7 @@ import "strconv"
 
 // rolling reports whether reloads are rolling swaps.
 func (s *Supervisor) rolling() bool {
-	return s.Surge > 0 && s.Surge < s.Workers
+	return s.opts.Surge > 0 && s.opts.Surge < s.opts.Workers
 }
 
 // rollOn starts as many of the new generation's workers as the bound
@@ -22,7 +22,7 @@ func (s *Supervisor) rollOn() {
 	if g == nil || !s.rolling() || s.stopping {
 		return
 	}
-	for g.started < s.Workers && len(s.byPID) < s.Workers+s.Surge {
+	for g.started < s.opts.Workers && len(s.byPID) < s.opts.Workers+s.opts.Surge {
 		idx := g.started
 		g.started++
 		if _, err := s.startWorker(g, idx, false); err != nil {
@@ -79,8 +79,8 @@ func (s *Supervisor) halt(reason string) {
 		}
 	}
 	s.stats.ReloadsFailed++
-	s.Log.Warn().Int("gen", g.num).Int("replaced", ready).Int("workers", s.Workers).Str("reason", reason).Msg("swap halted")
-	why := "halted after " + strconv.Itoa(ready) + " of " + strconv.Itoa(s.Workers) +
+	s.Log.Warn().Int("gen", g.num).Int("replaced", ready).Int("workers", s.opts.Workers).Str("reason", reason).Msg("swap halted")
+	why := "halted after " + strconv.Itoa(ready) + " of " + strconv.Itoa(s.opts.Workers) +
 		" workers of generation " + strconv.Itoa(g.num) + " were serving: " + reason
 	answerAll(&g.waiters, Outcome{Gen: cur.num, Reason: why})
 	s.afterSwap()

@@ -14,7 +14,7 @@ import "golang.org/x/sys/unix"
 
 // onWatchdog takes a WATCHDOG=1 (or =trigger) from w.
 func (s *Supervisor) onWatchdog(w *worker, trigger bool) {
-	if s.Watchdog <= 0 || w.hung || w.retiring || s.stopping {
+	if s.opts.Watchdog <= 0 || w.hung || w.retiring || s.stopping {
 		return
 	}
 	if trigger {
@@ -27,7 +27,7 @@ func (s *Supervisor) onWatchdog(w *worker, trigger bool) {
 	w.lastPing = s.Now()
 	if !w.watched {
 		w.watched = true
-		s.after(s.Watchdog, timerEvent{kind: evWatchdog, pid: w.pid, w: w})
+		s.after(s.opts.Watchdog, timerEvent{kind: evWatchdog, pid: w.pid, w: w})
 	}
 }
 
@@ -38,7 +38,7 @@ func (s *Supervisor) onWatchdogTimer(w *worker) {
 	if w.hung || w.retiring || s.stopping {
 		return
 	}
-	if left := s.Watchdog - s.Now().Sub(w.lastPing); left > 0 {
+	if left := s.opts.Watchdog - s.Now().Sub(w.lastPing); left > 0 {
 		w.watched = true
 		s.after(left, timerEvent{kind: evWatchdog, pid: w.pid, w: w})
 		return
@@ -57,5 +57,5 @@ func (s *Supervisor) hang(w *worker, reason string) {
 	if err := s.signal(w, unix.SIGABRT); err != nil {
 		s.Log.Error().Err(err).Int("pid", w.pid).Msg("signal not forwarded")
 	}
-	s.after(s.StopTimeout, timerEvent{kind: evWatchdogKill, pid: w.pid, w: w})
+	s.after(s.opts.StopTimeout, timerEvent{kind: evWatchdogKill, pid: w.pid, w: w})
 }

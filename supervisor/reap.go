@@ -1,0 +1,139 @@
+//go:build linux
+
+package supervisor
+
+import (
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/baton-init/baton/reaper"
+	"golang.org/x/sys/unix"
+)
+
+// groupPollEvery is how often, while baton stops as a subreaper, the
+// process groups exited workers left behind are looked at.
+const groupPollEvery = 50 * time.Millisecond
+
+func (s *Supervisor) reap() {
+	exits, err := s.Reap()
+	for _, e := range exits {
+		s.onExit(e)
+	}
+	if err != nil {
+		s.Log.Error().Err(err).Msg("reap failed")
+	}
+	// A lingering group's last member may have been among these exits.
+	for pgid, w := range s.lingering {
+		if !s.groupAlive(pgid) {
+			w.groupGone = true
+			delete(s.lingering, pgid)
+		}
+	}
+	for pgid := range s.checkLeft {
+		if !s.groupAlive(pgid) {
+			delete(s.checkLeft, pgid)
+		}
+	}
+	s.pruneGroups()
+	s.maybeRelease()
+}
+
+// pruneGroups forgets the left-behind groups that have emptied.
+func (s *Supervisor) pruneGroups() {
+	for pgid := range s.groups {
+		if !s.groupAlive(pgid) {
+			delete(s.groups, pgid)
+		}
+	}
+}
+
+// groupAlive reports whether process group pgid has a member. Asked right
+// after a reap, a group id cannot have been taken by a new process yet
+// (that needs the pid space to come round to exactly it in between).
+func (s *Supervisor) groupAlive(pgid int) bool {
+	return !errors.Is(s.KillGroup(pgid, 0), unix.ESRCH)
+}
+
+func (s *Supervisor) onExit(e reaper.Exit) {
+	code := e.Code()
+	if c := s.checking; c != nil && c.w.PID() == e.PID {
+		s.onCheckExit(code)
+		return
+	}
+	w := s.byPID[e.PID]
+	if w == nil {
+		s.stats.Orphans++
+		s.Log.Debug().Int("pid", e.PID).Int("code", code).Msg("orphan reaped")
+		return
+	}
+	delete(s.byPID, e.PID)
+	g := w.gen
+	s.Log.Info().Int("gen", g.num).Int("worker", w.idx).Int("pid", e.PID).Int("code", code).Msg("worker exited")
+	if w.inShim {
+		w.inShim, w.held = false, nil // its WaitExec returns too; nothing to send
+		s.releaseKillAll()
+	}
+	if w.retiring || s.opts.Subreaper {
+		alive := s.groupAlive(e.PID)
+		if w.retiring {
+			// Its SIGKILL is armed: it must not reach a group that
+			// emptied, whose id a new process may take.
+			if alive {
+				s.lingering[e.PID] = w
+			} else {
+				w.groupGone = true
+			}
+		}
+		if alive && s.opts.Subreaper {
+			// Helpers live on in its group: stopped and waited for
+			// with the workers.
+			s.groups[e.PID] = true
+		}
+	}
+	if s.draining && g == s.current && code != 0 && s.firstNonZero == 0 {
+		s.firstNonZero = code // the status of a shutdown baton was asked for
+	}
+	owned := g.workers[w.idx] == w
+	if owned {
+		g.workers[w.idx] = nil
+		if r := s.replacing; r != nil && r.gen == g && r.idx == w.idx && !s.stopping {
+			// The worker being recycled is gone: its replacement, already
+			// starting, is the slot's worker now. A restart besides it
+			// would be a third process for one slot.
+			s.replacing = nil
+			g.workers[w.idx] = r
+			s.Log.Info().Int("gen", g.num).Int("worker", w.idx).Int("pid", r.pid).Int("code", code).Msg("replacement took over")
+			if s.owns(w.idx) {
+				s.setForeground(r.pid)
+			}
+			return
+		}
+		if s.Foreground != nil && g == s.current && w.idx == 0 && !s.stopping {
+			// Until a restart takes it, Ctrl-C must reach somebody.
+			s.setForeground(0)
+		}
+	}
+	switch {
+	case s.stopping:
+		// Everything is going; checkDone decides when baton exits.
+	case w.retiring:
+		s.rollOn() // a rolling swap may start its next new worker
+	case w == s.replacing:
+		s.replacing = nil
+		s.Log.Warn().Int("gen", g.num).Int("worker", w.idx).Int("code", code).Msg("recycle aborted")
+	case s.canary != nil && g == s.canary.g:
+		s.abortCanary("worker " + strconv.Itoa(w.idx) + " exited " + strconv.Itoa(code))
+	case s.parked != nil && g == s.current && owned:
+		s.revert("worker " + strconv.Itoa(w.idx) + " exited " + strconv.Itoa(code) + " during the bake")
+	case g == s.parked && owned:
+		// Not restarted while parked; a revert starts its slot again.
+		s.Log.Warn().Int("gen", g.num).Int("worker", w.idx).Int("code", code).Msg("parked worker exited")
+	case g == s.next && s.rolling():
+		s.halt("worker exited before ready")
+	case g == s.next:
+		s.abortSwap("worker exited before ready")
+	case g == s.current && owned:
+		s.onCurrentExit(w, code)
+	}
+}
