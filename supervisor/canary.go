@@ -139,15 +139,16 @@ func (s *Supervisor) revert(reason string) {
 		s.Log.Error().Err(err).Int("gen", old.num).Msg("steer failed")
 	}
 	s.current = old
-	for i, w := range old.workers {
-		if w == nil && !old.pending[i] {
+	for i := range old.slots {
+		w := old.slots[i].w
+		if w == nil && !old.slots[i].pending {
 			// A parked worker that exited is started again now (the
 			// others serve meanwhile).
-			old.pending[i] = true
+			old.slots[i].pending = true
 			s.after(0, timerEvent{kind: evRestart, gen: old.num, idx: i})
 		}
 	}
-	if w := old.workers[0]; w != nil && s.owns(0) {
+	if w := old.slots[0].w; w != nil && s.owns(0) {
 		s.setForeground(w.pid)
 	}
 	s.stats.ReloadsReverted++

@@ -49,7 +49,7 @@ const maxCheckLine = 200
 func (s *Supervisor) beginCheck(c *check, lines <-chan string) {
 	c.started = s.Now()
 	s.checking, s.checkLines = c, lines
-	s.after(s.opts.ReadyTimeout, timerEvent{kind: evCheckTimeout, pid: c.w.PID()})
+	s.after(s.opts.ReadyTimeout, timerEvent{kind: evCheckTimeout, pgid: c.w.PID()})
 }
 
 func (s *Supervisor) onCheckLine(line string) {
@@ -87,7 +87,7 @@ func (s *Supervisor) stopCheckLeft(c *check, name string) {
 	if err := s.KillGroup(pid, unix.SIGTERM); err != nil && !errors.Is(err, unix.ESRCH) {
 		s.Log.Warn().Err(err).Int("pid", pid).Msg("reload check not killed")
 	}
-	s.after(s.opts.StopTimeout, timerEvent{kind: evCheckKill, pid: pid})
+	s.after(s.opts.StopTimeout, timerEvent{kind: evCheckKill, pgid: pid})
 }
 
 // onCheckKill: the stop timeout after a check's leftovers got SIGTERM.

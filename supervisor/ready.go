@@ -37,13 +37,13 @@ func (s *Supervisor) markReady(w *worker) {
 		// ready timer or READY=1 then changes nothing.
 		return
 	}
-	w.ready, w.everReady = true, true
+	w.ready = true
 	g := w.gen
 	s.Log.Info().Int("gen", g.num).Int("worker", w.idx).Int("pid", w.pid).Dur("elapsed", s.Now().Sub(w.started)).Msg("worker ready")
 	if w == s.replacing {
 		s.replacing = nil
-		old := g.workers[w.idx]
-		g.workers[w.idx] = w
+		old := g.slots[w.idx].w
+		g.slots[w.idx].w = w
 		if s.owns(w.idx) {
 			s.setForeground(w.pid)
 		}
@@ -63,7 +63,8 @@ func (s *Supervisor) markReady(w *worker) {
 			return // halted while starting the next one
 		}
 	}
-	for _, o := range g.workers {
+	for _, sl := range g.slots {
+		o := sl.w
 		if o == nil || !o.ready {
 			return
 		}
@@ -74,5 +75,27 @@ func (s *Supervisor) markReady(w *worker) {
 	case g == s.current && !g.ready:
 		g.ready = true
 		s.Log.Info().Int("gen", g.num).Dur("elapsed", s.Now().Sub(g.begun)).Msg("generation ready")
+	}
+}
+
+// onReadyDelay: w has been up for BATON_READY's delay (or auto's).
+func (s *Supervisor) onReadyDelay(w *worker) {
+	if s.byPID[w.pid] == w {
+		s.markReady(w)
+	}
+}
+
+// onReadyTimeout: generation gen had BATON_READY_TIMEOUT to be ready. A
+// new one that is not is rolled back; the first one has nothing to roll
+// back to.
+func (s *Supervisor) onReadyTimeout(gen int) {
+	if s.next != nil && s.next.num == gen && !s.next.ready {
+		// (A ready generation waiting for the old one to leave, in
+		// steer mode, is not rolled back: the wait is bounded by the
+		// old one's stop timeout.)
+		s.rollBack("not ready within BATON_READY_TIMEOUT")
+	} else if s.current.num == gen && !s.current.ready && !s.stopping {
+		// Nothing to roll back to: keep waiting, reporting not-ready.
+		s.Log.Warn().Int("gen", gen).Dur("elapsed", s.Now().Sub(s.current.begun)).Msg("generation not ready")
 	}
 }

@@ -94,15 +94,15 @@ func (s *Supervisor) onExit(e reaper.Exit) {
 	if s.draining && g == s.current && code != 0 && s.firstNonZero == 0 {
 		s.firstNonZero = code // the status of a shutdown baton was asked for
 	}
-	owned := g.workers[w.idx] == w
+	owned := g.slots[w.idx].w == w
 	if owned {
-		g.workers[w.idx] = nil
+		g.slots[w.idx].w = nil
 		if r := s.replacing; r != nil && r.gen == g && r.idx == w.idx && !s.stopping {
 			// The worker being recycled is gone: its replacement, already
 			// starting, is the slot's worker now. A restart besides it
 			// would be a third process for one slot.
 			s.replacing = nil
-			g.workers[w.idx] = r
+			g.slots[w.idx].w = r
 			s.Log.Info().Int("gen", g.num).Int("worker", w.idx).Int("pid", r.pid).Int("code", code).Msg("replacement took over")
 			if s.owns(w.idx) {
 				s.setForeground(r.pid)
@@ -129,11 +129,15 @@ func (s *Supervisor) onExit(e reaper.Exit) {
 	case g == s.parked && owned:
 		// Not restarted while parked; a revert starts its slot again.
 		s.Log.Warn().Int("gen", g.num).Int("worker", w.idx).Int("code", code).Msg("parked worker exited")
-	case g == s.next && s.rolling():
-		s.halt("worker exited before ready")
 	case g == s.next:
-		s.abortSwap("worker exited before ready")
+		s.rollBack("worker exited before ready")
 	case g == s.current && owned:
 		s.onCurrentExit(w, code)
 	}
+}
+
+// onGroupPoll: a look at the left-behind groups while baton stops.
+func (s *Supervisor) onGroupPoll() {
+	s.groupPoll = false
+	s.pruneGroups()
 }

@@ -20,7 +20,8 @@ func (s *Supervisor) recycleCheck() {
 	now := s.Now()
 	var pick *worker
 	reason := ""
-	for _, w := range s.current.workers {
+	for _, sl := range s.current.slots {
+		w := sl.w
 		if w == nil || !w.ready || w.maxAge <= 0 || now.Sub(w.started) < w.maxAge {
 			continue
 		}
@@ -30,7 +31,8 @@ func (s *Supervisor) recycleCheck() {
 	}
 	if pick == nil && s.opts.MaxRSS > 0 {
 		var worst int64
-		for _, w := range s.current.workers {
+		for _, sl := range s.current.slots {
+			w := sl.w
 			if w == nil || !w.ready {
 				continue
 			}
@@ -45,9 +47,28 @@ func (s *Supervisor) recycleCheck() {
 	s.Log.Info().Int("gen", pick.gen.num).Int("worker", pick.idx).Int("pid", pick.pid).Str("reason", reason).Msg("recycle begun")
 	nw, err := s.startWorker(s.current, pick.idx, false)
 	if err != nil {
-		s.Log.Error().Err(err).Int("gen", pick.gen.num).Int("worker", pick.idx).Msg("worker start failed")
 		return
 	}
 	s.replacing = nw
-	s.after(s.opts.ReadyTimeout, timerEvent{kind: evRecycleTimeout, pid: nw.pid, w: nw})
+	s.after(s.opts.ReadyTimeout, timerEvent{kind: evRecycleTimeout, w: nw})
+}
+
+// onRecycleTimer looks at the workers, and again in recycleEvery.
+func (s *Supervisor) onRecycleTimer() {
+	s.recycleCheck()
+	if !s.stopping && !s.draining {
+		s.after(recycleEvery, timerEvent{kind: evRecycle})
+	}
+}
+
+// onRecycleTimeout: replacement w had BATON_READY_TIMEOUT to be ready.
+func (s *Supervisor) onRecycleTimeout(w *worker) {
+	if w != s.replacing || w.ready {
+		return
+	}
+	// Not ready in time: the old worker serves on, and the next check may
+	// try again.
+	s.replacing = nil
+	s.Log.Warn().Int("gen", w.gen.num).Int("worker", w.idx).Int("pid", w.pid).Str("reason", "not ready within BATON_READY_TIMEOUT").Msg("recycle aborted")
+	s.retire(w)
 }

@@ -26,7 +26,6 @@ func (s *Supervisor) rollOn() {
 		idx := g.started
 		g.started++
 		if _, err := s.startWorker(g, idx, false); err != nil {
-			s.Log.Error().Err(err).Int("gen", g.num).Int("worker", idx).Msg("worker start failed")
 			s.halt("worker start failed")
 			return
 		}
@@ -35,7 +34,8 @@ func (s *Supervisor) rollOn() {
 
 // retireOneOld retires one serving worker of the current generation.
 func (s *Supervisor) retireOneOld() {
-	for _, w := range s.current.workers {
+	for _, sl := range s.current.slots {
+		w := sl.w
 		if w != nil && !w.retiring {
 			s.retire(w)
 			return
@@ -51,7 +51,8 @@ func (s *Supervisor) retireOneOld() {
 func (s *Supervisor) halt(reason string) {
 	g := s.next
 	ready := 0
-	for _, w := range g.workers {
+	for _, sl := range g.slots {
+		w := sl.w
 		if w != nil && w.ready {
 			ready++
 		}
@@ -62,7 +63,8 @@ func (s *Supervisor) halt(reason string) {
 	}
 	s.next = nil
 	cur := s.current
-	for _, w := range g.workers {
+	for _, sl := range g.slots {
+		w := sl.w
 		if w == nil {
 			continue
 		}
@@ -70,9 +72,10 @@ func (s *Supervisor) halt(reason string) {
 			s.retire(w)
 			continue
 		}
-		for i, o := range cur.workers {
+		for i := range cur.slots {
+			o := cur.slots[i].w
 			if o == nil || o.retiring {
-				cur.workers[i] = w // the old one, if draining, no longer owns the slot
+				cur.slots[i].w = w // the old one, if draining, no longer owns the slot
 				w.gen, w.idx = cur, i
 				break
 			}
@@ -84,4 +87,14 @@ func (s *Supervisor) halt(reason string) {
 		" workers of generation " + strconv.Itoa(g.num) + " were serving: " + reason
 	answerAll(&g.waiters, Outcome{Gen: cur.num, Reason: why})
 	s.afterSwap()
+}
+
+// rollBack ends the swap in progress that went wrong: a rolling swap
+// halts (its ready workers stay), a whole-generation swap is aborted.
+func (s *Supervisor) rollBack(reason string) {
+	if s.rolling() {
+		s.halt(reason)
+	} else {
+		s.abortSwap(reason)
+	}
 }

@@ -134,3 +134,26 @@ func (s *Supervisor) checkDone() {
 	}
 	s.done = true
 }
+
+// onStopKill: BATON_STOP_TIMEOUT passed since the stop signal; whatever
+// is left gets SIGKILL.
+func (s *Supervisor) onStopKill() {
+	s.stopExpired = true
+	s.Log.Warn().Int("workers", len(s.byPID)).Int("relays", s.relaysAnswering).Msg("stop timeout: killing what remains")
+	if s.opts.PID1 {
+		_ = s.KillAll(unix.SIGKILL) // ESRCH: nothing left, which is fine
+	}
+	for _, w := range s.byPID {
+		_ = w.w.Signal(unix.SIGKILL)
+	}
+	for pgid := range s.groups {
+		_ = s.KillGroup(pgid, unix.SIGKILL)
+	}
+	if c := s.checking; c != nil && !c.exited {
+		_ = c.w.Signal(unix.SIGKILL)
+	}
+	for pgid := range s.checkLeft {
+		_ = s.KillGroup(pgid, unix.SIGKILL)
+	}
+	clear(s.checkLeft) // gone now: baton need not wait for their reap
+}

@@ -70,7 +70,10 @@ type Supervisor struct {
 	Foreground func(pgid int) error
 	RSS        func(pid int) (int64, error)
 	AfterFunc  func(time.Duration, func())
-	Now        func() time.Time
+	// arm schedules a timer event; New makes it send ev to the loop after
+	// d through AfterFunc. Tests replace it to fire timers by kind.
+	arm func(d time.Duration, ev timerEvent)
+	Now func() time.Time
 
 	// Notes delivers sd_notify messages; Reloads delivers reload requests
 	// from anything but a signal (file watch, control socket). Nil
@@ -180,6 +183,18 @@ func New(opts Options, log zerolog.Logger) *Supervisor {
 		queries:     make(chan chan Status),
 		execs:       make(chan *worker, 1024),
 		reloadReqs:  make(chan reloadReq),
+		// Three events a relay, at most MaxRelays relays at once: a
+		// relay's goroutine does not wait for the loop unless it lags far
+		// behind.
+		relayEvents:  make(chan handoff.RelayEvent, 3*handoff.MaxRelays),
+		relayBatches: map[int]*relayBatch{},
+		byPID:        map[int]*worker{},
+		lingering:    map[int]*worker{},
+		checkLeft:    map[int]bool{},
+		groups:       map[int]bool{},
+	}
+	s.arm = func(d time.Duration, ev timerEvent) {
+		s.AfterFunc(d, func() { s.timers <- ev })
 	}
 	if opts.MaxRSS > 0 {
 		s.RSS = rssReader() // only read when BATON_MAX_RSS is set
@@ -215,26 +230,6 @@ func roundTrip[R, T any](ctx context.Context, ch chan<- R, req R, reply <-chan T
 // should exit; it returns baton's exit status (BATON_EXIT_MAP applied).
 // sigs must already be subscribed to every signal baton handles.
 func (s *Supervisor) Run(sigs <-chan os.Signal) int {
-	s.byPID = map[int]*worker{}
-	s.lingering = map[int]*worker{}
-	s.checkLeft = map[int]bool{}
-	s.groups = map[int]bool{}
-	if s.timers == nil {
-		s.timers = make(chan timerEvent, 1024)
-	}
-	if s.queries == nil {
-		s.queries = make(chan chan Status)
-	}
-	if s.execs == nil {
-		s.execs = make(chan *worker, 1024)
-	}
-	if s.reloadReqs == nil {
-		s.reloadReqs = make(chan reloadReq)
-	}
-	// Three events a relay, at most handoff.MaxRelays relays at once: a relay's
-	// goroutine does not wait for the loop unless it lags far behind.
-	s.relayEvents = make(chan handoff.RelayEvent, 3*handoff.MaxRelays)
-	s.relayBatches = map[int]*relayBatch{}
 	// Children inherited across exec, or exits before signal.Notify, would
 	// otherwise wait for the next SIGCHLD (tini reaps on every wake-up).
 	s.reap()
@@ -250,7 +245,6 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	}
 	for i := 0; i < s.opts.Workers && !s.stopping; i++ {
 		if w, err := s.startWorker(s.current, i, s.owns(i)); err != nil {
-			s.Log.Error().Err(err).Int("gen", s.current.num).Int("worker", i).Int("code", spawn.Code(err)).Msg("worker start failed")
 			s.end(spawn.Code(err))
 		} else {
 			w.initial = true

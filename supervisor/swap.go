@@ -81,7 +81,6 @@ func (s *Supervisor) beginSwap(why string, waiters []chan<- Outcome) {
 	}
 	for i := 0; i < s.opts.Workers; i++ {
 		if _, err := s.startWorker(g, i, false); err != nil {
-			s.Log.Error().Err(err).Int("gen", g.num).Int("worker", i).Msg("worker start failed")
 			s.abortSwap("worker start failed")
 			return
 		}
@@ -120,7 +119,7 @@ func (s *Supervisor) finishSwap() {
 	}
 	s.stats.LastSwap = elapsed
 	s.Log.Info().Int("gen", g.num).Dur("elapsed", elapsed).Msg("swap complete")
-	if w := g.workers[0]; w != nil && s.owns(0) {
+	if w := g.slots[0].w; w != nil && s.owns(0) {
 		s.setForeground(w.pid)
 	}
 	if s.opts.Bake > 0 {
@@ -183,7 +182,8 @@ func (s *Supervisor) handOver(old *generation) {
 // retireGeneration asks every worker of g to stop.
 func (s *Supervisor) retireGeneration(g *generation) {
 	g.retired = true
-	for _, w := range g.workers {
+	for _, sl := range g.slots {
+		w := sl.w
 		if w != nil {
 			s.retire(w)
 		}
@@ -205,5 +205,25 @@ func (s *Supervisor) retire(w *worker) {
 		s.Log.Error().Err(err).Int("pid", w.pid).Msg("stop signal failed")
 	}
 	s.Log.Info().Int("gen", w.gen.num).Int("worker", w.idx).Int("pid", w.pid).Str("signal", unix.SignalName(s.opts.StopSignal)).Msg("worker retiring")
-	s.after(s.opts.StopTimeout, timerEvent{kind: evRetireKill, pid: w.pid, w: w})
+	s.after(s.opts.StopTimeout, timerEvent{kind: evRetireKill, w: w})
+}
+
+// onRetireKill: retired worker w had BATON_STOP_TIMEOUT to go; what is
+// left of its group gets SIGKILL.
+func (s *Supervisor) onRetireKill(w *worker) {
+	// The leader may be gone while helpers in its group live on; the
+	// group id stays reserved while any member is alive, so it can only
+	// name a new process after the group emptied, which the loop notes
+	// at the reap that sees it (groupGone).
+	if w.groupGone {
+		s.Log.Debug().Int("gen", w.gen.num).Int("pid", w.pid).Msg("retired group already empty")
+		return
+	}
+	if o := s.byPID[w.pid]; o != nil && o != w {
+		return // a new worker of ours has the id: the group emptied unseen
+	}
+	delete(s.lingering, w.pid)
+	if err := s.KillGroup(w.pid, unix.SIGKILL); err == nil {
+		s.Log.Warn().Int("gen", w.gen.num).Int("pid", w.pid).Dur("elapsed", s.opts.StopTimeout).Msg("worker killed after stop timeout")
+	}
 }
