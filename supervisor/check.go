@@ -131,7 +131,7 @@ func (s *Supervisor) finishCheck() {
 		name = "BATON_CANARY_CHECK"
 	}
 	s.stopCheckLeft(c, name)
-	if s.stopping || s.draining {
+	if s.phase >= phaseDraining {
 		return // failWaiters answered them
 	}
 	reason := ""

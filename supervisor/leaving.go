@@ -19,7 +19,7 @@ const (
 // long enough), its workers are asked to stop.
 func (s *Supervisor) onHandover(gen int) {
 	i := slices.IndexFunc(s.leaving, func(g *generation) bool { return g.num == gen })
-	if i < 0 || s.leaving[i].retired || s.stopping {
+	if i < 0 || s.leaving[i].retired || s.phase >= phaseStopping {
 		return
 	}
 	g := s.leaving[i]
@@ -53,7 +53,7 @@ func (s *Supervisor) maybeRelease() {
 	n := len(s.leaving)
 	s.leaving = slices.DeleteFunc(s.leaving, s.release)
 	if len(s.leaving) == 0 && n > 0 {
-		if g := s.next; g != nil && g.ready && !s.stopping && !s.draining {
+		if g := s.next; g != nil && g.ready && s.phase == phaseRunning {
 			s.finishSwap()
 		}
 	}
@@ -70,7 +70,7 @@ func (s *Supervisor) release(g *generation) bool {
 			return false
 		}
 	}
-	if !s.stopping {
+	if s.phase < phaseStopping {
 		// What the kernel queued for g and no worker of g took: a new
 		// generation that failed, or workers that stopped accepting
 		// early. Passed on rather than reset.

@@ -57,3 +57,12 @@ func (s *Supervisor) failWaiters(reason string) {
 		answerAll(&c.replies, o)
 	}
 }
+
+// conclude ends the swap to g: whoever waits for its outcome gets o, the
+// generation that no longer serves leaves (handOver), and a reload
+// coalesced meanwhile begins.
+func (s *Supervisor) conclude(g *generation, o Outcome, leaving *generation) {
+	answerAll(&g.waiters, o)
+	s.handOver(leaving)
+	s.afterSwap()
+}

@@ -26,13 +26,13 @@ func (s *Supervisor) onNote(n handoff.Note) {
 	if n.Watchdog || n.Trigger {
 		s.onWatchdog(w, n.Trigger)
 	}
-	if n.Stopping && !w.retiring && !s.stopping && !s.draining {
+	if n.Stopping && !w.retiring && s.phase == phaseRunning {
 		s.onStopping(w)
 	}
 }
 
 func (s *Supervisor) markReady(w *worker) {
-	if w.ready || w.retiring || s.stopping {
+	if w.ready || w.retiring || s.phase >= phaseStopping {
 		// Once the stop signal went out, no worker becomes ready: a
 		// ready timer or READY=1 then changes nothing.
 		return
@@ -94,7 +94,7 @@ func (s *Supervisor) onReadyTimeout(gen int) {
 		// steer mode, is not rolled back: the wait is bounded by the
 		// old one's stop timeout.)
 		s.rollBack("not ready within BATON_READY_TIMEOUT")
-	} else if s.current.num == gen && !s.current.ready && !s.stopping {
+	} else if s.current.num == gen && !s.current.ready && s.phase < phaseStopping {
 		// Nothing to roll back to: keep waiting, reporting not-ready.
 		s.Log.Warn().Int("gen", gen).Dur("elapsed", s.Now().Sub(s.current.begun)).Msg("generation not ready")
 	}

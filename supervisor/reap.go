@@ -91,13 +91,13 @@ func (s *Supervisor) onExit(e reaper.Exit) {
 			s.groups[e.PID] = true
 		}
 	}
-	if s.draining && g == s.current && code != 0 && s.firstNonZero == 0 {
-		s.firstNonZero = code // the status of a shutdown baton was asked for
+	if s.phase >= phaseDraining && g == s.current && code != 0 && s.exitCode == codeUnset {
+		s.exitCode = code // the status of a shutdown baton was asked for
 	}
 	owned := g.slots[w.idx].w == w
 	if owned {
 		g.slots[w.idx].w = nil
-		if r := s.replacing; r != nil && r.gen == g && r.idx == w.idx && !s.stopping {
+		if r := s.replacing; r != nil && r.gen == g && r.idx == w.idx && s.phase < phaseStopping {
 			// The worker being recycled is gone: its replacement, already
 			// starting, is the slot's worker now. A restart besides it
 			// would be a third process for one slot.
@@ -109,20 +109,20 @@ func (s *Supervisor) onExit(e reaper.Exit) {
 			}
 			return
 		}
-		if s.Foreground != nil && g == s.current && w.idx == 0 && !s.stopping {
+		if s.Foreground != nil && g == s.current && w.idx == 0 && s.phase < phaseStopping {
 			// Until a restart takes it, Ctrl-C must reach somebody.
 			s.setForeground(0)
 		}
 	}
 	switch {
-	case s.stopping:
+	case s.phase >= phaseStopping:
 		// Everything is going; checkDone decides when baton exits.
 	case w.retiring:
 		s.rollOn() // a rolling swap may start its next new worker
 	case w == s.replacing:
 		s.replacing = nil
 		s.Log.Warn().Int("gen", g.num).Int("worker", w.idx).Int("code", code).Msg("recycle aborted")
-	case s.canary != nil && g == s.canary.g:
+	case s.inCanary(g):
 		s.abortCanary("worker " + strconv.Itoa(w.idx) + " exited " + strconv.Itoa(code))
 	case s.parked != nil && g == s.current && owned:
 		s.revert("worker " + strconv.Itoa(w.idx) + " exited " + strconv.Itoa(code) + " during the bake")

@@ -10,7 +10,7 @@ const recycleEvery = 2 * time.Second
 
 // recycleCheck starts a replacement for the worker most in need of one.
 func (s *Supervisor) recycleCheck() {
-	if s.stopping || s.draining || s.next != nil || s.replacing != nil {
+	if s.phase >= phaseDraining || s.next != nil || s.replacing != nil {
 		return
 	}
 	// One at a time, the most deserving first: the oldest worker past its
@@ -56,7 +56,7 @@ func (s *Supervisor) recycleCheck() {
 // onRecycleTimer looks at the workers, and again in recycleEvery.
 func (s *Supervisor) onRecycleTimer() {
 	s.recycleCheck()
-	if !s.stopping && !s.draining {
+	if s.phase == phaseRunning {
 		s.after(recycleEvery, timerEvent{kind: evRecycle})
 	}
 }

@@ -75,7 +75,7 @@ func (s *Supervisor) scheduleRestart(w *worker, code int) {
 // onRestart: slot idx of generation gen waited out its backoff.
 func (s *Supervisor) onRestart(gen, idx int) {
 	g := s.current
-	if s.stopping || g.num != gen || g.slots[idx].w != nil {
+	if s.phase >= phaseStopping || g.num != gen || g.slots[idx].w != nil {
 		return
 	}
 	g.slots[idx].pending = false

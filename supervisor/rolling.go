@@ -19,7 +19,7 @@ func (s *Supervisor) rolling() bool {
 // allows.
 func (s *Supervisor) rollOn() {
 	g := s.next
-	if g == nil || !s.rolling() || s.stopping {
+	if g == nil || !s.rolling() || s.phase >= phaseStopping {
 		return
 	}
 	for g.started < s.opts.Workers && len(s.byPID) < s.opts.Workers+s.opts.Surge {

@@ -7,20 +7,33 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// phase is how far baton is in stopping; it only moves forward.
+type phase int
+
+const (
+	phaseRunning  phase = iota
+	phaseDraining       // shutdown requested: not ready, no reloads (BATON_SHUTDOWN_DELAY)
+	phaseStopping       // stop signal sent: waiting for processes to go
+	phaseDone           // everything is gone: Run returns
+)
+
+// codeUnset is exitCode before anything decided it.
+const codeUnset = -1
+
 // beginShutdown handles sig, which BATON_SIGNAL_MAP made to: TERM, INT,
 // QUIT (or an explicit stop signal).
 func (s *Supervisor) beginShutdown(sig, to unix.Signal) {
-	if s.stopping {
+	if s.phase >= phaseStopping {
 		s.forward(to) // a second Ctrl-C goes through as is
 		return
 	}
-	if s.draining {
+	if s.phase >= phaseDraining {
 		// A second shutdown signal during BATON_SHUTDOWN_DELAY: the
 		// operator is in a hurry, so stop now.
 		s.stopAll()
 		return
 	}
-	s.draining = true
+	s.phase = phaseDraining
 	s.stopSig = to
 	if s.opts.StopSignalSet {
 		s.stopSig = s.opts.StopSignal
@@ -51,11 +64,10 @@ func (s *Supervisor) beginShutdown(sig, to unix.Signal) {
 
 // end makes baton exit with code once every process is gone.
 func (s *Supervisor) end(code int) {
-	if s.stopping {
+	if s.phase >= phaseStopping {
 		return
 	}
-	s.codeFixed, s.exitCode = true, code
-	s.draining = true
+	s.exitCode = code
 	s.stopSig = s.opts.StopSignal
 	s.stopAll()
 }
@@ -63,10 +75,10 @@ func (s *Supervisor) end(code int) {
 // stopAll sends the stop signal to every worker of every generation and,
 // as PID 1, to every other process in the namespace, then arms SIGKILL.
 func (s *Supervisor) stopAll() {
-	if s.stopping {
+	if s.phase >= phaseStopping {
 		return
 	}
-	s.stopping, s.draining = true, true
+	s.phase = phaseStopping
 	s.failWaiters("baton is stopping")
 	s.next, s.replacing = nil, nil
 	s.canary, s.parked = nil, nil // their generations stop with the rest
@@ -99,7 +111,7 @@ func (s *Supervisor) stopAll() {
 }
 
 func (s *Supervisor) checkDone() {
-	if !s.stopping || len(s.byPID) > 0 || s.checking != nil || len(s.checkLeft) > 0 {
+	if s.phase < phaseStopping || len(s.byPID) > 0 || s.checking != nil || len(s.checkLeft) > 0 {
 		return
 	}
 	if s.opts.PID1 && s.HasChildren() {
@@ -129,10 +141,7 @@ func (s *Supervisor) checkDone() {
 		}
 		return
 	}
-	if !s.codeFixed {
-		s.exitCode = s.firstNonZero
-	}
-	s.done = true
+	s.phase = phaseDone
 }
 
 // onStopKill: BATON_STOP_TIMEOUT passed since the stop signal; whatever

@@ -31,7 +31,7 @@ type Status struct {
 }
 
 func (s *Supervisor) status() Status {
-	st := Status{Stats: s.stats, Stopping: s.draining || s.stopping}
+	st := Status{Stats: s.stats, Stopping: s.phase >= phaseDraining}
 	if s.current != nil {
 		st.Gen = s.current.num
 	}
@@ -50,12 +50,12 @@ func (s *Supervisor) status() Status {
 		}
 	}
 	if c := s.canary; c != nil {
-		st.Canary, st.CanaryStep, st.CanaryPercent = c.g.num, c.step+1, s.opts.Canary[c.step].Percent
+		st.Canary, st.CanaryStep, st.CanaryPercent = s.next.num, c.step+1, s.opts.Canary[c.step].Percent
 	}
 	if s.parked != nil {
 		st.Parked, st.BakeLeft = s.parked.num, max(s.bakeEnds.Sub(s.Now()), 0)
 	}
-	st.Healthy = st.Serving+st.Starting > 0 && !s.stopping
+	st.Healthy = st.Serving+st.Starting > 0 && s.phase < phaseStopping
 	st.Ready = anyReady && !st.Stopping && s.current != nil && s.current.ready
 	return st
 }

@@ -139,14 +139,13 @@ type Supervisor struct {
 	parked   *generation
 	bakeEnds time.Time
 
-	draining     bool // shutdown requested: not ready, no reloads
-	stopping     bool // stop signal sent: waiting for processes to go
-	stopSig      unix.Signal
-	codeFixed    bool
-	exitCode     int
-	firstNonZero int
-	done         bool
-	stats        Stats
+	phase   phase
+	stopSig unix.Signal
+	// exitCode is baton's status before BATON_EXIT_MAP: the one end chose,
+	// else the first non-zero exit of a current worker during a shutdown;
+	// codeUnset while neither is known (0 at the end).
+	exitCode int
+	stats    Stats
 
 	// Relays (steer mode, relay.go): relayEvents gets every relay's
 	// RelayEvents; relaysOpen counts the relays not yet ended;
@@ -183,6 +182,7 @@ func New(opts Options, log zerolog.Logger) *Supervisor {
 		queries:     make(chan chan Status),
 		execs:       make(chan *worker, 1024),
 		reloadReqs:  make(chan reloadReq),
+		exitCode:    codeUnset,
 		// Three events a relay, at most MaxRelays relays at once: a
 		// relay's goroutine does not wait for the loop unless it lags far
 		// behind.
@@ -243,7 +243,7 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 	} else {
 		s.current.fds = fds
 	}
-	for i := 0; i < s.opts.Workers && !s.stopping; i++ {
+	for i := 0; i < s.opts.Workers && s.phase < phaseStopping; i++ {
 		if w, err := s.startWorker(s.current, i, s.owns(i)); err != nil {
 			s.end(spawn.Code(err))
 		} else {
@@ -259,7 +259,7 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 		s.after(recycleEvery, timerEvent{kind: evRecycle})
 	}
 	s.checkDone()
-	for !s.done {
+	for s.phase != phaseDone {
 		select {
 		case sig := <-sigs:
 			if sig, ok := sig.(syscall.Signal); ok {
@@ -284,7 +284,7 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 		}
 		s.checkDone()
 	}
-	code := s.opts.ExitMap.Apply(s.exitCode)
+	code := s.opts.ExitMap.Apply(max(s.exitCode, 0))
 	s.Log.Info().Int("code", code).Msg("baton exiting")
 	return code
 }

@@ -11,7 +11,7 @@ import (
 
 func (s *Supervisor) requestReload(why string, reply chan<- Outcome) {
 	switch {
-	case s.draining || s.stopping:
+	case s.phase >= phaseDraining:
 		s.Log.Info().Str("reason", why).Msg("reload ignored while stopping")
 		answer(reply, Outcome{Reason: "baton is stopping"})
 	case s.next != nil || s.checking != nil || s.parked != nil:
@@ -99,7 +99,7 @@ func (s *Supervisor) finishSwap() {
 		return
 	}
 	if len(s.opts.Canary) > 0 && !g.canaried {
-		s.startCanary(g)
+		s.startCanary()
 		return
 	}
 	if err := s.Sockets.Steer(g.num); err != nil {
@@ -130,9 +130,7 @@ func (s *Supervisor) finishSwap() {
 		s.after(s.opts.Bake, timerEvent{kind: evBakeEnd, gen: old.num})
 		return
 	}
-	answerAll(&g.waiters, Outcome{OK: true, Gen: g.num})
-	s.handOver(old)
-	s.afterSwap()
+	s.conclude(g, Outcome{OK: true, Gen: g.num}, old)
 }
 
 func (s *Supervisor) abortSwap(reason string) {
@@ -155,7 +153,7 @@ func (s *Supervisor) abortSwap(reason string) {
 }
 
 func (s *Supervisor) afterSwap() {
-	if s.reloadQueued && !s.draining && !s.stopping {
+	if s.reloadQueued && s.phase == phaseRunning {
 		s.reloadQueued = false
 		queued := s.queued
 		s.queued = nil

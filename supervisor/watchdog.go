@@ -14,7 +14,7 @@ import "golang.org/x/sys/unix"
 
 // onWatchdog takes a WATCHDOG=1 (or =trigger) from w.
 func (s *Supervisor) onWatchdog(w *worker, trigger bool) {
-	if s.opts.Watchdog <= 0 || w.hung || w.retiring || s.stopping {
+	if s.opts.Watchdog <= 0 || w.hung || w.retiring || s.phase >= phaseStopping {
 		return
 	}
 	if trigger {
@@ -38,7 +38,7 @@ func (s *Supervisor) onWatchdogTimer(w *worker) {
 		return
 	}
 	w.watched = false
-	if w.hung || w.retiring || s.stopping {
+	if w.hung || w.retiring || s.phase >= phaseStopping {
 		return
 	}
 	if left := s.opts.Watchdog - s.Now().Sub(w.lastPing); left > 0 {
@@ -51,7 +51,7 @@ func (s *Supervisor) onWatchdogTimer(w *worker) {
 
 // hang aborts a hung worker.
 func (s *Supervisor) hang(w *worker, reason string) {
-	if w.hung || w.retiring || s.stopping {
+	if w.hung || w.retiring || s.phase >= phaseStopping {
 		return
 	}
 	w.hung = true
