@@ -46,7 +46,7 @@ const MetricsContentType = "text/plain; version=0.0.4; charset=utf-8"
 // on addr (host:port; port 0 picks a free one) until the returned listener
 // is closed. Like the control socket it owns nothing: every request is a
 // Query to the loop.
-func ServeHTTP(s *supervisor.Supervisor, addr string) (net.Listener, error) {
+func ServeHTTP(s Loop, addr string) (net.Listener, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -69,7 +69,7 @@ var errBadRequest = errors.New("malformed request")
 // errBadVersion means a request in another HTTP major version.
 var errBadVersion = errors.New("unsupported HTTP version")
 
-func serveConn(s *supervisor.Supervisor, h *held) {
+func serveConn(s Loop, h *held) {
 	_ = h.SetReadDeadline(time.Now().Add(httpHeadTimeout)) // without it a slow client only holds a place longer
 	br := bufio.NewReaderSize(h, 1024)
 	req, err := readRequest(br)
@@ -195,7 +195,7 @@ func parseRequestLine(line string) (httpRequest, error) {
 }
 
 // route answers one request.
-func route(s *supervisor.Supervisor, req httpRequest) []byte {
+func route(s Loop, req httpRequest) []byte {
 	head := req.method == "HEAD"
 	switch req.path {
 	case "/metrics", "/healthz", "/readyz":

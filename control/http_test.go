@@ -325,7 +325,7 @@ func startFake(t *testing.T) (*supervisor.Supervisor, *fakeWorld, chan handoff.N
 	return sup, w, notes, l.Addr().String(), done
 }
 
-func query(t *testing.T, s *supervisor.Supervisor) supervisor.Status {
+func query(t *testing.T, s Loop) supervisor.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -384,7 +384,7 @@ func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
 // until queries the loop until pred holds (the loop takes signals, notes
 // and queries in any order, so a state change shows up a few queries
 // later), checking each snapshot on the way with each (may be nil).
-func until(t *testing.T, s *supervisor.Supervisor, what string, pred func(supervisor.Status) bool, each func(supervisor.Status)) supervisor.Status {
+func until(t *testing.T, s Loop, what string, pred func(supervisor.Status) bool, each func(supervisor.Status)) supervisor.Status {
 	t.Helper()
 	end := time.Now().Add(5 * time.Second)
 	for {
