@@ -166,8 +166,10 @@ type Supervisor struct {
 	socketsClosed bool
 }
 
-// New returns a Supervisor wired to the real kernel; the caller sets
-// Start, Notes and Reloads.
+// New returns a Supervisor wired to the real kernel (Reap, HasChildren,
+// KillAll, KillGroup, AfterFunc, Now, and RSS when BATON_MAX_RSS is set);
+// the caller sets Start and, as it needs them, Check, CanaryCheck,
+// Sockets, Foreground, Notes, Reloads and Started.
 func New(opts Options, log zerolog.Logger) *Supervisor {
 	s := &Supervisor{
 		opts:        opts,

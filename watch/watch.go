@@ -119,10 +119,9 @@ type Watcher struct {
 	lastErrs map[string]bool   // errors reported by the previous hash, to report each once
 }
 
-// New starts watching paths. debounce is the quiet period after the last filesystem event before
-// content is re-hashed; poll, if >0, is the polling interval used when inotify is unavailable
-// (or forced by Options). Errors name the path. Zero Options fields mean DefaultDebounce and
-// DefaultPollInterval; the polling fallback is always enabled.
+// New starts watching paths with opt (its Debounce, PollInterval and ForcePoll; zero fields mean
+// DefaultDebounce and DefaultPollInterval; the polling fallback is always enabled). Errors name
+// the path.
 //
 // Relative paths are taken relative to the current directory. A watched path need not exist
 // (its creation is a change), but its parent directory must: a missing parent at startup is
