@@ -32,6 +32,7 @@ import (
 	"github.com/baton-init/baton/control"
 	"github.com/baton-init/baton/demo"
 	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/internal/clip"
 	"github.com/baton-init/baton/reaper"
 	"github.com/baton-init/baton/reaper/onecpu"
 	"github.com/baton-init/baton/reaper/oneproc"
@@ -90,7 +91,7 @@ func run(args []string) int {
 		return demo.Run(args[1:], os.Stdout, os.Stderr)
 	}
 	if strings.HasPrefix(args[0], "-") {
-		stderrf("baton: unknown option %q (put the command after --; see baton help)", spawn.Clip(args[0]))
+		stderrf("baton: unknown option %q (put the command after --; see baton help)", clip.Value(args[0]))
 		return exitUsage
 	}
 	return supervise(args)
@@ -122,7 +123,7 @@ func parseSub(fs *flag.FlagSet, usage string, args []string) (pid int, err error
 		return 0, fmt.Errorf("%s: %v (usage: baton %s)", fs.Name(), err, usage)
 	}
 	if fs.NArg() > 0 {
-		return 0, fmt.Errorf("%s: unknown argument %q (usage: baton %s)", fs.Name(), spawn.Clip(fs.Arg(0)), usage)
+		return 0, fmt.Errorf("%s: unknown argument %q (usage: baton %s)", fs.Name(), clip.Value(fs.Arg(0)), usage)
 	}
 	return pid, nil
 }
@@ -840,11 +841,11 @@ func checkSetByBaton() error {
 	number := func(v string) bool { n, err := strconv.Atoi(v); return err == nil && n >= 0 }
 	switch {
 	case hasW && !hasGen:
-		return fmt.Errorf("BATON_WORKER=%q is set, but baton sets it only for its own workers (with BATON_GENERATION): did you mean BATON_WORKERS?", spawn.Clip(w))
+		return fmt.Errorf("BATON_WORKER=%q is set, but baton sets it only for its own workers (with BATON_GENERATION): did you mean BATON_WORKERS?", clip.Value(w))
 	case hasGen && !number(gen):
-		return fmt.Errorf("BATON_GENERATION: want the generation number baton sets for its workers, got %q", spawn.Clip(gen))
+		return fmt.Errorf("BATON_GENERATION: want the generation number baton sets for its workers, got %q", clip.Value(gen))
 	case hasW && !number(w):
-		return fmt.Errorf("BATON_WORKER: want the worker number baton sets for its workers, got %q (did you mean BATON_WORKERS?)", spawn.Clip(w))
+		return fmt.Errorf("BATON_WORKER: want the worker number baton sets for its workers, got %q (did you mean BATON_WORKERS?)", clip.Value(w))
 	}
 	return nil
 }
@@ -853,7 +854,7 @@ type httpAddr string
 
 func (a *httpAddr) Decode(v string) error {
 	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
-		return fmt.Errorf("want host:port like :9090 or 127.0.0.1:9090, got %q", spawn.Clip(v))
+		return fmt.Errorf("want host:port like :9090 or 127.0.0.1:9090, got %q", clip.Value(v))
 	}
 	*a = httpAddr(v)
 	return nil
@@ -867,7 +868,7 @@ func (t *tristate) Decode(v string) error {
 		*t = tristate(v)
 		return nil
 	}
-	return fmt.Errorf("want auto, true or false, got %q", spawn.Clip(v))
+	return fmt.Errorf("want auto, true or false, got %q", clip.Value(v))
 }
 
 type logLevel zerolog.Level
@@ -879,7 +880,7 @@ func (l *logLevel) Decode(v string) error {
 		*l = logLevel(lv)
 		return nil
 	}
-	return fmt.Errorf("want debug, info, warn or error, got %q", spawn.Clip(v))
+	return fmt.Errorf("want debug, info, warn or error, got %q", clip.Value(v))
 }
 
 type logFormat string
@@ -890,7 +891,7 @@ func (f *logFormat) Decode(v string) error {
 		*f = logFormat(v)
 		return nil
 	}
-	return fmt.Errorf("want json, console or auto, got %q", spawn.Clip(v))
+	return fmt.Errorf("want json, console or auto, got %q", clip.Value(v))
 }
 
 // knownVars lists every BATON_* variable with its default and meaning,

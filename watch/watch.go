@@ -28,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/baton-init/baton/internal/clip"
 	"github.com/fsnotify/fsnotify"
 )
 
@@ -148,15 +149,15 @@ func newWatcher(paths []string, opt Options, h hooks) (*Watcher, error) {
 		// characters only (clip).
 		a, err := filepath.Abs(p)
 		if err != nil {
-			return nil, fmt.Errorf("watch path %d %q: %w", i+1, clip(p), bare(err))
+			return nil, fmt.Errorf("watch path %d %q: %w", i+1, clip.Value(p), bare(err))
 		}
 		parent := filepath.Dir(a)
 		fi, err := os.Stat(parent)
 		if err != nil {
-			return nil, fmt.Errorf("watch path %d %q: parent directory: %w", i+1, clip(p), bare(err))
+			return nil, fmt.Errorf("watch path %d %q: parent directory: %w", i+1, clip.Value(p), bare(err))
 		}
 		if !fi.IsDir() {
-			return nil, fmt.Errorf("watch path %d %q: its parent is not a directory", i+1, clip(p))
+			return nil, fmt.Errorf("watch path %d %q: its parent is not a directory", i+1, clip.Value(p))
 		}
 		abs = append(abs, a)
 	}
