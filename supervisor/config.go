@@ -111,10 +111,28 @@ func (s *Signal) Decode(v string) error {
 	return nil
 }
 
-// unreceivable reports whether baton can never receive sig: it does not
-// subscribe to it (main.otherSignals) or the Go runtime keeps it.
-func unreceivable(sig unix.Signal) bool {
-	return sig == unix.SIGPIPE || sig == unix.SIGPROF || (sig >= 32 && sig <= 34)
+// NeverReceived reports whether sig is one of the signals baton never
+// receives, the one list of them: main subscribes to every other one, and
+// the decoders refuse them. They are:
+//   - SIGKILL and SIGSTOP, which nobody can catch;
+//   - SIGURG, which the runtime sends itself to preempt goroutines (runc
+//     signals.go);
+//   - SIGPROF, which the runtime consumes for profiling;
+//   - SIGPIPE: the kernel raises it for baton's own writes to a peer that
+//     went away (an HTTP client that resets, a log reader that died), and
+//     nothing tells those apart from a kill(2), so a subscribed SIGPIPE
+//     would be forwarded to every worker. Unsubscribed, the runtime ignores
+//     it for sockets and pipes (os/signal), and baton never writes to
+//     fd 1 or 2 through an os.File, where it would be fatal (main's
+//     newLogger, stderrf);
+//   - 32, 33 and 34, which the runtime keeps for itself (glibc's and musl's
+//     internal signals) and never delivers.
+func NeverReceived(sig unix.Signal) bool {
+	switch sig {
+	case unix.SIGKILL, unix.SIGSTOP, unix.SIGURG, unix.SIGPROF, unix.SIGPIPE, 32, 33, 34:
+		return true
+	}
+	return false
 }
 
 // StopSignal is BATON_STOP_SIGNAL: the signal that asks a worker to finish.
@@ -132,7 +150,7 @@ func (s *StopSignal) Decode(v string) error {
 	switch u := unix.Signal(sig); {
 	case u == unix.SIGCHLD || u == unix.SIGURG:
 		return fmt.Errorf("%s cannot be the stop signal: baton consumes it", unix.SignalName(u))
-	case unreceivable(u):
+	case NeverReceived(u):
 		return fmt.Errorf("signal %d cannot be the stop signal: baton never receives it", int(u))
 	}
 	*s = StopSignal(sig)
@@ -155,7 +173,7 @@ func (r *ReloadSignal) Decode(v string) error {
 	switch sig := unix.Signal(s); {
 	case isShutdown(sig) || sig == unix.SIGCHLD || sig == unix.SIGURG:
 		return fmt.Errorf("%s cannot be the reload signal", unix.SignalName(sig))
-	case unreceivable(sig):
+	case NeverReceived(sig):
 		return fmt.Errorf("baton never receives signal %d, so it cannot be the reload signal", int(sig))
 	}
 	*r = ReloadSignal(s)
@@ -201,7 +219,7 @@ func mapSource(sig unix.Signal) error {
 		return fmt.Errorf("%s cannot be caught, so it cannot be rewritten", unix.SignalName(sig))
 	case sig == unix.SIGCHLD || sig == unix.SIGURG:
 		return fmt.Errorf("%s cannot be rewritten: baton consumes it", unix.SignalName(sig))
-	case unreceivable(sig):
+	case NeverReceived(sig):
 		return fmt.Errorf("baton never receives signal %d, so it cannot be rewritten", int(sig))
 	}
 	return nil
