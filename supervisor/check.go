@@ -68,7 +68,7 @@ func (s *Supervisor) onCheckExit(code int) {
 	c := s.checking
 	c.exited, c.code = true, code
 	if pid := c.w.PID(); !c.killed && s.groupAlive(pid) {
-		s.checkLeft[pid] = true
+		s.left[pid] = leftGroup{check: true}
 	}
 	if e, ok := c.w.(outputEnder); ok {
 		e.EndOutput(checkOutputGrace)
@@ -80,7 +80,7 @@ func (s *Supervisor) onCheckExit(code int) {
 // and arms SIGKILL after the stop timeout.
 func (s *Supervisor) stopCheckLeft(c *check, name string) {
 	pid := c.w.PID()
-	if !s.checkLeft[pid] {
+	if !s.left[pid].check {
 		return
 	}
 	s.Log.Warn().Int("pid", pid).Str("check", name).Msg("reload check left processes")
@@ -92,10 +92,10 @@ func (s *Supervisor) stopCheckLeft(c *check, name string) {
 
 // onCheckKill: the stop timeout after a check's leftovers got SIGTERM.
 func (s *Supervisor) onCheckKill(pgid int) {
-	if !s.checkLeft[pgid] {
+	if !s.left[pgid].check {
 		return // the group emptied (or baton's stop timeout killed it)
 	}
-	delete(s.checkLeft, pgid)
+	delete(s.left, pgid)
 	if err := s.KillGroup(pgid, unix.SIGKILL); err == nil {
 		s.Log.Warn().Int("pid", pgid).Dur("elapsed", s.opts.StopTimeout).Msg("reload check leftovers killed")
 	}

@@ -30,20 +30,36 @@ func (s *Supervisor) reap() {
 			delete(s.lingering, pgid)
 		}
 	}
-	for pgid := range s.checkLeft {
-		if !s.groupAlive(pgid) {
-			delete(s.checkLeft, pgid)
-		}
-	}
-	s.pruneGroups()
+	s.pruneLeft(true)
 	s.maybeRelease()
 }
 
-// pruneGroups forgets the left-behind groups that have emptied.
-func (s *Supervisor) pruneGroups() {
-	for pgid := range s.groups {
-		if !s.groupAlive(pgid) {
-			delete(s.groups, pgid)
+// leftGroup is a process group whose leader was reaped while it still had
+// members: what an exited worker (Subreaper only) or a reload check left.
+// A reap forgets it once it is empty: its id cannot name anyone else until
+// then. A worker's is waited for while baton stops, and looked at every
+// groupPollEvery; a check's gets SIGTERM once the check's outcome is
+// decided and SIGKILL after the stop timeout, and is forgotten then.
+type leftGroup struct {
+	check bool // a reload check's, not a worker's
+}
+
+// hasLeft reports whether a group of a check (check) or of a worker is left.
+func (s *Supervisor) hasLeft(check bool) bool {
+	for _, l := range s.left {
+		if l.check == check {
+			return true
+		}
+	}
+	return false
+}
+
+// pruneLeft forgets the left-behind groups that have emptied: the
+// workers', and with checks too the checks'.
+func (s *Supervisor) pruneLeft(checks bool) {
+	for pgid, l := range s.left {
+		if (checks || !l.check) && !s.groupAlive(pgid) {
+			delete(s.left, pgid)
 		}
 	}
 }
@@ -88,7 +104,7 @@ func (s *Supervisor) onExit(e reaper.Exit) {
 		if alive && s.opts.Subreaper {
 			// Helpers live on in its group: stopped and waited for
 			// with the workers.
-			s.groups[e.PID] = true
+			s.left[e.PID] = leftGroup{}
 		}
 	}
 	if s.phase >= phaseDraining && g == s.current && code != 0 && s.exitCode == codeUnset {
@@ -139,5 +155,5 @@ func (s *Supervisor) onExit(e reaper.Exit) {
 // onGroupPoll: a look at the left-behind groups while baton stops.
 func (s *Supervisor) onGroupPoll() {
 	s.groupPoll = false
-	s.pruneGroups()
+	s.pruneLeft(false)
 }

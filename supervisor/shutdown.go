@@ -95,14 +95,11 @@ func (s *Supervisor) stopAll() {
 			for _, w := range s.byPID {
 				_ = s.signal(w, s.stopSig) // ESRCH: already gone, its exit is queued
 			}
-			for pgid := range s.groups {
-				_ = s.KillGroup(pgid, s.stopSig) // what exited workers left behind
+			for pgid := range s.left {
+				_ = s.KillGroup(pgid, s.stopSig) // what exited workers and checks left behind
 			}
 			if c := s.checking; c != nil && !c.exited {
 				_ = c.w.Signal(s.stopSig) // a reload check in progress goes too
-			}
-			for pgid := range s.checkLeft {
-				_ = s.KillGroup(pgid, s.stopSig) // and what checks left behind
 			}
 		}
 	}
@@ -111,13 +108,13 @@ func (s *Supervisor) stopAll() {
 }
 
 func (s *Supervisor) checkDone() {
-	if s.phase < phaseStopping || len(s.byPID) > 0 || s.checking != nil || len(s.checkLeft) > 0 {
+	if s.phase < phaseStopping || len(s.byPID) > 0 || s.checking != nil || s.hasLeft(true) {
 		return
 	}
 	if s.opts.PID1 && s.HasChildren() {
 		return // orphans and daemons still finishing: wait for them
 	}
-	if len(s.groups) > 0 {
+	if s.hasLeft(false) {
 		// Helpers of exited workers still finishing. Their exits come
 		// back to baton as their subreaper, and each reap drops a group
 		// that emptied; a member that is no descendant of its worker's
@@ -155,14 +152,13 @@ func (s *Supervisor) onStopKill() {
 	for _, w := range s.byPID {
 		_ = w.w.Signal(unix.SIGKILL)
 	}
-	for pgid := range s.groups {
+	for pgid, l := range s.left {
 		_ = s.KillGroup(pgid, unix.SIGKILL)
+		if l.check {
+			delete(s.left, pgid) // gone now: baton need not wait for its reap
+		}
 	}
 	if c := s.checking; c != nil && !c.exited {
 		_ = c.w.Signal(unix.SIGKILL)
 	}
-	for pgid := range s.checkLeft {
-		_ = s.KillGroup(pgid, unix.SIGKILL)
-	}
-	clear(s.checkLeft) // gone now: baton need not wait for their reap
 }

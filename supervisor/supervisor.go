@@ -99,12 +99,6 @@ type Supervisor struct {
 	// (nil when none).
 	checking   *check
 	checkLines <-chan string
-	// checkLeft are the process groups of checks that exited while the
-	// group still had members, by pgid: sent SIGTERM once the check's
-	// outcome is decided, SIGKILL after the stop timeout, forgotten at the
-	// reap that finds the group empty (its id cannot name anyone else
-	// until then).
-	checkLeft map[int]bool
 
 	byPID        map[int]*worker
 	current      *generation
@@ -117,10 +111,10 @@ type Supervisor struct {
 	// process group may still have members, by pgid: the group id cannot
 	// name anyone else until the last member is gone.
 	lingering map[int]*worker
-	// groups (Subreaper only) are the process groups of reaped workers
-	// that still had members, by pgid; a reap drops those that emptied.
-	// groupPoll: a look at them is armed (see checkDone).
-	groups    map[int]bool
+	// left are the process groups that outlived their leader, by pgid:
+	// what exited workers (Subreaper only) and reload checks left behind.
+	// groupPoll: a look at the workers' is armed (see checkDone).
+	left      map[int]leftGroup
 	groupPoll bool
 	// killAllHeld is a kill(-1) signal waiting for workers to leave the
 	// shim (it would reach their Go runtime, not their command); 0: none.
@@ -192,8 +186,7 @@ func New(opts Options, log zerolog.Logger) *Supervisor {
 		relayBatches: map[int]*relayBatch{},
 		byPID:        map[int]*worker{},
 		lingering:    map[int]*worker{},
-		checkLeft:    map[int]bool{},
-		groups:       map[int]bool{},
+		left:         map[int]leftGroup{},
 	}
 	s.arm = func(d time.Duration, ev timerEvent) {
 		s.AfterFunc(d, func() { s.timers <- ev })
