@@ -3,7 +3,6 @@
 package supervisor
 
 import (
-	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -84,9 +83,7 @@ func (s *Supervisor) stopCheckLeft(c *check, name string) {
 		return
 	}
 	s.Log.Warn().Int("pid", pid).Str("check", name).Msg("reload check left processes")
-	if err := s.KillGroup(pid, unix.SIGTERM); err != nil && !errors.Is(err, unix.ESRCH) {
-		s.Log.Warn().Err(err).Int("pid", pid).Msg("reload check not killed")
-	}
+	s.sent(s.KillGroup(pid, unix.SIGTERM), pid, unix.SIGTERM, "reload check not killed")
 	s.after(s.opts.StopTimeout, timerEvent{kind: evCheckKill, pgid: pid})
 }
 
@@ -98,6 +95,8 @@ func (s *Supervisor) onCheckKill(pgid int) {
 	delete(s.left, pgid)
 	if err := s.KillGroup(pgid, unix.SIGKILL); err == nil {
 		s.Log.Warn().Int("pid", pgid).Dur("elapsed", s.opts.StopTimeout).Msg("reload check leftovers killed")
+	} else {
+		s.sent(err, pgid, unix.SIGKILL, "kill failed")
 	}
 }
 
@@ -109,9 +108,7 @@ func (s *Supervisor) onCheckTimeout(pid int) {
 	// Its group goes; the exit and the end of its output follow.
 	c.timedOut, c.killed = true, true
 	s.Log.Warn().Int("pid", pid).Dur("timeout", s.opts.ReadyTimeout).Msg("reload check timed out")
-	if err := c.w.Signal(unix.SIGKILL); err != nil {
-		s.Log.Warn().Err(err).Int("pid", pid).Msg("reload check not killed")
-	}
+	s.sent(c.w.Signal(unix.SIGKILL), pid, unix.SIGKILL, "reload check not killed")
 }
 
 // finishCheck decides once the check has exited and its output ended.

@@ -93,13 +93,15 @@ func (s *Supervisor) stopAll() {
 			s.releaseKillAll()
 		} else {
 			for _, w := range s.byPID {
-				_ = s.signal(w, s.stopSig) // ESRCH: already gone, its exit is queued
+				s.sent(s.signal(w, s.stopSig), w.pid, s.stopSig, "stop signal failed")
 			}
 			for pgid := range s.left {
-				_ = s.KillGroup(pgid, s.stopSig) // what exited workers and checks left behind
+				// What exited workers and checks left behind.
+				s.sent(s.KillGroup(pgid, s.stopSig), pgid, s.stopSig, "stop signal failed")
 			}
 			if c := s.checking; c != nil && !c.exited {
-				_ = c.w.Signal(s.stopSig) // a reload check in progress goes too
+				// A reload check in progress goes too.
+				s.sent(c.w.Signal(s.stopSig), c.w.PID(), s.stopSig, "stop signal failed")
 			}
 		}
 	}
@@ -147,18 +149,18 @@ func (s *Supervisor) onStopKill() {
 	s.stopExpired = true
 	s.Log.Warn().Int("workers", len(s.byPID)).Int("relays", s.relaysAnswering).Msg("stop timeout: killing what remains")
 	if s.opts.PID1 {
-		_ = s.KillAll(unix.SIGKILL) // ESRCH: nothing left, which is fine
+		s.sent(s.KillAll(unix.SIGKILL), -1, unix.SIGKILL, "kill failed")
 	}
 	for _, w := range s.byPID {
-		_ = w.w.Signal(unix.SIGKILL)
+		s.sent(w.w.Signal(unix.SIGKILL), w.pid, unix.SIGKILL, "kill failed")
 	}
 	for pgid, l := range s.left {
-		_ = s.KillGroup(pgid, unix.SIGKILL)
+		s.sent(s.KillGroup(pgid, unix.SIGKILL), pgid, unix.SIGKILL, "kill failed")
 		if l.check {
 			delete(s.left, pgid) // gone now: baton need not wait for its reap
 		}
 	}
 	if c := s.checking; c != nil && !c.exited {
-		_ = c.w.Signal(unix.SIGKILL)
+		s.sent(c.w.Signal(unix.SIGKILL), c.w.PID(), unix.SIGKILL, "kill failed")
 	}
 }

@@ -50,15 +50,35 @@ func (s *Supervisor) onSignal(sig unix.Signal) {
 func (s *Supervisor) forward(to unix.Signal) {
 	for pid, w := range s.byPID {
 		if err := s.signal(w, to); err != nil {
-			if errors.Is(err, unix.ESRCH) {
-				s.Log.Warn().Int("pid", pid).Str("signal", unix.SignalName(to)).Msg("worker already gone")
-				continue
+			if s.failed(err, pid, to) {
+				s.Log.Error().Err(err).Int("pid", pid).Str("signal", unix.SignalName(to)).Msg("signal not forwarded")
 			}
-			s.Log.Error().Err(err).Int("pid", pid).Str("signal", unix.SignalName(to)).Msg("signal not forwarded")
 			continue
 		}
 		s.stats.Forwarded++
 		s.Log.Debug().Int("pid", pid).Str("signal", unix.SignalName(to)).Msg("signal forwarded")
+	}
+}
+
+// failed applies baton's rule for a signal that was not sent: a process
+// or group that is gone (ESRCH) is no error, and nothing is logged above
+// debug, since its exit is reaped, or its group was seen empty, in a step
+// of its own; anything else failed, and the caller logs it.
+func (s *Supervisor) failed(err error, pid int, sig unix.Signal) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, unix.ESRCH) {
+		s.Log.Debug().Int("pid", pid).Str("signal", unix.SignalName(sig)).Msg("signalled process already gone")
+		return false
+	}
+	return true
+}
+
+// sent logs a signal sig to pid that failed, as msg, under failed's rule.
+func (s *Supervisor) sent(err error, pid int, sig unix.Signal, msg string) {
+	if s.failed(err, pid, sig) {
+		s.Log.Error().Err(err).Int("pid", pid).Str("signal", unix.SignalName(sig)).Msg(msg)
 	}
 }
 
@@ -91,9 +111,7 @@ func (s *Supervisor) onExec(w *worker) {
 	s.Log.Debug().Int("pid", w.pid).Int("held", len(held)).Msg("worker left the shim")
 	if s.byPID[w.pid] == w { // reaped meanwhile: its group id may be free
 		for _, sig := range held {
-			if err := w.w.Signal(sig); err != nil && !errors.Is(err, unix.ESRCH) {
-				s.Log.Error().Err(err).Int("pid", w.pid).Str("signal", unix.SignalName(sig)).Msg("signal not forwarded")
-			}
+			s.sent(w.w.Signal(sig), w.pid, sig, "signal not forwarded")
 		}
 	}
 	s.releaseKillAll()
@@ -111,7 +129,5 @@ func (s *Supervisor) releaseKillAll() {
 	}
 	sig := s.killAllHeld
 	s.killAllHeld = 0
-	if err := s.KillAll(sig); err != nil && !errors.Is(err, unix.ESRCH) {
-		s.Log.Error().Err(err).Msg("stop signal failed")
-	}
+	s.sent(s.KillAll(sig), -1, sig, "stop signal failed")
 }

@@ -3,7 +3,6 @@
 package supervisor
 
 import (
-	"errors"
 	"strconv"
 
 	"golang.org/x/sys/unix"
@@ -199,9 +198,7 @@ func (s *Supervisor) retire(w *worker) {
 		return
 	}
 	w.retiring = true
-	if err := s.signal(w, s.opts.StopSignal); err != nil && !errors.Is(err, unix.ESRCH) {
-		s.Log.Error().Err(err).Int("pid", w.pid).Msg("stop signal failed")
-	}
+	s.sent(s.signal(w, s.opts.StopSignal), w.pid, s.opts.StopSignal, "stop signal failed")
 	s.Log.Info().Int("gen", w.gen.num).Int("worker", w.idx).Int("pid", w.pid).Str("signal", unix.SignalName(s.opts.StopSignal)).Msg("worker retiring")
 	s.after(s.opts.StopTimeout, timerEvent{kind: evRetireKill, w: w})
 }
@@ -223,5 +220,7 @@ func (s *Supervisor) onRetireKill(w *worker) {
 	delete(s.lingering, w.pid)
 	if err := s.KillGroup(w.pid, unix.SIGKILL); err == nil {
 		s.Log.Warn().Int("gen", w.gen.num).Int("pid", w.pid).Dur("elapsed", s.opts.StopTimeout).Msg("worker killed after stop timeout")
+	} else {
+		s.sent(err, w.pid, unix.SIGKILL, "kill failed")
 	}
 }

@@ -57,9 +57,7 @@ func (s *Supervisor) hang(w *worker, reason string) {
 	w.hung = true
 	s.stats.WatchdogKills++
 	s.Log.Warn().Int("gen", w.gen.num).Int("worker", w.idx).Int("pid", w.pid).Str("reason", reason).Msg("worker hung")
-	if err := s.signal(w, unix.SIGABRT); err != nil {
-		s.Log.Error().Err(err).Int("pid", w.pid).Msg("signal not forwarded")
-	}
+	s.sent(s.signal(w, unix.SIGABRT), w.pid, unix.SIGABRT, "signal not forwarded")
 	s.after(s.opts.StopTimeout, timerEvent{kind: evWatchdogKill, w: w})
 }
 
@@ -72,5 +70,7 @@ func (s *Supervisor) onWatchdogKill(w *worker) {
 	// cannot act on SIGABRT): its group goes.
 	if err := w.w.Signal(unix.SIGKILL); err == nil {
 		s.Log.Warn().Int("gen", w.gen.num).Int("pid", w.pid).Msg("hung worker killed")
+	} else {
+		s.sent(err, w.pid, unix.SIGKILL, "kill failed")
 	}
 }
