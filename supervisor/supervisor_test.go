@@ -1295,3 +1295,79 @@ func TestWatchdog(t *testing.T) {
 	}
 	r.expectStatus("watchdog kills counted", func(st Status) bool { return st.Stats.WatchdogKills == 2 })
 }
+
+// TestStatusAcrossLifecycle: the status /readyz, /healthz and /metrics
+// serve (control's TestHTTPFollowsStatus shows they follow it), through
+// start, swaps, a coalesced and a failed reload and a delayed shutdown:
+// ready only once the first generation is, never unready in the middle of
+// a swap, unready from the moment shutdown begins, healthy until it ends.
+func TestStatusAcrossLifecycle(t *testing.T) {
+	o := baseOpts()
+	o.Workers, o.ShutdownDelay = 2, time.Hour
+	r := newRig(t, o)
+	a, b := r.worker(), r.worker()
+	r.expectStatus("before ready", func(st Status) bool {
+		return !st.Ready && st.Healthy && st.Starting == 2 && st.Gen == 1
+	})
+	r.ready(a)
+	r.expectStatus("one of two workers ready", func(st Status) bool { return st.Serving == 1 && !st.Ready })
+	r.ready(b)
+	r.expectStatus("generation 1 ready", func(st Status) bool { return st.Ready && st.Gen == 1 && st.Serving == 2 })
+
+	// A swap: ready all along.
+	r.sigs <- unix.SIGHUP
+	c, d := r.worker(), r.worker()
+	r.expectStatus("mid-swap", func(st Status) bool { return st.Ready && st.Gen == 1 && st.Serving == 2 && st.Starting == 2 })
+	r.ready(c)
+	r.expectStatus("one new worker ready", func(st Status) bool { return st.Ready && st.Serving == 3 })
+	r.ready(d)
+	r.expect("swap complete")
+	r.expectStatus("after swap", func(st Status) bool { return st.Ready && st.Gen == 2 && st.Stats.ReloadsOK == 1 })
+	for _, w := range []*scriptedWorker{a, b} {
+		r.groupGone(w.pid)
+		r.exit(w.pid, 0)
+		r.expect("worker exited")
+	}
+	r.expectStatus("old generation gone", func(st Status) bool { return st.Ready && st.Retiring == 0 && st.Serving == 2 })
+
+	// Two reloads at once: one swap, one coalesced, then the coalesced
+	// swap fails (a new worker exits before ready): still ready.
+	r.sigs <- unix.SIGHUP
+	r.sigs <- unix.SIGHUP
+	e, f := r.worker(), r.worker()
+	r.expect("reload coalesced")
+	r.expectStatus("second reload coalesced", func(st Status) bool { return st.Ready && st.Stats.ReloadsCoalesced == 1 })
+	r.ready(e)
+	r.ready(f)
+	g, h := r.worker(), r.worker() // the coalesced swap
+	r.expect("swap complete")
+	r.expectStatus("coalesced swap begun", func(st Status) bool {
+		return st.Ready && st.Gen == 3 && st.Starting == 2 && st.Stats.ReloadsCoalesced == 1
+	})
+	r.ready(g)
+	r.exit(h.pid, 3)
+	r.expect("swap aborted")
+	r.expectStatus("after failed swap", func(st Status) bool {
+		return st.Ready && st.Gen == 3 && st.Stats.ReloadsOK == 2 && st.Stats.ReloadsFailed == 1 && st.Stats.LastSwap >= 0
+	})
+
+	// Shutdown with a delay: unready at once, still healthy and serving.
+	r.sigs <- unix.SIGTERM
+	r.expect("shutdown begun")
+	r.expectStatus("during shutdown delay", func(st Status) bool { return st.Stopping && !st.Ready && st.Healthy && st.Serving == 2 })
+	// A reload during the delay is ignored. USR1 behind it is a barrier:
+	// the signal channel is FIFO, so once USR1 was forwarded, the HUP was
+	// handled.
+	r.sigs <- unix.SIGHUP
+	r.sigs <- unix.SIGUSR1
+	r.expect("signal forwarded")
+	r.expectStatus("reload during shutdown delay", func(st Status) bool { return !st.Ready && st.Starting == 0 && st.Gen == 3 })
+	r.fireArmedFor(evShutdownDelay, o.ShutdownDelay)
+	r.expect("stopping")
+	for _, w := range []*scriptedWorker{c, d, e, f, g} { // generation 2 retiring, 3 serving, 4 rolled back
+		r.exit(w.pid, 0)
+	}
+	if code := r.ended("after the shutdown delay and every worker's exit"); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+}
