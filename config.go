@@ -20,7 +20,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/internal/clip"
 	"github.com/baton-init/baton/spawn"
+	"github.com/baton-init/baton/supervisor"
 	"github.com/baton-init/baton/watch"
 )
 
@@ -35,34 +37,34 @@ const envPrefix = "BATON"
 // loadConfig records there which variables were set, for the defaults that
 // depend on it.
 type config struct {
-	Listen        handoff.Listeners    `desc:"listeners [name=]scheme://addr, comma-separated (tcp, tcp4, tcp6, udp, udp4, udp6, unix); host:port means tcp, /path means unix; a unix socket file takes ?mode=0666&owner=USER[:GROUP]"`
-	Workers       handoff.Count        `default:"1" desc:"workers per generation"`
-	Ready         handoff.ReadyMode    `default:"auto" desc:"when a new worker is ready: notify (READY=1), delay:DUR, auto (READY=1 or 2s up, until a worker has sent READY=1)"`
-	ReadyTimeout  handoff.Timeout      `split_words:"true" default:"60s" desc:"a new generation (or recycling replacement) not ready by then is rolled back; must be above 0"`
-	ReloadSignal  handoff.ReloadSignal `split_words:"true" default:"HUP" desc:"signal that starts a generation swap; none disables reloads and forwards it (plain init mode defaults to none: HUP goes to the app, as under tini)"`
-	StopSignal    handoff.StopSignal   `split_words:"true" default:"TERM" desc:"signal that asks a retiring worker to finish; when set, it also replaces the shutdown signal baton received (not the reload signal, CHLD, URG or PIPE)"`
-	StopTimeout   handoff.Duration     `split_words:"true" default:"8s" desc:"grace before SIGKILL to a worker's process group (retiring and shutdown)"`
-	ShutdownDelay handoff.Duration     `split_words:"true" default:"0" desc:"on shutdown, keep serving this long while reporting not-ready"`
-	SignalMap     handoff.SignalMap    `split_words:"true" desc:"rewrite signals before baton acts on them, e.g. TERM:QUIT,WINCH: (empty target drops it; not the reload signal)"`
-	Restart       handoff.Restart      `desc:"on-failure, always or never (default: never in plain init mode, on-failure otherwise)"`
-	RestartLimit  handoff.RestartLimit `split_words:"true" default:"5/60s" desc:"crash-loop bound COUNT/WINDOW per worker slot; past it baton exits with the worker's code"`
-	ExitMap       handoff.ExitMap      `split_words:"true" desc:"remap baton's exit status, e.g. 143:0"`
-	User          spawn.User           `desc:"uid[:gid] or name[:group] the workers run as"`
-	Ulimits       spawn.Ulimits        `desc:"worker rlimits in docker's syntax: nofile=65536:65536,core=0"`
-	MaxRSS        handoff.Size         `split_words:"true" desc:"recycle a worker whose RSS exceeds this (512MiB, 512Mi, 1g)"`
-	MaxAge        handoff.Duration     `split_words:"true" desc:"recycle a worker older than this (with up to 10% jitter), one at a time"`
-	Watch         watch.Paths          `desc:"files or directories whose content change triggers a swap, comma-separated"`
-	HTTPAddr      httpAddr             `split_words:"true" desc:"serve /metrics, /healthz and /readyz on this address"`
-	Subreaper     tristate             `default:"auto" desc:"become a child subreaper: auto (when not PID 1), true, false"`
-	LogLevel      logLevel             `split_words:"true" default:"info" desc:"debug, info, warn or error"`
-	LogFormat     logFormat            `split_words:"true" default:"auto" desc:"json, console, or auto (console on a TTY)"`
-	ReloadCheck   spawn.Command        `split_words:"true" desc:"command (no shell, split on spaces) run as the workers before each reload; its exit status decides: non-zero or not done within BATON_READY_TIMEOUT refuses the reload; what it leaves in its process group gets SIGTERM, SIGKILL after BATON_STOP_TIMEOUT"`
-	Surge         handoff.Count        `desc:"rolling swaps: at most BATON_WORKERS + N workers alive during a reload (default BATON_WORKERS: the whole generation at once)"`
-	Watchdog      handoff.Duration     `desc:"WATCHDOG_USEC for workers: one that sent WATCHDOG=1 and then nothing this long is aborted and restarted"`
-	Handoff       handoff.Handoff      `default:"shared" desc:"shared (one socket per listener for every generation) or steer (a socket per generation for TCP and UDP, new connections steered in the kernel, so workers that drain badly lose nothing)"`
-	Canary        handoff.CanarySteps  `desc:"steer mode: PERCENT:DURATION steps, comma-separated (10%:30s,50%:1m); a new generation gets that share of new TCP connections first, and a worker exit aborts the reload"`
-	CanaryCheck   spawn.Command        `split_words:"true" desc:"command (no shell, split on spaces) run as the workers at the end of each canary step; its exit status decides: non-zero or not done within BATON_READY_TIMEOUT aborts the canary; what it leaves in its process group is stopped as for BATON_RELOAD_CHECK"`
-	Bake          handoff.Duration     `desc:"steer mode: keep the old generation parked this long after the cutover; a new worker exit meanwhile reverts to it at once"`
+	Listen        handoff.Listeners       `desc:"listeners [name=]scheme://addr, comma-separated (tcp, tcp4, tcp6, udp, udp4, udp6, unix); host:port means tcp, /path means unix; a unix socket file takes ?mode=0666&owner=USER[:GROUP]"`
+	Workers       supervisor.Count        `default:"1" desc:"workers per generation"`
+	Ready         supervisor.ReadyMode    `default:"auto" desc:"when a new worker is ready: notify (READY=1), delay:DUR, auto (READY=1 or 2s up, until a worker has sent READY=1)"`
+	ReadyTimeout  supervisor.Timeout      `split_words:"true" default:"60s" desc:"a new generation (or recycling replacement) not ready by then is rolled back; must be above 0"`
+	ReloadSignal  supervisor.ReloadSignal `split_words:"true" default:"HUP" desc:"signal that starts a generation swap; none disables reloads and forwards it (plain init mode defaults to none: HUP goes to the app, as under tini)"`
+	StopSignal    supervisor.StopSignal   `split_words:"true" default:"TERM" desc:"signal that asks a retiring worker to finish; when set, it also replaces the shutdown signal baton received (not the reload signal, CHLD, URG or PIPE)"`
+	StopTimeout   supervisor.Duration     `split_words:"true" default:"8s" desc:"grace before SIGKILL to a worker's process group (retiring and shutdown)"`
+	ShutdownDelay supervisor.Duration     `split_words:"true" default:"0" desc:"on shutdown, keep serving this long while reporting not-ready"`
+	SignalMap     supervisor.SignalMap    `split_words:"true" desc:"rewrite signals before baton acts on them, e.g. TERM:QUIT,WINCH: (empty target drops it; not the reload signal)"`
+	Restart       supervisor.Restart      `desc:"on-failure, always or never (default: never in plain init mode, on-failure otherwise)"`
+	RestartLimit  supervisor.RestartLimit `split_words:"true" default:"5/60s" desc:"crash-loop bound COUNT/WINDOW per worker slot; past it baton exits with the worker's code"`
+	ExitMap       supervisor.ExitMap      `split_words:"true" desc:"remap baton's exit status, e.g. 143:0"`
+	User          spawn.User              `desc:"uid[:gid] or name[:group] the workers run as"`
+	Ulimits       spawn.Ulimits           `desc:"worker rlimits in docker's syntax: nofile=65536:65536,core=0"`
+	MaxRSS        supervisor.Size         `split_words:"true" desc:"recycle a worker whose RSS exceeds this (512MiB, 512Mi, 1g)"`
+	MaxAge        supervisor.Duration     `split_words:"true" desc:"recycle a worker older than this (with up to 10% jitter), one at a time"`
+	Watch         watch.Paths             `desc:"files or directories whose content change triggers a swap, comma-separated"`
+	HTTPAddr      httpAddr                `split_words:"true" desc:"serve /metrics, /healthz and /readyz on this address"`
+	Subreaper     tristate                `default:"auto" desc:"become a child subreaper: auto (when not PID 1), true, false"`
+	LogLevel      logLevel                `split_words:"true" default:"info" desc:"debug, info, warn or error"`
+	LogFormat     logFormat               `split_words:"true" default:"auto" desc:"json, console, or auto (console on a TTY)"`
+	ReloadCheck   spawn.Command           `split_words:"true" desc:"command (no shell, split on spaces) run as the workers before each reload; its exit status decides: non-zero or not done within BATON_READY_TIMEOUT refuses the reload; what it leaves in its process group gets SIGTERM, SIGKILL after BATON_STOP_TIMEOUT"`
+	Surge         supervisor.Count        `desc:"rolling swaps: at most BATON_WORKERS + N workers alive during a reload (default BATON_WORKERS: the whole generation at once)"`
+	Watchdog      supervisor.Duration     `desc:"WATCHDOG_USEC for workers: one that sent WATCHDOG=1 and then nothing this long is aborted and restarted"`
+	Handoff       supervisor.Handoff      `default:"shared" desc:"shared (one socket per listener for every generation) or steer (a socket per generation for TCP and UDP, new connections steered in the kernel, so workers that drain badly lose nothing)"`
+	Canary        supervisor.CanarySteps  `desc:"steer mode: PERCENT:DURATION steps, comma-separated (10%:30s,50%:1m); a new generation gets that share of new TCP connections first, and a worker exit aborts the reload"`
+	CanaryCheck   spawn.Command           `split_words:"true" desc:"command (no shell, split on spaces) run as the workers at the end of each canary step; its exit status decides: non-zero or not done within BATON_READY_TIMEOUT aborts the canary; what it leaves in its process group is stopped as for BATON_RELOAD_CHECK"`
+	Bake          supervisor.Duration     `desc:"steer mode: keep the old generation parked this long after the cutover; a new worker exit meanwhile reverts to it at once"`
 
 	reloadSignalSet bool // BATON_RELOAD_SIGNAL was set
 	stopSignalSet   bool // BATON_STOP_SIGNAL was set
@@ -98,11 +100,11 @@ func checkSetByBaton() error {
 	number := func(v string) bool { n, err := strconv.Atoi(v); return err == nil && n >= 0 }
 	switch {
 	case hasW && !hasGen:
-		return fmt.Errorf("BATON_WORKER=%q is set, but baton sets it only for its own workers (with BATON_GENERATION): did you mean BATON_WORKERS?", spawn.Clip(w))
+		return fmt.Errorf("BATON_WORKER=%q is set, but baton sets it only for its own workers (with BATON_GENERATION): did you mean BATON_WORKERS?", clip.Value(w))
 	case hasGen && !number(gen):
-		return fmt.Errorf("BATON_GENERATION: want the generation number baton sets for its workers, got %q", spawn.Clip(gen))
+		return fmt.Errorf("BATON_GENERATION: want the generation number baton sets for its workers, got %q", clip.Value(gen))
 	case hasW && !number(w):
-		return fmt.Errorf("BATON_WORKER: want the worker number baton sets for its workers, got %q (did you mean BATON_WORKERS?)", spawn.Clip(w))
+		return fmt.Errorf("BATON_WORKER: want the worker number baton sets for its workers, got %q (did you mean BATON_WORKERS?)", clip.Value(w))
 	}
 	return nil
 }
@@ -111,7 +113,7 @@ type httpAddr string
 
 func (a *httpAddr) Decode(v string) error {
 	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
-		return fmt.Errorf("want host:port like :9090 or 127.0.0.1:9090, got %q", spawn.Clip(v))
+		return fmt.Errorf("want host:port like :9090 or 127.0.0.1:9090, got %q", clip.Value(v))
 	}
 	*a = httpAddr(v)
 	return nil
@@ -125,7 +127,7 @@ func (t *tristate) Decode(v string) error {
 		*t = tristate(v)
 		return nil
 	}
-	return fmt.Errorf("want auto, true or false, got %q", spawn.Clip(v))
+	return fmt.Errorf("want auto, true or false, got %q", clip.Value(v))
 }
 
 type logLevel zerolog.Level
@@ -137,7 +139,7 @@ func (l *logLevel) Decode(v string) error {
 		*l = logLevel(lv)
 		return nil
 	}
-	return fmt.Errorf("want debug, info, warn or error, got %q", spawn.Clip(v))
+	return fmt.Errorf("want debug, info, warn or error, got %q", clip.Value(v))
 }
 
 type logFormat string
@@ -148,7 +150,7 @@ func (f *logFormat) Decode(v string) error {
 		*f = logFormat(v)
 		return nil
 	}
-	return fmt.Errorf("want json, console or auto, got %q", spawn.Clip(v))
+	return fmt.Errorf("want json, console or auto, got %q", clip.Value(v))
 }
 
 // knownVars lists every BATON_* variable with its default and meaning,
@@ -234,7 +236,7 @@ func defaultConfig() *config {
 // more than a value's syntax, before baton opens anything: an error here
 // is one line, exit 2, and nothing bound or started.
 func (c *config) validate() error {
-	steer := c.Handoff == handoff.HandoffSteer
+	steer := c.Handoff == supervisor.HandoffSteer
 	reload := c.reloadSignal()
 	_, remapped := c.SignalMap[reload]
 	switch {
@@ -294,15 +296,15 @@ const steerSettle = 100 * time.Millisecond
 
 // options are the loop's options for this configuration; pid1 and
 // subreaper say how baton reaps (see becomeReaper).
-func (c *config) options(pid1, subreaper bool) handoff.Options {
+func (c *config) options(pid1, subreaper bool) supervisor.Options {
 	restart := c.Restart
 	if restart == "" {
-		restart = handoff.RestartOnFailure
+		restart = supervisor.RestartOnFailure
 		if c.plain() {
-			restart = handoff.RestartNever // a drop-in for tini
+			restart = supervisor.RestartNever // a drop-in for tini
 		}
 	}
-	opts := handoff.Options{
+	opts := supervisor.Options{
 		Workers:       int(c.Workers),
 		Ready:         c.Ready,
 		ReadyTimeout:  time.Duration(c.ReadyTimeout),
@@ -324,7 +326,7 @@ func (c *config) options(pid1, subreaper bool) handoff.Options {
 		Canary:        c.Canary,
 		Bake:          time.Duration(c.Bake),
 	}
-	if c.Handoff == handoff.HandoffSteer {
+	if c.Handoff == supervisor.HandoffSteer {
 		opts.SteerSettle = steerSettle
 	}
 	return opts

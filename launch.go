@@ -14,6 +14,7 @@ import (
 
 	"github.com/baton-init/baton/handoff"
 	"github.com/baton-init/baton/spawn"
+	"github.com/baton-init/baton/supervisor"
 )
 
 // launcher starts workers and checks for the loop.
@@ -51,7 +52,7 @@ func newLauncher(cfg *config, argv []string, ls []*handoff.Listener, notifyAddr 
 
 // start starts worker idx of generation gen with the listening
 // descriptors fds (the loop's Start).
-func (l *launcher) start(gen, idx int, fds []int, foreground bool) (handoff.Worker, error) {
+func (l *launcher) start(gen, idx int, fds []int, foreground bool) (supervisor.Worker, error) {
 	env := append([]string(nil), l.env...)
 	env = append(env, "BATON_GENERATION="+strconv.Itoa(gen), "BATON_WORKER="+strconv.Itoa(idx))
 	env = append(env, l.workerVars...)
@@ -71,11 +72,11 @@ func (l *launcher) start(gen, idx int, fds []int, foreground bool) (handoff.Work
 
 // check is the loop's Check (or CanaryCheck) that runs cmd, nil when cmd
 // is empty.
-func (l *launcher) check(cmd spawn.Command) func(gen int) (handoff.Worker, <-chan string, error) {
+func (l *launcher) check(cmd spawn.Command) func(gen int) (supervisor.Worker, <-chan string, error) {
 	if len(cmd) == 0 {
 		return nil
 	}
-	return func(gen int) (handoff.Worker, <-chan string, error) { return l.startCheck(cmd, gen) }
+	return func(gen int) (supervisor.Worker, <-chan string, error) { return l.startCheck(cmd, gen) }
 }
 
 // startCheck starts a check (BATON_RELOAD_CHECK, BATON_CANARY_CHECK) as
@@ -83,7 +84,7 @@ func (l *launcher) check(cmd spawn.Command) func(gen int) (handoff.Worker, <-cha
 // listeners, its stdout and stderr on a pipe whose last line the returned
 // channel gets when the output ends, or when the time EndOutput allows
 // runs out (a child the check left behind may hold the pipe open).
-func (l *launcher) startCheck(cmd spawn.Command, gen int) (handoff.Worker, <-chan string, error) {
+func (l *launcher) startCheck(cmd spawn.Command, gen int) (supervisor.Worker, <-chan string, error) {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return nil, nil, err

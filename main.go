@@ -6,7 +6,7 @@
 // main is the composition root and the only place that exits. supervise
 // wires the parts: it subscribes to signals (pid1.go), reads and checks the
 // configuration (config.go), opens the sockets (sockets.go), gives the
-// loop (handoff.Supervisor) its launcher (launch.go) and runs it. The
+// loop (supervisor.Supervisor) its launcher (launch.go) and runs it. The
 // subcommands are in subcommands.go.
 package main
 
@@ -17,8 +17,9 @@ import (
 	"strings"
 
 	"github.com/baton-init/baton/demo"
-	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/internal/clip"
 	"github.com/baton-init/baton/spawn"
+	"github.com/baton-init/baton/supervisor"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -75,7 +76,7 @@ func run(args []string) int {
 		return demo.Run(args[1:], os.Stdout, rawStderr{})
 	}
 	if strings.HasPrefix(args[0], "-") {
-		stderrf("baton: unknown option %q (put the command after --; see baton help)", spawn.Clip(args[0]))
+		stderrf("baton: unknown option %q (put the command after --; see baton help)", clip.Value(args[0]))
 		return exitConfig
 	}
 	return supervise(args)
@@ -114,7 +115,7 @@ func supervise(argv []string) int {
 		stderrf("baton: %s", err)
 		return exitConfig
 	}
-	sup := handoff.New(cfg.options(pid1, subreaper), log)
+	sup := supervisor.New(cfg.options(pid1, subreaper), log)
 	l := newLauncher(cfg, argv, o.listeners, o.notifyAddr)
 	sup.Start = l.start
 	sup.Check = l.check(cfg.ReloadCheck)

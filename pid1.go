@@ -20,6 +20,7 @@ import (
 	"github.com/baton-init/baton/internal/startup/onecpu"
 	"github.com/baton-init/baton/reaper"
 	"github.com/baton-init/baton/spawn"
+	"github.com/baton-init/baton/supervisor"
 )
 
 // sigBuffer is the signal channel's size (runc uses 2048): a dropped
@@ -33,29 +34,14 @@ const sigBuffer = 2048
 var shutdownSignals = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGHUP}
 
 // otherSignals are every other signal baton handles: SIGCHLD, and all the
-// ones it forwards. Left out:
-//   - SIGKILL and SIGSTOP, which nobody can catch;
-//   - SIGURG, which the runtime sends itself to preempt goroutines (runc
-//     signals.go);
-//   - SIGPROF, which the runtime consumes for profiling;
-//   - SIGPIPE: the kernel raises it for baton's own writes to a peer that
-//     went away (an HTTP client that resets, a log reader that died), and
-//     nothing tells those apart from a kill(2), so a subscribed SIGPIPE
-//     would be forwarded to every worker. Unsubscribed, the runtime ignores
-//     it for sockets and pipes (os/signal), and baton never writes to
-//     fd 1 or 2 through an os.File, where it would be fatal (newLogger,
-//     stderrf);
-//   - 32, 33 and 34, which the runtime keeps for itself (glibc's and musl's
-//     internal signals) and never delivers.
+// ones it forwards. supervisor.NeverReceived says which are left out, and
+// why.
 func otherSignals() []os.Signal {
 	var out []os.Signal
 	for s := unix.Signal(1); s <= 64; s++ {
-		switch {
-		case s == unix.SIGKILL, s == unix.SIGSTOP, s == unix.SIGURG, s == unix.SIGPROF, s == unix.SIGPIPE,
-			s >= 32 && s <= 34, slices.Contains(shutdownSignals, os.Signal(s)):
-			continue
+		if !supervisor.NeverReceived(s) && !slices.Contains(shutdownSignals, os.Signal(s)) {
+			out = append(out, s)
 		}
-		out = append(out, s)
 	}
 	return out
 }

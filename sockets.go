@@ -14,6 +14,7 @@ import (
 
 	"github.com/baton-init/baton/control"
 	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/supervisor"
 	"github.com/baton-init/baton/watch"
 )
 
@@ -64,7 +65,7 @@ func openAll(cfg *config) (o *opened, err error) {
 		fds[i] = l.FD
 	}
 	o.sockets = fds
-	if cfg.Handoff == handoff.HandoffSteer {
+	if cfg.Handoff == supervisor.HandoffSteer {
 		if o.sockets, err = handoff.NewSteering(o.listeners); err != nil {
 			return o, prefixed("BATON_HANDOFF=steer", err)
 		}
@@ -73,7 +74,7 @@ func openAll(cfg *config) (o *opened, err error) {
 }
 
 // serveHTTP binds BATON_HTTP_ADDR, if set, and serves sup's endpoints on it.
-func (o *opened) serveHTTP(cfg *config, sup *handoff.Supervisor) error {
+func (o *opened) serveHTTP(cfg *config, sup *supervisor.Supervisor) error {
 	if cfg.HTTPAddr == "" {
 		return nil
 	}
@@ -106,7 +107,7 @@ func (o *opened) close() {
 // namespace does to its name, baton starts: a taken name gets a random
 // suffix, and without any control socket only baton health and baton
 // reload fail. Its result is for close.
-func listenControl(sup *handoff.Supervisor, log zerolog.Logger) func() {
+func listenControl(sup *supervisor.Supervisor, log zerolog.Logger) func() {
 	ctl, err := control.Listen()
 	switch {
 	case err != nil:

@@ -13,9 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/control"
-	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/internal/clip"
 	"github.com/baton-init/baton/internal/startup/oneproc"
-	"github.com/baton-init/baton/spawn"
+	"github.com/baton-init/baton/supervisor"
 )
 
 // restoreProcs undoes oneproc for the subcommands that serve requests:
@@ -44,7 +44,7 @@ func parseSub(fs *flag.FlagSet, usage string, args []string) (pid int, err error
 		return 0, fmt.Errorf("%s: %v (usage: baton %s)", fs.Name(), err, usage)
 	}
 	if fs.NArg() > 0 {
-		return 0, fmt.Errorf("%s: unknown argument %q (usage: baton %s)", fs.Name(), spawn.Clip(fs.Arg(0)), usage)
+		return 0, fmt.Errorf("%s: unknown argument %q (usage: baton %s)", fs.Name(), clip.Value(fs.Arg(0)), usage)
 	}
 	return pid, nil
 }
@@ -76,7 +76,7 @@ func cmdReload(args []string) int {
 	noWait := fs.Bool("no-wait", false, "")
 	var timeout time.Duration
 	fs.Func("timeout", "", func(v string) error {
-		var d handoff.Timeout
+		var d supervisor.Timeout
 		if d.Decode(v) != nil {
 			return errors.New("wants a duration like 90s")
 		}
@@ -204,7 +204,7 @@ func cmdHealth(args []string) int {
 
 // deployLine is what baton health adds about a canary or a bake in
 // progress.
-func deployLine(st handoff.Status) string {
+func deployLine(st supervisor.Status) string {
 	switch {
 	case st.Canary > 0:
 		return fmt.Sprintf("; canary: generation %d at step %d, %d%% of new connections", st.Canary, st.CanaryStep, st.CanaryPercent)

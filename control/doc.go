@@ -3,7 +3,7 @@
 // /healthz, /readyz) of BATON_HTTP_ADDR.
 //
 // It owns no process state: every answer is a Query to the event loop
-// (handoff.Supervisor). What it owns are the rules for clients that may be
+// (supervisor.Supervisor). What it owns are the rules for clients that may be
 // hostile: bounded reads, deadlines, a cap on connections held at once,
 // back-off when accepting fails, and peer credentials.
 package control

@@ -13,8 +13,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/baton-init/baton/handoff"
 	"github.com/baton-init/baton/internal/http1"
+	"github.com/baton-init/baton/supervisor"
 )
 
 // The operations endpoint (BATON_HTTP_ADDR) is a tiny HTTP/1.1 responder
@@ -47,7 +47,7 @@ const MetricsContentType = "text/plain; version=0.0.4; charset=utf-8"
 // on addr (host:port; port 0 picks a free one) until the returned listener
 // is closed. Like the control socket it owns nothing: every request is a
 // Query to the loop.
-func ServeHTTP(s *handoff.Supervisor, addr string) (net.Listener, error) {
+func ServeHTTP(s Loop, addr string) (net.Listener, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
@@ -70,7 +70,7 @@ var errBadRequest = errors.New("malformed request")
 // errBadVersion means a request in another HTTP major version.
 var errBadVersion = errors.New("unsupported HTTP version")
 
-func serveConn(s *handoff.Supervisor, h *held) {
+func serveConn(s Loop, h *held) {
 	_ = h.SetReadDeadline(time.Now().Add(httpHeadTimeout)) // without it a slow client only holds a place longer
 	br := bufio.NewReaderSize(h, 1024)
 	req, err := readRequest(br)
@@ -189,7 +189,7 @@ func parseRequestLine(line string) (httpRequest, error) {
 }
 
 // route answers one request.
-func route(s *handoff.Supervisor, req httpRequest) []byte {
+func route(s Loop, req httpRequest) []byte {
 	head := req.method == "HEAD"
 	switch req.path {
 	case "/metrics", "/healthz", "/readyz":
@@ -261,7 +261,7 @@ func response(code int, ctype, body string, head bool, extra []string) []byte {
 }
 
 // FormatMetrics renders st in the Prometheus text exposition format 0.0.4.
-func FormatMetrics(st handoff.Status) []byte {
+func FormatMetrics(st supervisor.Status) []byte {
 	var b bytes.Buffer
 	family := func(name, typ, help string) {
 		b.WriteString("# HELP " + name + " " + help + "\n# TYPE " + name + " " + typ + "\n")

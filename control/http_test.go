@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -20,12 +19,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
-	"github.com/baton-init/baton/reaper"
-
-	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/supervisor"
 )
 
 // wantFamilies is the /metrics contract: every family and its type.
@@ -106,10 +101,10 @@ next:
 }
 
 func TestFormatMetrics(t *testing.T) {
-	st := handoff.Status{
+	st := supervisor.Status{
 		Gen: 7, Ready: true, Healthy: true, Starting: 1, Serving: 4, Retiring: 2,
 		Canary: 8, CanaryStep: 2, CanaryPercent: 25, Parked: 6, ParkedWorkers: 29, BakeLeft: 90 * time.Second,
-		Stats: handoff.Stats{
+		Stats: supervisor.Stats{
 			ReloadsOK: 6, ReloadsFailed: 2, ReloadsCoalesced: 3, ReloadsReverted: 23, Restarts: 5, Orphans: 11,
 			Forwarded: 13, Recycled: 17, WatchdogKills: 19, LastSwap: 1250 * time.Millisecond,
 		},
@@ -171,7 +166,7 @@ func TestFormatMetrics(t *testing.T) {
 	}
 
 	// Not ready renders as 0, a zero swap as 0.
-	fams = parseMetrics(t, FormatMetrics(handoff.Status{}))
+	fams = parseMetrics(t, FormatMetrics(supervisor.Status{}))
 	if got := value(fams, "baton_ready"); got != 0 {
 		t.Errorf("baton_ready = %v for a zero status", got)
 	}
@@ -180,159 +175,39 @@ func TestFormatMetrics(t *testing.T) {
 	}
 }
 
-// fakeWorld stands in for the kernel: workers are pids that "exit" when
-// they receive a stopping signal (or when the test says so), and each exit
-// raises a SIGCHLD on the loop's signal channel.
-type fakeWorld struct {
-	t       *testing.T
-	sigs    chan os.Signal
-	started chan int // pids, in start order
-
-	mu     sync.Mutex
-	pid    int
-	alive  map[int]bool
-	exits  []reaper.Exit
-	timers []fakeTimer
+// fakeLoop is the loop as control sees it: Query answers the status the
+// test set.
+type fakeLoop struct {
+	mu sync.Mutex
+	st supervisor.Status
 }
 
-type fakeTimer struct {
-	d time.Duration
-	f func()
+func (f *fakeLoop) set(st supervisor.Status) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.st = st
 }
 
-type fakeWorker struct {
-	pid int
-	w   *fakeWorld
+func (f *fakeLoop) Query(context.Context) (supervisor.Status, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st, nil
 }
 
-func (f *fakeWorker) PID() int { return f.pid }
-
-func (f *fakeWorker) Signal(sig unix.Signal) error {
-	if sig == unix.SIGTERM || sig == unix.SIGKILL {
-		f.w.exit(f.pid, 0)
-	}
-	return nil
+func (f *fakeLoop) Reload(context.Context, string) (supervisor.Outcome, error) {
+	return supervisor.Outcome{Reason: "no reloads here"}, nil
 }
 
-func (w *fakeWorld) start(gen, idx int, _ []int, _ bool) (handoff.Worker, error) {
-	w.mu.Lock()
-	w.pid++
-	pid := w.pid
-	w.alive[pid] = true
-	w.mu.Unlock()
-	w.started <- pid
-	return &fakeWorker{pid: pid, w: w}, nil
-}
-
-// exit makes pid exit with code and tells the loop (SIGCHLD).
-func (w *fakeWorld) exit(pid, code int) {
-	w.mu.Lock()
-	if w.alive[pid] {
-		delete(w.alive, pid)
-		w.exits = append(w.exits, reaper.Exit{PID: pid, Status: unix.WaitStatus(code << 8)})
-	}
-	w.mu.Unlock()
-	w.sigs <- unix.SIGCHLD
-}
-
-func (w *fakeWorld) reap() ([]reaper.Exit, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := w.exits
-	w.exits = nil
-	return out, nil
-}
-
-func (w *fakeWorld) afterFunc(d time.Duration, f func()) {
-	w.mu.Lock()
-	w.timers = append(w.timers, fakeTimer{d, f})
-	w.mu.Unlock()
-}
-
-// fire runs (once) every timer armed for exactly d.
-func (w *fakeWorld) fire(d time.Duration) {
-	w.mu.Lock()
-	var run []func()
-	kept := w.timers[:0]
-	for _, tm := range w.timers {
-		if tm.d == d {
-			run = append(run, tm.f)
-		} else {
-			kept = append(kept, tm)
-		}
-	}
-	w.timers = kept
-	w.mu.Unlock()
-	if len(run) == 0 {
-		w.t.Fatalf("no timer armed for %v", d)
-	}
-	for _, f := range run {
-		f()
-	}
-}
-
-func (w *fakeWorld) nextPID() int {
-	w.t.Helper()
-	select {
-	case pid := <-w.started:
-		return pid
-	case <-time.After(5 * time.Second):
-		w.t.Fatal("no worker started")
-		return 0
-	}
-}
-
-// Distinct fake durations, so a test can fire one kind of timer.
-const (
-	fakeShutdownDelay = 7 * time.Hour
-	fakeLong          = 100 * time.Hour
-)
-
-// startFake runs a handoff.Supervisor over a fakeWorld with 2 workers, notify
-// readiness and a shutdown delay, and serves HTTP for it.
-func startFake(t *testing.T) (*handoff.Supervisor, *fakeWorld, chan handoff.Note, string, <-chan int) {
+// serveFake serves HTTP for a fakeLoop whose status is st.
+func serveFake(t *testing.T, st supervisor.Status) (*fakeLoop, string) {
 	t.Helper()
-	w := &fakeWorld{t: t, sigs: make(chan os.Signal, 256), started: make(chan int, 64), alive: map[int]bool{}}
-	notes := make(chan handoff.Note, 16)
-	sup := handoff.New(handoff.Options{
-		Workers:       2,
-		Ready:         handoff.ReadyMode{Kind: "notify"},
-		ReadyTimeout:  fakeLong,
-		ReloadSignal:  unix.SIGHUP,
-		StopSignal:    unix.SIGTERM,
-		StopTimeout:   fakeLong,
-		ShutdownDelay: fakeShutdownDelay,
-		Restart:       handoff.RestartOnFailure,
-		RestartLimit:  handoff.RestartLimit{Count: 5, Window: time.Minute},
-	}, zerolog.Nop())
-	sup.Start = w.start
-	sup.Reap = w.reap
-	sup.HasChildren = func() bool { return false }
-	sup.KillAll = func(unix.Signal) error { return nil }
-	sup.KillGroup = func(int, unix.Signal) error { return nil } // no real process group is ever signalled
-	sup.RSS = func(int) (int64, error) { return 0, nil }
-	sup.AfterFunc = w.afterFunc
-	sup.Notes = notes
-	done := make(chan int, 1)
-	go func() { done <- sup.Run(w.sigs) }()
-
-	l, err := ServeHTTP(sup, "127.0.0.1:0")
+	f := &fakeLoop{st: st}
+	l, err := ServeHTTP(f, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { l.Close() })
-	return sup, w, notes, l.Addr().String(), done
-}
-
-func query(t *testing.T, s *handoff.Supervisor) handoff.Status {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	st, err := s.Query(ctx)
-	if err != nil {
-		t.Fatalf("query: %v", err)
-	}
-	return st
+	return f, l.Addr().String()
 }
 
 // get does one request with Go's own client (a strict HTTP/1.1 parser).
@@ -380,55 +255,19 @@ func scrape(t *testing.T, base string) map[string]*dto.MetricFamily {
 	return parseMetrics(t, body)
 }
 
-// until queries the loop until pred holds (the loop takes signals, notes
-// and queries in any order, so a state change shows up a few queries
-// later), checking each snapshot on the way with each (may be nil).
-func until(t *testing.T, s *handoff.Supervisor, what string, pred func(handoff.Status) bool, each func(handoff.Status)) handoff.Status {
-	t.Helper()
-	end := time.Now().Add(5 * time.Second)
-	for {
-		st := query(t, s)
-		if each != nil {
-			each(st)
-		}
-		if pred(st) {
-			return st
-		}
-		if time.Now().After(end) {
-			t.Fatalf("timed out waiting for %s: %+v", what, st)
-		}
-	}
-}
-
-// TestHTTPReadyAcrossLifecycle drives a real handoff.Supervisor (fake processes)
-// through start, swaps, a coalesced and a failed reload and a delayed
-// shutdown, and checks /readyz, /healthz and /metrics at every step:
-// ready only once the first generation is, never unready in the middle
-// of a swap, unready from the moment shutdown begins.
-func TestHTTPReadyAcrossLifecycle(t *testing.T) {
-	sup, w, notes, addr, done := startFake(t)
+// TestHTTPFollowsStatus: /readyz, /healthz and /metrics answer what the
+// loop's status says, at each step of the lifecycle that supervisor's
+// TestStatusAcrossLifecycle takes the loop through: start, swaps, a
+// coalesced and a failed reload and a delayed shutdown.
+func TestHTTPFollowsStatus(t *testing.T) {
+	loop, addr := serveFake(t, supervisor.Status{Gen: 1, Healthy: true, Starting: 2})
 	base := "http://" + addr
-	ready := func(pid int) { notes <- handoff.Note{PID: pid, Ready: true} }
-	mustBeReady := func(st handoff.Status) {
-		if !st.Ready {
-			t.Fatalf("not ready in the middle of a swap: %+v", st)
-		}
-	}
 
-	a, b := w.nextPID(), w.nextPID()
-	st := query(t, sup)
-	if st.Ready || !st.Healthy || st.Starting != 2 || st.Gen != 1 {
-		t.Fatalf("before ready: %+v", st)
-	}
+	// Before the first generation is ready: unready, healthy.
 	wantCode(t, base, "/readyz", 503)
 	wantCode(t, base, "/healthz", 200)
-	ready(a)
-	until(t, sup, "one worker ready", func(st handoff.Status) bool { return st.Serving == 1 }, nil)
-	if st := query(t, sup); st.Ready {
-		t.Fatalf("ready with one of two workers ready: %+v", st)
-	}
-	ready(b)
-	until(t, sup, "generation 1 ready", func(st handoff.Status) bool { return st.Ready }, nil)
+
+	loop.set(supervisor.Status{Gen: 1, Ready: true, Healthy: true, Serving: 2})
 	wantCode(t, base, "/readyz", 200)
 	fams := scrape(t, base)
 	if value(fams, "baton_ready") != 1 || value(fams, "baton_generation") != 1 || value(fams, "baton_workers", "state", "serving") != 2 {
@@ -436,48 +275,18 @@ func TestHTTPReadyAcrossLifecycle(t *testing.T) {
 	}
 
 	// A swap: ready all along.
-	w.sigs <- unix.SIGHUP
-	c, d := w.nextPID(), w.nextPID()
-	st = until(t, sup, "swap begun", func(st handoff.Status) bool { return st.Starting == 2 }, mustBeReady)
-	if st.Gen != 1 || st.Serving != 2 {
-		t.Fatalf("mid-swap: %+v", st)
-	}
+	loop.set(supervisor.Status{Gen: 1, Ready: true, Healthy: true, Serving: 2, Starting: 2})
 	wantCode(t, base, "/readyz", 200)
-	ready(c)
-	until(t, sup, "one new worker ready", func(st handoff.Status) bool { return st.Serving == 3 }, mustBeReady)
-	ready(d)
-	st = until(t, sup, "swap complete", func(st handoff.Status) bool { return st.Gen == 2 }, mustBeReady)
-	if st.ReloadsOK != 1 {
-		t.Fatalf("after swap: %+v", st)
-	}
-	until(t, sup, "old generation gone", func(st handoff.Status) bool { return st.Retiring == 0 && st.Serving == 2 }, mustBeReady)
+	loop.set(supervisor.Status{Gen: 2, Ready: true, Healthy: true, Serving: 2, Stats: supervisor.Stats{ReloadsOK: 1}})
 	wantCode(t, base, "/readyz", 200)
 	fams = scrape(t, base)
 	if value(fams, "baton_generation") != 2 || value(fams, "baton_reloads_total", "result", "ok") != 1 {
 		t.Fatal("metrics do not show generation 2 after one ok reload")
 	}
 
-	// Two reloads at once: one swap, one coalesced, then the coalesced
-	// swap fails (a new worker exits before ready): still ready.
-	w.sigs <- unix.SIGHUP
-	w.sigs <- unix.SIGHUP
-	e, f := w.nextPID(), w.nextPID()
-	// The second HUP must reach the loop before the new workers' notes,
-	// which come on another channel; otherwise it starts a swap of its own.
-	until(t, sup, "second reload coalesced", func(st handoff.Status) bool { return st.ReloadsCoalesced == 1 }, mustBeReady)
-	ready(e)
-	ready(f)
-	g, h := w.nextPID(), w.nextPID() // the coalesced swap
-	st = until(t, sup, "coalesced swap begun", func(st handoff.Status) bool { return st.Gen == 3 && st.Starting == 2 }, mustBeReady)
-	if st.ReloadsCoalesced != 1 {
-		t.Fatalf("coalesced swap: %+v", st)
-	}
-	ready(g)
-	w.exit(h, 3)
-	st = until(t, sup, "swap aborted", func(st handoff.Status) bool { return st.ReloadsFailed == 1 }, mustBeReady)
-	if st.Gen != 3 {
-		t.Fatalf("after failed swap: %+v", st)
-	}
+	// Two reloads at once, one coalesced, then a failed swap.
+	loop.set(supervisor.Status{Gen: 3, Ready: true, Healthy: true, Serving: 2, Stats: supervisor.Stats{
+		ReloadsOK: 2, ReloadsFailed: 1, ReloadsCoalesced: 1, LastSwap: 3 * time.Millisecond}})
 	fams = scrape(t, base)
 	for _, r := range []struct {
 		result string
@@ -492,34 +301,11 @@ func TestHTTPReadyAcrossLifecycle(t *testing.T) {
 	}
 
 	// Shutdown with a delay: unready at once, still healthy and serving.
-	w.sigs <- unix.SIGTERM
-	st = until(t, sup, "shutdown begun", func(st handoff.Status) bool { return st.Stopping }, nil)
-	if st.Ready || !st.Healthy || st.Serving != 2 {
-		t.Fatalf("during shutdown delay: %+v", st)
-	}
+	loop.set(supervisor.Status{Gen: 3, Healthy: true, Stopping: true, Serving: 2})
 	wantCode(t, base, "/readyz", 503)
 	wantCode(t, base, "/healthz", 200)
 	if value(scrape(t, base), "baton_ready") != 0 {
 		t.Fatal("baton_ready is not 0 during the shutdown delay")
-	}
-	// A reload during the delay is ignored. USR1 behind it is a barrier:
-	// the signal channel is FIFO, so once USR1 was forwarded, the HUP was
-	// handled.
-	fwd := st.Forwarded
-	w.sigs <- unix.SIGHUP
-	w.sigs <- unix.SIGUSR1
-	st = until(t, sup, "USR1 forwarded", func(st handoff.Status) bool { return st.Forwarded > fwd }, nil)
-	if st.Ready || st.Starting != 0 || st.Gen != 3 {
-		t.Fatalf("reload during shutdown delay: %+v", st)
-	}
-	w.fire(fakeShutdownDelay)
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Fatalf("exit %d", code)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("loop did not end after the shutdown delay")
 	}
 }
 
@@ -552,10 +338,7 @@ func statusLine(s string) string {
 
 // TestHTTPProtocol: methods, paths, malformed and oversized requests.
 func TestHTTPProtocol(t *testing.T) {
-	sup, w, notes, addr, _ := startFake(t)
-	notes <- handoff.Note{PID: w.nextPID(), Ready: true}
-	notes <- handoff.Note{PID: w.nextPID(), Ready: true}
-	until(t, sup, "generation 1 ready", func(st handoff.Status) bool { return st.Ready }, nil)
+	_, addr := serveFake(t, supervisor.Status{Gen: 1, Ready: true, Healthy: true, Serving: 2})
 	base := "http://" + addr
 
 	cases := []struct {
@@ -651,7 +434,7 @@ func TestHTTPProtocol(t *testing.T) {
 
 // TestServeHTTPClose: closing the returned listener stops serving.
 func TestServeHTTPClose(t *testing.T) {
-	sup := handoff.New(handoff.Options{}, zerolog.Nop())
+	sup := &fakeLoop{}
 	l, err := ServeHTTP(sup, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

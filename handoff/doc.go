@@ -1,14 +1,11 @@
-// Package handoff holds baton's listening sockets and its one event loop.
+// Package handoff holds baton's listening sockets and the readiness
+// protocol: the listeners (opened once, handed to every worker generation
+// as fds 3, 4, ...; listen.go), steer mode's socket per generation and the
+// kernel program that picks one (steer.go), the relay of what a leaving
+// generation left queued (relay.go), and the NOTIFY_SOCKET that workers
+// send READY=1 to (notify.go).
 //
-// It owns the listeners (opened once, handed to every worker generation
-// as fds 3, 4, ...), the NOTIFY_SOCKET that workers send READY=1 to, and
-// the Supervisor: the single goroutine that starts workers (through
-// package spawn), reaps every child (through package reaper), forwards
-// signals, swaps generations and restarts crashed workers. Every piece of
-// process state is the Supervisor's; other goroutines only send it
-// messages (signals, notes, timers, reload requests, status queries).
-//
-// It does not serve operators (package control does, by asking the loop)
-// and does not read the environment (main decodes BATON_* with the
-// Decode types defined here).
+// It owns no process state: the event loop (package supervisor) decides
+// when a generation's sockets are opened, steered to, relayed and
+// released, through the Sockets interface.
 package handoff

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/baton-init/baton/internal/clip"
 	"github.com/baton-init/baton/spawn"
 )
 
@@ -68,7 +69,7 @@ func (ls *Listeners) Decode(value string) error {
 		if i := strings.IndexAny(item, "=:/?@["); i >= 0 && item[i] == '=' {
 			spec.Name, item = item[:i], item[i+1:]
 			if spec.Name == "" || strings.ContainsAny(spec.Name, ":/ ") {
-				return fmt.Errorf("listener name must be non-empty, without ':' '/' or spaces, in %q", spawn.Clip(spec.Name+"="+item))
+				return fmt.Errorf("listener name must be non-empty, without ':' '/' or spaces, in %q", clip.Value(spec.Name+"="+item))
 			}
 		}
 		switch {
@@ -76,7 +77,7 @@ func (ls *Listeners) Decode(value string) error {
 			i := strings.Index(item, "://")
 			spec.Network, spec.Addr = item[:i], item[i+3:]
 			if !networks[spec.Network] {
-				return fmt.Errorf("unknown scheme %q: want tcp, tcp4, tcp6, udp, udp4, udp6 or unix", spawn.Clip(spec.Network))
+				return fmt.Errorf("unknown scheme %q: want tcp, tcp4, tcp6, udp, udp4, udp6 or unix", clip.Value(spec.Network))
 			}
 		case strings.HasPrefix(item, "/") || strings.HasPrefix(item, "@"):
 			spec.Network, spec.Addr = "unix", item
@@ -92,19 +93,19 @@ func (ls *Listeners) Decode(value string) error {
 			spec.Mode = defaultSocketMode
 			if hasOpts {
 				if strings.HasPrefix(spec.Addr, "@") {
-					return fmt.Errorf("an abstract unix socket has no file to set mode or owner on: %q", spawn.Clip(item))
+					return fmt.Errorf("an abstract unix socket has no file to set mode or owner on: %q", clip.Value(item))
 				}
 				if err := spec.decodeOptions(opts); err != nil {
 					return err
 				}
 			}
 		} else if hasOpts {
-			return fmt.Errorf("only a unix socket file takes options (mode, owner), not %q", spawn.Clip(item))
+			return fmt.Errorf("only a unix socket file takes options (mode, owner), not %q", clip.Value(item))
 		} else if _, port, err := net.SplitHostPort(spec.Addr); err != nil {
-			return fmt.Errorf("want host:port for %s, got %q", spec.Network, spawn.Clip(spec.Addr))
+			return fmt.Errorf("want host:port for %s, got %q", spec.Network, clip.Value(spec.Addr))
 		} else if port == "" {
 			// ":" would bind a random port on every interface.
-			return fmt.Errorf("want host:port for %s, got %q with no port (0 picks a free one, if that is what you want)", spec.Network, spawn.Clip(spec.Addr))
+			return fmt.Errorf("want host:port for %s, got %q with no port (0 picks a free one, if that is what you want)", spec.Network, clip.Value(spec.Addr))
 		}
 		out = append(out, spec)
 	}
@@ -120,7 +121,7 @@ func (spec *ListenSpec) decodeOptions(opts string) error {
 		case "mode":
 			m, err := strconv.ParseUint(v, 8, 32)
 			if err != nil || m > 0o777 {
-				return fmt.Errorf("unix socket mode: want octal permissions like 0660, got %q", spawn.Clip(v))
+				return fmt.Errorf("unix socket mode: want octal permissions like 0660, got %q", clip.Value(v))
 			}
 			spec.Mode = os.FileMode(m)
 		case "owner":
@@ -130,7 +131,7 @@ func (spec *ListenSpec) decodeOptions(opts string) error {
 			}
 			spec.Owner = c
 		default:
-			return fmt.Errorf("unknown unix socket option %q: want mode or owner", spawn.Clip(k))
+			return fmt.Errorf("unknown unix socket option %q: want mode or owner", clip.Value(k))
 		}
 	}
 	return nil
@@ -193,7 +194,7 @@ func open(spec ListenSpec, probe bool) (*Listener, error) {
 	ctx := context.Background()
 	if probe {
 		if err := notTaken(ctx, spec); err != nil {
-			return nil, fmt.Errorf("listen %s %s: %w", spec.Network, spawn.Clip(spec.Addr), err)
+			return nil, fmt.Errorf("listen %s %s: %w", spec.Network, clip.Value(spec.Addr), err)
 		}
 	}
 	lc := net.ListenConfig{Control: control}
@@ -218,7 +219,7 @@ func open(spec ListenSpec, probe bool) (*Listener, error) {
 		}
 	case "unix":
 		if err = removeStale(spec.Addr); err != nil {
-			return nil, fmt.Errorf("listen unix %s: %w", spawn.Clip(spec.Addr), err)
+			return nil, fmt.Errorf("listen unix %s: %w", clip.Value(spec.Addr), err)
 		}
 		var l net.Listener
 		l, err = lc.Listen(ctx, "unix", spec.Addr)
@@ -244,7 +245,7 @@ func open(spec ListenSpec, probe bool) (*Listener, error) {
 		if closer != nil {
 			_ = closer.Close()
 		}
-		return nil, fmt.Errorf("listen %s %s: %w", spec.Network, spawn.Clip(spec.Addr), unwrapOp(err))
+		return nil, fmt.Errorf("listen %s %s: %w", spec.Network, clip.Value(spec.Addr), unwrapOp(err))
 	}
 	// Duplicate the descriptor without going through os.File.Fd(), which
 	// would switch the shared open file description to blocking mode.
@@ -260,7 +261,7 @@ func open(spec ListenSpec, probe bool) (*Listener, error) {
 		derr = cerr
 	}
 	if derr != nil {
-		return nil, fmt.Errorf("listen %s %s: dup: %w", spec.Network, spawn.Clip(spec.Addr), derr)
+		return nil, fmt.Errorf("listen %s %s: dup: %w", spec.Network, clip.Value(spec.Addr), derr)
 	}
 	name := spec.Name
 	if name == "" {

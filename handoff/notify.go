@@ -77,11 +77,9 @@ func NewNotifier(dirs []string, uid, gid int) (*Notifier, error) {
 }
 
 func listenNotify(addr string) (*Notifier, error) {
-	name := addr
-	if addr[0] == '@' {
-		name = "\x00" + addr[1:]
-	}
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	// A leading '@' names an abstract socket: the syscall package turns
+	// it into sun_path's leading NUL, as it does for every unix address.
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: addr, Net: "unixgram"})
 	if err != nil {
 		return nil, fmt.Errorf("notify socket %s: %w", addr, err)
 	}

@@ -35,16 +35,16 @@ import (
 // two goroutines, their small stacks, and kernel pipe pages only while
 // bytes are in flight.
 
-// maxRelays bounds the connections relayed at once, over every listener
+// MaxRelays bounds the connections relayed at once, over every listener
 // (the kernel's own bound on an accept queue is net.core.somaxconn, 4096
 // by default). Past it, a queued connection is closed, as the kernel would
 // have reset it.
-const maxRelays = 1024
+const MaxRelays = 1024
 
-// relayDial bounds the connect to the listener's address: on loopback it
+// RelayDial bounds the connect to the listener's address: on loopback it
 // takes microseconds, unless the backlog of the generation steered to is
 // full.
-const relayDial = 2 * time.Second
+const RelayDial = 2 * time.Second
 
 // spliceChunk is the most one splice moves: a pipe's default capacity.
 const spliceChunk = 64 << 10
@@ -91,7 +91,7 @@ func (s *Steering) Relay(gen int, idle time.Duration, report func(RelayEvent)) i
 				break // EAGAIN: the queue is empty
 			}
 			to := localAddr(cfd)
-			if relaying.Load() >= maxRelays || to == nil {
+			if relaying.Load() >= MaxRelays || to == nil {
 				_ = unix.Close(cfd)
 				continue
 			}
@@ -145,7 +145,7 @@ func relay(client *net.TCPConn, to *net.TCPAddr, idle time.Duration, gen int, re
 	defer relaying.Add(-1)
 	defer report(RelayEvent{Gen: gen, Ended: true})
 	defer client.Close()
-	d := net.Dialer{Timeout: relayDial}
+	d := net.Dialer{Timeout: RelayDial}
 	c, err := d.Dial("tcp", to.String())
 	if err != nil {
 		report(RelayEvent{Gen: gen, Err: err})

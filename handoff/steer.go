@@ -8,9 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/baton-init/baton/internal/clip"
 	"golang.org/x/sys/unix"
-
-	"github.com/baton-init/baton/spawn"
 )
 
 // Sockets gives each generation its listening descriptors, fds 3, 4, ...
@@ -194,7 +193,7 @@ func (s *Steering) Steer(gen int) error {
 			continue
 		}
 		if st.index(gen) < 0 {
-			return fmt.Errorf("steer %s %s: generation %d has no socket", st.spec.Network, spawn.Clip(st.spec.Addr), gen)
+			return fmt.Errorf("steer %s %s: generation %d has no socket", st.spec.Network, clip.Value(st.spec.Addr), gen)
 		}
 		st.current, st.splitTo = gen, 0
 		if err := st.attach(); err != nil {
@@ -214,7 +213,7 @@ func (s *Steering) Split(from, to, percent int) error {
 			continue
 		}
 		if st.index(from) < 0 || st.index(to) < 0 {
-			return fmt.Errorf("steer %s %s: generations %d and %d need sockets", st.spec.Network, spawn.Clip(st.spec.Addr), from, to)
+			return fmt.Errorf("steer %s %s: generations %d and %d need sockets", st.spec.Network, clip.Value(st.spec.Addr), from, to)
 		}
 		st.current, st.splitTo = from, 0
 		if strings.HasPrefix(st.spec.Network, "tcp") {
@@ -253,7 +252,7 @@ func (st *steered) attach() error {
 	}
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 	if err := unix.SetsockoptSockFprog(st.members[k].fd, unix.SOL_SOCKET, unix.SO_ATTACH_REUSEPORT_CBPF, &fprog); err != nil {
-		return fmt.Errorf("steer %s %s: SO_ATTACH_REUSEPORT_CBPF: %w", st.spec.Network, spawn.Clip(st.spec.Addr), err)
+		return fmt.Errorf("steer %s %s: SO_ATTACH_REUSEPORT_CBPF: %w", st.spec.Network, clip.Value(st.spec.Addr), err)
 	}
 	return nil
 }

@@ -24,6 +24,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/baton-init/baton/internal/clip"
 	"github.com/docker/go-units"
 	"golang.org/x/sys/unix"
 )
@@ -303,7 +304,7 @@ func selfPath() (string, error) {
 			return filepath.Abs(p)
 		}
 	}
-	return "", fmt.Errorf("cannot find baton's own binary to start the worker shim: no %s, and argv[0] %q is not found in PATH", self, Clip(firstArg()))
+	return "", fmt.Errorf("cannot find baton's own binary to start the worker shim: no %s, and argv[0] %q is not found in PATH", self, clip.Value(firstArg()))
 }
 
 func firstArg() string {
@@ -347,9 +348,9 @@ func (c *Command) Decode(v string) error {
 	}
 	if _, err := LookPath(f[0]); err != nil {
 		if errors.Is(err, ErrNotExecutable) {
-			return fmt.Errorf("%q: not executable", Clip(f[0]))
+			return fmt.Errorf("%q: not executable", clip.Value(f[0]))
 		}
-		return fmt.Errorf("%q: not found", Clip(f[0]))
+		return fmt.Errorf("%q: not found", clip.Value(f[0]))
 	}
 	*c = f
 	return nil

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/baton-init/baton/internal/clip"
 	"github.com/docker/go-units"
 )
 
@@ -40,13 +41,13 @@ const maxID = 1<<32 - 1
 func ResolveUser(spec, passwdPath, groupPath string) (*Credential, error) {
 	name, group, hasGroup := strings.Cut(spec, ":")
 	if name == "" || (hasGroup && group == "") {
-		return nil, fmt.Errorf("want uid[:gid] or name[:group], got %q", Clip(spec))
+		return nil, fmt.Errorf("want uid[:gid] or name[:group], got %q", clip.Value(spec))
 	}
 	// (uid_t)-1 means "leave unchanged" to setuid and chown: no process
 	// can run as it.
 	for _, id := range []string{name, group} {
 		if n, err := strconv.ParseUint(id, 10, 64); err == nil && n >= maxID {
-			return nil, fmt.Errorf("id %q out of range: want 0 to %d", Clip(id), uint64(maxID-1))
+			return nil, fmt.Errorf("id %q out of range: want 0 to %d", clip.Value(id), uint64(maxID-1))
 		}
 	}
 	users, _ := readColonFile(passwdPath) // missing file: numeric ids only
@@ -71,14 +72,14 @@ func ResolveUser(spec, passwdPath, groupPath string) (*Credential, error) {
 				uid, err1 := fileID(f[2])
 				gid, err2 := fileID(f[3])
 				if err1 != nil || err2 != nil {
-					return nil, fmt.Errorf("user %q has a malformed entry in %s", Clip(name), passwdPath)
+					return nil, fmt.Errorf("user %q has a malformed entry in %s", clip.Value(name), passwdPath)
 				}
 				c.UID, c.GID, login, found = uid, gid, name, true
 				break
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("no user %q in %s", Clip(name), passwdPath)
+			return nil, fmt.Errorf("no user %q in %s", clip.Value(name), passwdPath)
 		}
 	}
 	if hasGroup {
@@ -90,14 +91,14 @@ func ResolveUser(spec, passwdPath, groupPath string) (*Credential, error) {
 				if len(f) > 2 && f[0] == group {
 					g, err := fileID(f[2])
 					if err != nil {
-						return nil, fmt.Errorf("group %q has a malformed entry in %s", Clip(group), groupPath)
+						return nil, fmt.Errorf("group %q has a malformed entry in %s", clip.Value(group), groupPath)
 					}
 					c.GID, found = g, true
 					break
 				}
 			}
 			if !found {
-				return nil, fmt.Errorf("no group %q in %s", Clip(group), groupPath)
+				return nil, fmt.Errorf("no group %q in %s", clip.Value(group), groupPath)
 			}
 		}
 	}
@@ -157,29 +158,19 @@ func (u *Ulimits) Decode(v string) error {
 	for _, item := range strings.Split(v, ",") {
 		l, err := units.ParseUlimit(strings.TrimSpace(item))
 		if err != nil {
-			return fmt.Errorf("want name=soft[:hard] like nofile=65536:65536,core=0, got %q", Clip(item))
+			return fmt.Errorf("want name=soft[:hard] like nofile=65536:65536,core=0, got %q", clip.Value(item))
 		}
 		if _, err := l.GetRlimit(); err != nil {
-			return fmt.Errorf("ulimit %q: %w", Clip(item), err)
+			return fmt.Errorf("ulimit %q: %w", clip.Value(item), err)
 		}
 		// go-units takes any negative number, and setrlimit reads limits
 		// unsigned: -5 would be a soft limit near 2^64, above a hard limit
 		// of 10, and every worker would fail to start on it.
 		if l.Soft < -1 || l.Hard < -1 {
-			return fmt.Errorf("ulimit %q: want -1 (unlimited) or a limit from 0", Clip(item))
+			return fmt.Errorf("ulimit %q: want -1 (unlimited) or a limit from 0", clip.Value(item))
 		}
 		out = append(out, l)
 	}
 	*u = out
 	return nil
-}
-
-// Clip quotes at most the first 16 characters of a configuration value,
-// for error messages: values can be secrets.
-func Clip(v string) string {
-	const max = 16
-	if len(v) > max {
-		return v[:max] + "…"
-	}
-	return v
 }

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/baton-init/baton/internal/clip"
 )
 
 // limits bound one hash pass, so that whoever can write in a watched directory (a worker, often)
@@ -181,7 +183,7 @@ func (hs *hasher) named(rel string, err error) error {
 	if rel == "" {
 		return fmt.Errorf("%s: %w", hs.name, err)
 	}
-	return fmt.Errorf("%s entry %q: %w", hs.name, clipN(rel, 48), err)
+	return fmt.Errorf("%s entry %q: %w", hs.name, clip.N(rel, 48), err)
 }
 
 // fail folds err into the hash (by its errno text only, so the same failure hashes the same
@@ -222,7 +224,7 @@ func (hs *hasher) halted() bool {
 // directory (a ConfigMap key through `..data`), and links inside a watched directory only
 // within that directory.
 func (hs *hasher) top(i int, p string) {
-	hs.name = fmt.Sprintf("path %d %q", i+1, clip(p))
+	hs.name = fmt.Sprintf("path %d %q", i+1, clip.Value(p))
 	hs.outside, hs.pseudo, hs.big, hs.stat, hs.nbig, hs.nstat = "", "", "", "", 0, 0
 	defer hs.topNotes()
 	hs.record("path", p, nil)
@@ -276,9 +278,9 @@ func (hs *hasher) topNotes() {
 		switch {
 		case first == ".":
 		case n > 1:
-			msg += fmt.Sprintf(" (%d, the first %q)", n, clipN(first, 48))
+			msg += fmt.Sprintf(" (%d, the first %q)", n, clip.N(first, 48))
 		default:
-			msg += fmt.Sprintf(" (%q)", clipN(first, 48))
+			msg += fmt.Sprintf(" (%q)", clip.N(first, 48))
 		}
 		hs.notes = append(hs.notes, fmt.Errorf("%s: %s", hs.name, msg))
 	}

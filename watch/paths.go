@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+
+	"github.com/baton-init/baton/internal/clip"
 )
 
 // Paths is the decoded value of BATON_WATCH: a comma-separated list of files or directories.
@@ -26,25 +28,12 @@ func (p *Paths) Decode(s string) error {
 	for i, part := range parts {
 		part = strings.TrimSpace(part)
 		if part == "" {
-			return fmt.Errorf("watch paths %q: element %d is empty (stray comma?)", clip(s), i+1)
+			return fmt.Errorf("watch paths %q: element %d is empty (stray comma?)", clip.Value(s), i+1)
 		}
 		out = append(out, part)
 	}
 	*p = out
 	return nil
-}
-
-// clip quotes at most the first 16 characters of a configured value in an
-// error: BATON_* values can be secrets (as spawn.Clip, which this leaf
-// package does not import).
-func clip(v string) string { return clipN(v, 16) }
-
-// clipN keeps at most the first n bytes of v.
-func clipN(v string, n int) string {
-	if len(v) > n {
-		return v[:n] + "…"
-	}
-	return v
 }
 
 // bare strips the path an *fs.PathError repeats, for errors that name the

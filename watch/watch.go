@@ -30,6 +30,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/baton-init/baton/internal/clip"
 	"github.com/fsnotify/fsnotify"
 )
 
@@ -117,10 +118,9 @@ type Watcher struct {
 	lastErrs map[string]bool   // errors reported by the previous hash, to report each once
 }
 
-// New starts watching paths. debounce is the quiet period after the last filesystem event before
-// content is re-hashed; poll, if >0, is the polling interval used when inotify is unavailable
-// (or forced by Options). Errors name the path. Zero Options fields mean DefaultDebounce and
-// DefaultPollInterval; the polling fallback is always enabled.
+// New starts watching paths with opt (its Debounce, PollInterval and ForcePoll; zero fields mean
+// DefaultDebounce and DefaultPollInterval; the polling fallback is always enabled). Errors name
+// the path.
 //
 // Relative paths are taken relative to the current directory. A watched path need not exist
 // (its creation is a change), but its parent directory must: a missing parent at startup is
@@ -150,15 +150,15 @@ func newWatcher(paths []string, opt Options, h hooks) (*Watcher, error) {
 		// characters only (clip).
 		a, err := filepath.Abs(p)
 		if err != nil {
-			return nil, fmt.Errorf("watch path %d %q: %w", i+1, clip(p), bare(err))
+			return nil, fmt.Errorf("watch path %d %q: %w", i+1, clip.Value(p), bare(err))
 		}
 		parent := filepath.Dir(a)
 		fi, err := os.Stat(parent)
 		if err != nil {
-			return nil, fmt.Errorf("watch path %d %q: parent directory: %w", i+1, clip(p), bare(err))
+			return nil, fmt.Errorf("watch path %d %q: parent directory: %w", i+1, clip.Value(p), bare(err))
 		}
 		if !fi.IsDir() {
-			return nil, fmt.Errorf("watch path %d %q: its parent is not a directory", i+1, clip(p))
+			return nil, fmt.Errorf("watch path %d %q: its parent is not a directory", i+1, clip.Value(p))
 		}
 		abs = append(abs, a)
 	}

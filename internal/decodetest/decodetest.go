@@ -2,14 +2,14 @@
 // Decode methods envconfig calls, SPEC "Configuration"): decoding is
 // deterministic, a failed Decode leaves its target as it was, and its
 // error is one line that never quotes more than 16 consecutive bytes of
-// the value (spawn.Clip's rule: values can be secrets). It exists for
+// the value (clip.Value's rule: values can be secrets). It exists for
 // tests and fuzz targets; no baton code imports it.
 //
 // The 16-byte check is "no 17-byte window of the value appears in the
 // message", not "the message quotes at most the value's first 16 bytes":
 // a list value (BATON_LISTEN, BATON_SIGNAL_MAP, ...) is clipped per
 // element, and an element's 16 bytes sit anywhere in the value. Bytes, not
-// characters: Clip cuts at 16 bytes, and 17 characters are at least 17
+// characters: clip.Value cuts at 16 bytes, and 17 characters are at least 17
 // bytes. Letters match in either case: a value upper-cased for its message
 // leaks as much.
 //
@@ -18,7 +18,7 @@
 //   - Go quoting (%q) escapes bytes, so a backslash in the value is two in
 //     the message and a tab is `\t`: quoted strings are compared unquoted,
 //     the text around them as it is;
-//   - Clip's own mark "…" follows the 16 bytes it keeps; a value with "…"
+//   - clip.Value's own mark "…" follows the 16 bytes it keeps; a value with "…"
 //     right after its 16th byte would match 17 bytes and more. No match
 //     may run across the mark, so a leak goes unseen only when the value
 //     repeats "…" within every 16 bytes of it;
@@ -85,7 +85,7 @@ func Message(err error) string {
 // Max is the most of a value, in consecutive bytes, a message may quote.
 const Max = 16
 
-// clipMark is what spawn.Clip appends to a value it cut.
+// clipMark is what clip.Value appends to a value it cut.
 const clipMark = "…"
 
 // Check returns "" when msg, the error message for value, keeps the rules,

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/baton-init/baton/spawn"
+	"github.com/baton-init/baton/internal/clip"
 )
 
 // TestCheck: what the check lets through and what it reports, with
@@ -16,16 +16,16 @@ func TestCheck(t *testing.T) {
 		name, value, msg string
 		bad              bool
 	}{
-		{"clipped", secret, fmt.Sprintf("want x, got %q", spawn.Clip(secret)), false},
+		{"clipped", secret, fmt.Sprintf("want x, got %q", clip.Value(secret)), false},
 		{"short value whole", "0123456789abcdef", `got "0123456789abcdef"`, false},
 		{"each element clipped", "aaaaaaaaaaaaaaaaaaaa,bbbbbbbbbbbbbbbbbbbb",
-			fmt.Sprintf("got %q", spawn.Clip("bbbbbbbbbbbbbbbbbbbb")), false},
+			fmt.Sprintf("got %q", clip.Value("bbbbbbbbbbbbbbbbbbbb")), false},
 		{"whole value", secret, fmt.Sprintf("got %q", secret), true},
 		{"unquoted", secret, "got " + secret, true},
 		{"upper-cased", secret, "got " + strings.ToUpper(secret), true},
 		{"escaped by %q", "a\tb\tc\td\te\tf\tg\th\ti", fmt.Sprintf("got %q", "a\tb\tc\td\te\tf\tg\th\ti"), true},
-		{"escapes of a clip", strings.Repeat(`\`, 40), fmt.Sprintf("got %q", spawn.Clip(strings.Repeat(`\`, 40))), false},
-		{"clip mark in the value", "0123456789abcdef…tail", fmt.Sprintf("got %q", spawn.Clip("0123456789abcdef…tail")), false},
+		{"escapes of a clip", strings.Repeat(`\`, 40), fmt.Sprintf("got %q", clip.Value(strings.Repeat(`\`, 40))), false},
+		{"clip mark in the value", "0123456789abcdef…tail", fmt.Sprintf("got %q", clip.Value("0123456789abcdef…tail")), false},
 		{"element in the middle", "x,0123456789abcdefSECRET,y", fmt.Sprintf("got %q", "0123456789abcdefS"), true},
 		{"two lines", "v", "bad\nvalue", true},
 		{"carriage return", "v", "bad\rvalue", true},
@@ -39,7 +39,7 @@ func TestCheck(t *testing.T) {
 	// The message's own text is not the value's, even where they agree;
 	// a leak is one however much of the message's text it repeats.
 	example := "nofile=65536:6553"
-	clipped := func(v string) string { return fmt.Sprintf("like nofile=65536:65536, got %q", spawn.Clip(v)) }
+	clipped := func(v string) string { return fmt.Sprintf("like nofile=65536:65536, got %q", clip.Value(v)) }
 	whole := func(v string) string { return fmt.Sprintf("like nofile=65536:65536, got %q", v) }
 	if got := Check(example, clipped(example), clipped); got != "" {
 		t.Errorf("the message's example taken for a leak: %s", got)
@@ -79,7 +79,7 @@ type halfFilled []string
 
 func (h *halfFilled) Decode(v string) error {
 	*h = append(*h, v)
-	return fmt.Errorf("bad %q", spawn.Clip(v))
+	return fmt.Errorf("bad %q", clip.Value(v))
 }
 
 // leaky quotes the whole value.

@@ -1,6 +1,6 @@
 //go:build linux
 
-package handoff
+package supervisor
 
 import (
 	"errors"

@@ -1,70 +1,14 @@
 //go:build linux
 
-package handoff
+package supervisor
 
 import (
-	"context"
-	"errors"
 	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-// Outcome is how a reload ended, for whoever asked for it (baton reload).
-type Outcome struct {
-	OK     bool   // its swap completed
-	Gen    int    // the generation serving after it
-	Reason string // why not, when !OK: refused by the check, rolled back, halted, stopping
-}
-
-type reloadReq struct {
-	why   string
-	reply chan<- Outcome
-}
-
-// answer sends o to reply, if anyone asked. reply is buffered (Reload).
-func answer(reply chan<- Outcome, o Outcome) {
-	if reply != nil {
-		reply <- o
-	}
-}
-
-// answerAll sends o to every reply in *replies, which it then empties.
-func answerAll(replies *[]chan<- Outcome, o Outcome) {
-	for _, r := range *replies {
-		answer(r, o)
-	}
-	*replies = nil
-}
-
-// Reload asks the loop for a reload and waits for the outcome of the swap
-// that covers it: the one it begins, or, with a swap already in progress
-// (begun before this request), the next one. It fails if ctx ends first.
-func (s *Supervisor) Reload(ctx context.Context, why string) (Outcome, error) {
-	reply := make(chan Outcome, 1)
-	return roundTrip(ctx, s.reloadReqs, reloadReq{why: why, reply: reply}, reply)
-}
-
-// failWaiters answers every reload still waiting with reason.
-func (s *Supervisor) failWaiters(reason string) {
-	o := Outcome{Reason: reason}
-	if s.current != nil {
-		o.Gen = s.current.num
-	}
-	if s.next != nil {
-		answerAll(&s.next.waiters, o)
-	}
-	if s.parked != nil && s.current != nil {
-		// A bake in progress: the swap's outcome was still to come.
-		answerAll(&s.current.waiters, o)
-	}
-	answerAll(&s.queued, o)
-	if c := s.checking; c != nil {
-		answerAll(&c.replies, o)
-	}
-}
 
 // check is a reload's pre-flight check (BATON_RELOAD_CHECK) in progress.
 type check struct {
@@ -99,27 +43,12 @@ type outputEnder interface{ EndOutput(grace time.Duration) }
 // baton reload's answer.
 const maxCheckLine = 200
 
-// startReload begins a reload: its check first, if there is one.
-func (s *Supervisor) startReload(why string, replies []chan<- Outcome) {
-	if s.Check == nil {
-		s.beginSwap(why, replies)
-		return
-	}
-	w, lines, err := s.Check(s.genCount + 1)
-	if err != nil {
-		s.refuse(why, replies, "BATON_RELOAD_CHECK did not start: "+err.Error())
-		return
-	}
-	s.beginCheck(&check{w: w, why: why, replies: replies}, lines)
-	s.Log.Info().Int("pid", w.PID()).Str("reason", why).Msg("reload check begun")
-}
-
 // beginCheck makes c the check in progress, its last line of output to
 // come on lines, and bounds it by BATON_READY_TIMEOUT.
 func (s *Supervisor) beginCheck(c *check, lines <-chan string) {
 	c.started = s.Now()
 	s.checking, s.checkLines = c, lines
-	s.after(s.ReadyTimeout, timerEvent{kind: evCheckTimeout, pid: c.w.PID()})
+	s.after(s.opts.ReadyTimeout, timerEvent{kind: evCheckTimeout, pgid: c.w.PID()})
 }
 
 func (s *Supervisor) onCheckLine(line string) {
@@ -138,7 +67,7 @@ func (s *Supervisor) onCheckExit(code int) {
 	c := s.checking
 	c.exited, c.code = true, code
 	if pid := c.w.PID(); !c.killed && s.groupAlive(pid) {
-		s.checkLeft[pid] = true
+		s.left[pid] = leftGroup{check: true}
 	}
 	if e, ok := c.w.(outputEnder); ok {
 		e.EndOutput(checkOutputGrace)
@@ -150,24 +79,24 @@ func (s *Supervisor) onCheckExit(code int) {
 // and arms SIGKILL after the stop timeout.
 func (s *Supervisor) stopCheckLeft(c *check, name string) {
 	pid := c.w.PID()
-	if !s.checkLeft[pid] {
+	if !s.left[pid].check {
 		return
 	}
 	s.Log.Warn().Int("pid", pid).Str("check", name).Msg("reload check left processes")
-	if err := s.KillGroup(pid, unix.SIGTERM); err != nil && !errors.Is(err, unix.ESRCH) {
-		s.Log.Warn().Err(err).Int("pid", pid).Msg("reload check not killed")
-	}
-	s.after(s.StopTimeout, timerEvent{kind: evCheckKill, pid: pid})
+	s.sent(s.KillGroup(pid, unix.SIGTERM), pid, unix.SIGTERM, "reload check not killed")
+	s.after(s.opts.StopTimeout, timerEvent{kind: evCheckKill, pgid: pid})
 }
 
 // onCheckKill: the stop timeout after a check's leftovers got SIGTERM.
 func (s *Supervisor) onCheckKill(pgid int) {
-	if !s.checkLeft[pgid] {
+	if !s.left[pgid].check {
 		return // the group emptied (or baton's stop timeout killed it)
 	}
-	delete(s.checkLeft, pgid)
+	delete(s.left, pgid)
 	if err := s.KillGroup(pgid, unix.SIGKILL); err == nil {
-		s.Log.Warn().Int("pid", pgid).Dur("elapsed", s.StopTimeout).Msg("reload check leftovers killed")
+		s.Log.Warn().Int("pid", pgid).Dur("elapsed", s.opts.StopTimeout).Msg("reload check leftovers killed")
+	} else {
+		s.sent(err, pgid, unix.SIGKILL, "kill failed")
 	}
 }
 
@@ -178,10 +107,8 @@ func (s *Supervisor) onCheckTimeout(pid int) {
 	}
 	// Its group goes; the exit and the end of its output follow.
 	c.timedOut, c.killed = true, true
-	s.Log.Warn().Int("pid", pid).Dur("timeout", s.ReadyTimeout).Msg("reload check timed out")
-	if err := c.w.Signal(unix.SIGKILL); err != nil {
-		s.Log.Warn().Err(err).Int("pid", pid).Msg("reload check not killed")
-	}
+	s.Log.Warn().Int("pid", pid).Dur("timeout", s.opts.ReadyTimeout).Msg("reload check timed out")
+	s.sent(c.w.Signal(unix.SIGKILL), pid, unix.SIGKILL, "reload check not killed")
 }
 
 // finishCheck decides once the check has exited and its output ended.
@@ -201,7 +128,7 @@ func (s *Supervisor) finishCheck() {
 		name = "BATON_CANARY_CHECK"
 	}
 	s.stopCheckLeft(c, name)
-	if s.stopping || s.draining {
+	if s.phase >= phaseDraining {
 		return // failWaiters answered them
 	}
 	reason := ""
@@ -225,13 +152,4 @@ func (s *Supervisor) finishCheck() {
 	default:
 		s.beginSwap(c.why, c.replies)
 	}
-}
-
-// refuse ends a reload before any worker started: the current generation
-// serves on. It counts as a failed reload.
-func (s *Supervisor) refuse(why string, replies []chan<- Outcome, reason string) {
-	s.stats.ReloadsFailed++
-	s.Log.Warn().Str("reason", reason).Str("trigger", why).Msg("reload refused")
-	answerAll(&replies, Outcome{Gen: s.current.num, Reason: reason})
-	s.afterSwap()
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package handoff
+package supervisor
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/baton-init/baton/handoff"
 	"github.com/baton-init/baton/reaper"
 )
 
@@ -54,23 +55,18 @@ type rig struct {
 	t       *testing.T
 	s       *Supervisor
 	sigs    chan os.Signal
-	notes   chan Note
+	notes   chan handoff.Note
 	started chan *scriptedWorker
 	exits   chan []reaper.Exit
-	timers  chan func()
 	logs    chan string // the message of every log event, in order
 	done    chan int
 	nextPID int
 
 	shim bool // start workers in the shim
-	// hold is a duration whose timers are kept aside, not handed to the
-	// loops that fire timers: fireHeld fires them when the test says.
-	hold  time.Duration
-	helds []func()
-	// holdAlso are more durations whose timers are kept aside, each fired
-	// by fireHeldFor.
-	holdAlso  map[time.Duration][]func()
-	heldNow   chan time.Duration // the duration of each timer held, as the loop arms it
+	// armed are the timers the loop armed and the test has not fired, by
+	// kind. No timer fires by itself: fire hands the loop those of a kind.
+	armed     map[timerKind][]armedTimer
+	armedNow  chan struct{} // a token each time the loop arms a timer
 	mu        sync.Mutex
 	killed    []string     // KillAll and KillGroup calls, "all SIGTERM", "-101 SIGKILL"
 	deadGroup map[int]bool // groups KillGroup reports empty
@@ -99,10 +95,10 @@ func (l logSink) Write(p []byte) (int, error) {
 // newRig starts the loop; setup, if given, runs just before it, for seams
 // the rig itself does not set.
 func newRig(t *testing.T, opts Options, setup ...func(*rig)) *rig {
-	r := &rig{t: t, sigs: make(chan os.Signal, 16), notes: make(chan Note, 16),
-		started: make(chan *scriptedWorker, 64), exits: make(chan []reaper.Exit, 1), timers: make(chan func(), 64),
+	r := &rig{t: t, sigs: make(chan os.Signal, 16), notes: make(chan handoff.Note, 16),
+		started: make(chan *scriptedWorker, 64), exits: make(chan []reaper.Exit, 1),
 		logs: make(chan string, 4096), done: make(chan int, 1), nextPID: 100,
-		heldNow: make(chan time.Duration, 256)}
+		armed: map[timerKind][]armedTimer{}, armedNow: make(chan struct{}, 1)}
 	s := New(opts, zerolog.New(logSink(r.logs)))
 	r.deadGroup = map[int]bool{}
 	s.Start = func(gen, idx int, _ []int, fg bool) (Worker, error) {
@@ -141,23 +137,13 @@ func newRig(t *testing.T, opts Options, setup ...func(*rig)) *rig {
 		}
 		return nil
 	}
-	s.AfterFunc = func(d time.Duration, f func()) {
+	s.arm = func(d time.Duration, ev timerEvent) {
 		r.mu.Lock()
-		fs, also := r.holdAlso[d]
-		switch {
-		case r.hold != 0 && d == r.hold:
-			r.helds = append(r.helds, f)
-		case also:
-			r.holdAlso[d] = append(fs, f)
-		default:
-			r.mu.Unlock()
-			r.timers <- f
-			return
-		}
+		r.armed[ev.kind] = append(r.armed[ev.kind], armedTimer{d, ev})
 		r.mu.Unlock()
 		select {
-		case r.heldNow <- d:
-		default: // nobody waits for it
+		case r.armedNow <- struct{}{}:
+		default: // a token is there already
 		}
 	}
 	s.Notes = r.notes
@@ -228,7 +214,7 @@ func awaitValue[T comparable](t *testing.T, c <-chan T, want T, failure string) 
 // first worker's exit taken for a failure before ready, ending the loop).
 func (r *rig) ready(w *scriptedWorker) {
 	r.t.Helper()
-	r.notes <- Note{PID: w.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w.pid, Ready: true}
 	r.expect("worker ready")
 }
 
@@ -260,6 +246,92 @@ func (r *rig) barrier() {
 	r.status()
 }
 
+// armedTimer is a timer the loop armed: for how long, and its event.
+type armedTimer struct {
+	d  time.Duration
+	ev timerEvent
+}
+
+var kindNames = map[timerKind]string{
+	evReadyDelay: "ready delay", evReadyTimeout: "ready timeout", evRestart: "restart",
+	evRetireKill: "retire kill", evShutdownDelay: "shutdown delay", evStopKill: "stop kill",
+	evRecycle: "recycle", evRecycleTimeout: "recycle timeout", evHandover: "handover",
+	evCheckTimeout: "check timeout", evWatchdog: "watchdog", evWatchdogKill: "watchdog kill",
+	evCanaryStep: "canary step", evBakeEnd: "bake end", evCheckKill: "check kill",
+	evGroupPoll: "group poll",
+}
+
+// fire hands the loop every timer of kind k that it has armed and the test
+// has not fired, in the order armed, and returns their durations; it fails
+// the test if there is none. It waits for the loop's step first: a timer
+// armed in the step that logged (or answered) is then armed. Timers reach
+// the loop on a channel of their own: a barrier after fire does not show
+// that the loop has handled them; a log line or a timer armed in reply does.
+func (r *rig) fire(k timerKind) []time.Duration {
+	r.t.Helper()
+	r.barrier()
+	r.mu.Lock()
+	ts := r.armed[k]
+	delete(r.armed, k)
+	r.mu.Unlock()
+	if len(ts) == 0 {
+		r.t.Fatalf("no %s timer armed", kindNames[k])
+	}
+	var ds []time.Duration
+	for _, a := range ts {
+		r.s.timers <- a.ev
+		ds = append(ds, a.d)
+	}
+	return ds
+}
+
+// fireArmedFor is fire for a kind whose timers must all have been armed
+// for d.
+func (r *rig) fireArmedFor(k timerKind, d time.Duration) {
+	r.t.Helper()
+	for _, got := range r.fire(k) {
+		if got != d {
+			r.t.Fatalf("%s timer armed for %v, want %v", kindNames[k], got, d)
+		}
+	}
+}
+
+// awaitArmed waits until the loop has armed a timer of kind k that the
+// test has not fired, and fails the test unless each such timer was armed
+// for d.
+func (r *rig) awaitArmed(k timerKind, d time.Duration) {
+	r.t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		r.mu.Lock()
+		ts := r.armed[k]
+		r.mu.Unlock()
+		for _, a := range ts {
+			if a.d != d {
+				r.t.Fatalf("%s timer armed for %v, want %v", kindNames[k], a.d, d)
+			}
+		}
+		if len(ts) > 0 {
+			return
+		}
+		select {
+		case <-r.armedNow:
+		case <-deadline:
+			r.t.Fatalf("no %s timer armed", kindNames[k])
+		}
+	}
+}
+
+// workers takes the next n workers started.
+func (r *rig) workers(n int) []*scriptedWorker {
+	r.t.Helper()
+	out := make([]*scriptedWorker, n)
+	for i := range out {
+		out[i] = r.worker()
+	}
+	return out
+}
+
 func baseOpts() Options {
 	return Options{Workers: 1, Ready: ReadyMode{Kind: "notify"}, ReadyTimeout: time.Minute,
 		ReloadSignal: unix.SIGHUP, StopSignal: unix.SIGTERM, StopTimeout: time.Second,
@@ -282,14 +354,14 @@ func TestSwapCoalescesAndRetires(t *testing.T) {
 	if len(w1.got()) != 0 {
 		t.Fatalf("old worker signalled before the new one was ready: %v", w1.got())
 	}
-	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w2.pid, Ready: true}
 	w3 := r.worker() // the coalesced swap, begun in the step that completed the first
 	r.expect("swap complete")
 	r.expectStatus("after swap", func(st Status) bool { return st.Gen == 2 && st.Stats.ReloadsOK == 1 })
 	if len(w1.got()) != 1 || w1.got()[0] != unix.SIGTERM {
 		t.Fatalf("old worker got %v, want [SIGTERM]", w1.got())
 	}
-	r.notes <- Note{PID: w3.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w3.pid, Ready: true}
 	r.expect("swap complete")
 	r.expectStatus("after coalesced swap", func(st Status) bool { return st.Gen == 3 && st.Stats.ReloadsOK == 2 })
 }
@@ -307,18 +379,8 @@ func TestRollbackOnExitAndTimeout(t *testing.T) {
 	r.expectStatus("after a crashed new worker", func(st Status) bool { return st.Gen == 1 && st.Stats.ReloadsFailed == 1 && st.Ready })
 	r.sigs <- unix.SIGHUP
 	w3 := r.worker()
-	// Fire timers until the ready timeout aborts generation 3.
-	deadline := time.After(5 * time.Second)
-	for aborted := false; !aborted; {
-		select {
-		case f := <-r.timers:
-			f()
-		case m := <-r.logs:
-			aborted = m == "swap aborted"
-		case <-deadline:
-			t.Fatal("generation 3 was not rolled back")
-		}
-	}
+	r.fire(evReadyTimeout) // generation 3 is not ready in time
+	r.expect("swap aborted")
 	r.expectStatus("after a never-ready generation", func(st Status) bool { return st.Gen == 1 && st.Stats.ReloadsFailed == 2 })
 	if len(w3.got()) == 0 || w3.got()[0] != unix.SIGTERM {
 		t.Fatalf("never-ready worker got %v, want SIGTERM", w3.got())
@@ -352,15 +414,9 @@ func TestRestartOnFailureThenCleanExit(t *testing.T) {
 	w1 := r.worker()
 	r.ready(w1)
 	r.exit(w1.pid, 3)
-	// Fire timers until the restart happens.
-	var w2 *scriptedWorker
-	for w2 == nil {
-		select {
-		case f := <-r.timers:
-			f()
-		case w2 = <-r.started:
-		}
-	}
+	r.expect("worker restarting")
+	r.fire(evRestart) // its backoff
+	w2 := r.worker()
 	// w2 was started by the restart timer, after the restart was counted.
 	r.expectStatus("restarted", func(st Status) bool { return st.Stats.Restarts == 1 })
 	r.ready(w2)
@@ -384,24 +440,6 @@ func TestStartedHookThenReap(t *testing.T) {
 	})
 	if code := r.ended("an exit from before SIGCHLD was subscribed was missed"); code != 7 {
 		t.Fatalf("exit %d, want the worker's 7", code)
-	}
-}
-
-// fire runs timers until msg is logged.
-func (r *rig) fireUntil(msg string) {
-	r.t.Helper()
-	deadline := time.After(5 * time.Second)
-	for {
-		select {
-		case f := <-r.timers:
-			f()
-		case m := <-r.logs:
-			if m == msg {
-				return
-			}
-		case <-deadline:
-			r.t.Fatalf("no %q logged while firing timers", msg)
-		}
 	}
 }
 
@@ -476,32 +514,22 @@ func TestSubreaperWaitsForLeftGroup(t *testing.T) {
 	if c := r.calls(); !slices.Contains(c, fmt.Sprintf("-%d SIGTERM", w.pid)) {
 		t.Fatalf("the worker's group was not stopped: %v", c)
 	}
-	// Its timers (the look at the group, the stop timeout) fire; it
-	// waits on while the group has members.
-	for fired := 0; fired < 3; fired++ {
-		select {
-		case f := <-r.timers:
-			f()
-		case <-time.After(5 * time.Second):
-			t.Fatalf("%d timers armed, want the ready timeout, the stop timeout and a look at the group", fired)
-		}
+	// Its timers (the ready timeout, the stop timeout, the look at the
+	// group) fire; it waits on while the group has members, and looks
+	// again.
+	r.fire(evReadyTimeout)
+	r.fire(evStopKill)
+	r.fire(evGroupPoll)
+	r.awaitArmed(evGroupPoll, groupPollEvery)
+	select {
+	case code := <-r.done:
+		t.Fatalf("baton ended (exit %d) with its worker's group not empty", code)
+	default:
 	}
-	r.barrier()
-	r.mu.Lock()
-	r.deadGroup[w.pid] = true
-	r.mu.Unlock()
-	for {
-		select {
-		case f := <-r.timers:
-			f()
-		case code := <-r.done:
-			if code != 3 {
-				t.Fatalf("exit %d, want the worker's 3", code)
-			}
-			return
-		case <-time.After(5 * time.Second):
-			t.Fatal("baton did not end once the group was empty")
-		}
+	r.groupGone(w.pid)
+	r.fire(evGroupPoll)
+	if code := r.ended("baton did not end once the group was empty"); code != 3 {
+		t.Fatalf("exit %d, want the worker's 3", code)
 	}
 }
 
@@ -509,12 +537,12 @@ func TestSubreaperWaitsForLeftGroup(t *testing.T) {
 // stop signal went out is not logged ready: it is being stopped.
 func TestNoReadyWhileStopping(t *testing.T) {
 	o := baseOpts()
-	o.Ready = ReadyMode{Kind: "delay", Delay: 7 * time.Second}
-	r := newRig(t, o, func(r *rig) { r.hold = 7 * time.Second })
+	o.Ready = ReadyMode{Kind: "delay", Delay: 5 * time.Second}
+	r := newRig(t, o)
 	w := r.worker()
 	r.sigs <- unix.SIGTERM
 	r.expect("stopping")
-	r.fireHeld()
+	r.fireArmedFor(evReadyDelay, o.Ready.Delay)
 	r.exit(w.pid, 143)
 	for {
 		select {
@@ -547,7 +575,7 @@ func TestRetireKillSparesEmptiedGroup(t *testing.T) {
 		r.ready(old)
 		r.sigs <- unix.SIGHUP
 		cur = r.worker()
-		r.notes <- Note{PID: cur.pid, Ready: true}
+		r.notes <- handoff.Note{PID: cur.pid, Ready: true}
 		r.expect("worker retiring")
 		return old, cur
 	}
@@ -558,7 +586,9 @@ func TestRetireKillSparesEmptiedGroup(t *testing.T) {
 		r.deadGroup[old.pid] = true
 		r.mu.Unlock()
 		r.exit(old.pid, 0)
-		r.fireUntil("retired group already empty")
+		r.expect("worker exited")
+		r.fire(evRetireKill)
+		r.expect("retired group already empty")
 		if c := r.calls(); len(c) != 0 {
 			t.Fatalf("signals to an emptied group: %v", c)
 		}
@@ -573,7 +603,8 @@ func TestRetireKillSparesEmptiedGroup(t *testing.T) {
 		r.mu.Unlock()
 		r.exit(999, 0) // the last helper, an orphan, reaped by baton
 		r.expect("orphan reaped")
-		r.fireUntil("retired group already empty")
+		r.fire(evRetireKill)
+		r.expect("retired group already empty")
 		if c := r.calls(); len(c) != 0 {
 			t.Fatalf("signals to an emptied group: %v", c)
 		}
@@ -582,7 +613,9 @@ func TestRetireKillSparesEmptiedGroup(t *testing.T) {
 		r := newRig(t, baseOpts())
 		old, _ := swap(r)
 		r.exit(old.pid, 0)
-		r.fireUntil("worker killed after stop timeout")
+		r.expect("worker exited")
+		r.fire(evRetireKill)
+		r.expect("worker killed after stop timeout")
 		if c := r.calls(); !slices.Equal(c, []string{fmt.Sprintf("-%d SIGKILL", old.pid)}) {
 			t.Fatalf("got %v, want the lingering group SIGKILLed", c)
 		}
@@ -618,7 +651,7 @@ func TestForegroundFollowsCurrent(t *testing.T) {
 	r.expect("swap aborted")
 	r.sigs <- unix.SIGHUP
 	w3 := r.worker()
-	r.notes <- Note{PID: w3.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w3.pid, Ready: true}
 	r.expect("swap complete")
 	r.barrier() // the terminal moves after "swap complete" is logged
 	if w2.fg || w3.fg {
@@ -632,15 +665,8 @@ func TestForegroundFollowsCurrent(t *testing.T) {
 	if got := fgs(); !slices.Equal(got, []int{w3.pid, 0}) {
 		t.Fatalf("foreground moves %v, want back to baton (0) while the slot is empty", got)
 	}
-	var w4 *scriptedWorker
-	for w4 == nil {
-		select {
-		case f := <-r.timers:
-			f()
-		case w4 = <-r.started:
-		}
-	}
-	if !w4.fg {
+	r.fire(evRestart)
+	if w4 := r.worker(); !w4.fg {
 		t.Fatal("the restarted current worker did not take the terminal")
 	}
 }
@@ -663,24 +689,6 @@ func (r *rig) nextOf(msgs ...string) string {
 	}
 }
 
-// startedWhileFiring fires timers until n workers have started.
-func (r *rig) startedWhileFiring(n int) []*scriptedWorker {
-	r.t.Helper()
-	var out []*scriptedWorker
-	deadline := time.After(5 * time.Second)
-	for len(out) < n {
-		select {
-		case f := <-r.timers:
-			f()
-		case w := <-r.started:
-			out = append(out, w)
-		case <-deadline:
-			r.t.Fatalf("%d of %d workers started", len(out), n)
-		}
-	}
-	return out
-}
-
 // TestPoolSurvivesCorrelatedCrashes: the whole pool crashing at once (the
 // OOM killer, a dependency outage), twice, is not a crash loop: every slot
 // is restarted and the pool is whole again. A slot that does crash in a
@@ -696,16 +704,20 @@ func TestPoolSurvivesCorrelatedCrashes(t *testing.T) {
 	for round := 0; round < 2; round++ {
 		var exits []reaper.Exit
 		for _, w := range ws {
-			r.notes <- Note{PID: w.pid, Ready: true}
+			r.notes <- handoff.Note{PID: w.pid, Ready: true}
 			exits = append(exits, reaper.Exit{PID: w.pid, Status: unix.WaitStatus(137)}) // SIGKILLed
 			r.expect("worker ready")
 		}
 		r.exits <- exits
 		r.sigs <- unix.SIGCHLD
-		ws = r.startedWhileFiring(8)
+		for range ws {
+			r.expect("worker restarting")
+		}
+		r.fire(evRestart)
+		ws = r.workers(8)
 	}
 	for _, w := range ws {
-		r.notes <- Note{PID: w.pid, Ready: true}
+		r.notes <- handoff.Note{PID: w.pid, Ready: true}
 		r.expect("worker ready")
 	}
 	r.expectStatus("after two crashes of the whole pool", func(st Status) bool {
@@ -718,7 +730,9 @@ func TestPoolSurvivesCorrelatedCrashes(t *testing.T) {
 	w := ws[0]
 	for i := 2; i < o.RestartLimit.Count; i++ {
 		r.exit(w.pid, 3)
-		w = r.startedWhileFiring(1)[0]
+		r.expect("worker restarting")
+		r.fire(evRestart)
+		w = r.worker()
 	}
 	r.exit(w.pid, 3)
 	r.expect("restart limit reached")
@@ -726,69 +740,19 @@ func TestPoolSurvivesCorrelatedCrashes(t *testing.T) {
 }
 
 // recycleRig starts one worker under BATON_MAX_AGE (every worker is past
-// its age at once), marks it ready and fires timers until its recycling
-// has begun; it returns the old worker and the replacement.
-// The replacement's ready timeout (armed in the step that starts it) is
-// held: it fires only when the test fires it.
+// its age at once), marks it ready and fires the recycling timer: its
+// recycling begins. It returns the old worker and the replacement.
 func recycleRig(t *testing.T) (*rig, *scriptedWorker, *scriptedWorker) {
 	o := baseOpts()
 	o.MaxAge = time.Nanosecond
-	o.ReadyTimeout = recycleReadyTimeout
-	r := newRig(t, o, func(r *rig) { r.hold = recycleReadyTimeout })
+	r := newRig(t, o)
 	old := r.worker()
-	r.notes <- Note{PID: old.pid, Ready: true}
+	r.notes <- handoff.Note{PID: old.pid, Ready: true}
 	r.expect("generation ready")
-	repl := r.startedWhileFiring(1)[0]
+	r.fireArmedFor(evRecycle, recycleEvery)
+	repl := r.worker()
 	r.expect("recycle begun")
 	return r, old, repl
-}
-
-// recycleReadyTimeout is BATON_READY_TIMEOUT in the recycling tests, a
-// duration no other timer has.
-const recycleReadyTimeout = 7 * time.Minute
-
-// fireHeldFor fires the timers of duration d (one of holdAlso) that the
-// loop has armed.
-func (r *rig) fireHeldFor(d time.Duration) {
-	r.t.Helper()
-	r.barrier() // the loop arms a timer within the step that logs
-	r.mu.Lock()
-	fs := r.holdAlso[d]
-	r.holdAlso[d] = fs[:0:0]
-	r.mu.Unlock()
-	if len(fs) == 0 {
-		r.t.Fatalf("no %v timer armed", d)
-	}
-	for _, f := range fs {
-		f()
-	}
-}
-
-// awaitHeld waits until the loop arms a timer of duration d (r.hold or
-// one of r.holdAlso). Timers reach the loop on a buffered channel, so a
-// barrier after firing one does not show that the loop has handled it; a
-// timer it arms in reply does.
-func (r *rig) awaitHeld(d time.Duration) {
-	r.t.Helper()
-	awaitValue(r.t, r.heldNow, d, fmt.Sprintf("no %v timer armed", d))
-}
-
-// fireHeld fires the held timers, and fails the test if the loop has
-// armed none. It waits for the loop's step first, as fireHeldFor does: a
-// timer armed in the step that logged (or answered) is then held.
-func (r *rig) fireHeld() {
-	r.t.Helper()
-	r.barrier()
-	r.mu.Lock()
-	fs := r.helds
-	r.helds = nil
-	r.mu.Unlock()
-	if len(fs) == 0 {
-		r.t.Fatalf("no %v timer armed", r.hold)
-	}
-	for _, f := range fs {
-		f()
-	}
 }
 
 // TestRecycleReplacementBoundedByReadyTimeout: a replacement that never
@@ -796,8 +760,7 @@ func (r *rig) fireHeld() {
 // on, and recycling goes on (a new replacement is started).
 func TestRecycleReplacementBoundedByReadyTimeout(t *testing.T) {
 	r, old, repl := recycleRig(t)
-	r.barrier() // the step that started the replacement has armed its timer
-	r.fireHeld()
+	r.fireArmedFor(evRecycleTimeout, baseOpts().ReadyTimeout)
 	r.expect("recycle aborted")
 	r.barrier() // the loop logs, then signals, in one step
 	if got := repl.got(); len(got) == 0 || got[0] != unix.SIGTERM {
@@ -807,7 +770,9 @@ func TestRecycleReplacementBoundedByReadyTimeout(t *testing.T) {
 		t.Fatalf("the old worker was signalled: %v", old.got())
 	}
 	r.exit(repl.pid, 143)
-	r.startedWhileFiring(1) // recycling goes on
+	r.expect("worker exited")
+	r.fire(evRecycle) // recycling goes on
+	r.worker()
 }
 
 // TestRecycleOldWorkerCrashes: when the worker being recycled crashes
@@ -820,7 +785,7 @@ func TestRecycleOldWorkerCrashes(t *testing.T) {
 	if m := r.nextOf("worker restarting", "replacement took over"); m != "replacement took over" {
 		t.Fatalf("the old worker's crash logged %q: a restart next to its replacement", m)
 	}
-	r.notes <- Note{PID: repl.pid, Ready: true}
+	r.notes <- handoff.Note{PID: repl.pid, Ready: true}
 	r.expect("worker ready")
 	r.expectStatus("the replacement serves", func(st Status) bool { return st.Serving == 1 && st.Starting == 0 })
 	// Under on-failure a clean exit of the only worker ends baton: no
@@ -860,7 +825,7 @@ func (f *fakeSockets) Split(from, to, pct int) error {
 	return nil
 }
 func (f *fakeSockets) Release(gen int) { f.record(fmt.Sprintf("release %d", gen)) }
-func (f *fakeSockets) Relay(gen int, _ time.Duration, _ func(RelayEvent)) int {
+func (f *fakeSockets) Relay(gen int, _ time.Duration, _ func(handoff.RelayEvent)) int {
 	f.record(fmt.Sprintf("relay %d", gen))
 	return 0
 }
@@ -887,7 +852,7 @@ func (r *rig) groupGone(pgid int) {
 	r.deadGroup[pgid] = true
 }
 
-// steerRig is a rig in steer mode whose settle timer is held.
+// steerRig is a rig in steer mode.
 func steerRig(t *testing.T) (*rig, *fakeSockets) {
 	return steerRigWith(t, baseOpts())
 }
@@ -897,10 +862,7 @@ func steerRig(t *testing.T) (*rig, *fakeSockets) {
 func steerRigWith(t *testing.T, o Options, setup ...func(*rig)) (*rig, *fakeSockets) {
 	o.SteerSettle = steerTestSettle
 	fs := &fakeSockets{pending: map[int]int{}}
-	r := newRig(t, o, append([]func(*rig){func(r *rig) {
-		r.s.Sockets = fs
-		r.hold = steerTestSettle
-	}}, setup...)...)
+	r := newRig(t, o, append([]func(*rig){func(r *rig) { r.s.Sockets = fs }}, setup...)...)
 	return r, fs
 }
 
@@ -909,17 +871,17 @@ func steerRigWith(t *testing.T, o Options, setup ...func(*rig)) (*rig, *fakeSock
 func (r *rig) swapOnce() (w1, w2 *scriptedWorker) {
 	r.t.Helper()
 	w1 = r.worker()
-	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w1.pid, Ready: true}
 	r.expect("generation ready")
 	r.sigs <- unix.SIGHUP
 	w2 = r.worker()
-	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w2.pid, Ready: true}
 	r.expect("swap complete")
 	return w1, w2
 }
 
-// steerTestSettle is a settle duration no other timer has.
-const steerTestSettle = 11 * time.Minute
+// steerTestSettle is BATON_STEER_SETTLE in steer mode's tests.
+const steerTestSettle = 3 * time.Second
 
 // TestSteerHandover: the new generation is steered to once ready; the old
 // one keeps accepting until its queue is empty, then gets the stop signal,
@@ -938,18 +900,15 @@ func TestSteerHandover(t *testing.T) {
 	fs.mu.Lock()
 	fs.pending[1] = 3 // connections still queued for generation 1
 	fs.mu.Unlock()
-	r.mu.Lock()
-	r.holdAlso = map[time.Duration][]func(){steerPoll: nil}
-	r.mu.Unlock()
-	r.fireHeld()
-	r.awaitHeld(steerPoll) // the loop found them queued and will look again
+	r.fireArmedFor(evHandover, steerTestSettle)
+	r.awaitArmed(evHandover, steerPoll) // the loop found them queued and will look again
 	if len(w1.got()) != 0 {
 		t.Fatalf("the old generation was signalled with its queue not empty: %v", w1.got())
 	}
 	fs.mu.Lock()
 	fs.pending[1] = 0
 	fs.mu.Unlock()
-	r.fireHeldFor(steerPoll) // the next look finds it empty
+	r.fireArmedFor(evHandover, steerPoll) // the next look finds it empty
 	r.expect("worker retiring")
 	r.barrier()
 	if got := w1.got(); len(got) != 1 || got[0] != unix.SIGTERM {
@@ -983,13 +942,13 @@ func TestSteerWaitsForLeaving(t *testing.T) {
 	}
 	r.sigs <- unix.SIGHUP
 	w4 := r.worker()
-	r.notes <- Note{PID: w4.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w4.pid, Ready: true}
 	r.expect("swap waits for the old generation to leave")
 	r.barrier()
 	if slices.Contains(fs.got(), "steer 4") {
 		t.Fatal("steered to generation 4 with generation 1 still in the group")
 	}
-	r.fireHeld() // generation 1's queue is empty: it retires
+	r.fireArmedFor(evHandover, steerTestSettle) // generation 1's queue is empty: it retires
 	r.expect("worker retiring")
 	r.groupGone(w1.pid)
 	r.exit(w1.pid, 0)
@@ -1007,18 +966,14 @@ func TestSteerWaitsForLeaving(t *testing.T) {
 // holder's next listen()), as a leaving generation's do; a generation
 // ready meanwhile waits for them to go.
 func TestSteerRollbackLeaves(t *testing.T) {
-	o := baseOpts()
-	o.ReadyTimeout = rollbackReadyTimeout
-	r, fs := steerRigWith(t, o, func(r *rig) {
-		r.holdAlso = map[time.Duration][]func(){rollbackReadyTimeout: nil}
-	})
+	r, fs := steerRig(t)
 	w1 := r.worker()
 	r.ready(w1)
 	r.expect("generation ready")
 	r.sigs <- unix.SIGHUP
 	w2 := r.worker()
 	r.expect("swap begun")
-	r.fireHeldFor(rollbackReadyTimeout) // generation 2 never became ready
+	r.fire(evReadyTimeout) // generation 2 never became ready
 	r.expect("swap aborted")
 	r.barrier()
 	if got := w2.got(); len(got) != 1 || got[0] != unix.SIGTERM {
@@ -1029,7 +984,7 @@ func TestSteerRollbackLeaves(t *testing.T) {
 	}
 	r.sigs <- unix.SIGHUP
 	w3 := r.worker()
-	r.notes <- Note{PID: w3.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w3.pid, Ready: true}
 	r.expect("swap waits for the old generation to leave")
 	r.barrier()
 	if slices.Contains(fs.got(), "steer 3") {
@@ -1075,7 +1030,7 @@ func TestSteerFailedRollsBack(t *testing.T) {
 	r.expect("generation ready")
 	r.sigs <- unix.SIGHUP
 	w2 := r.worker()
-	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w2.pid, Ready: true}
 	r.expect("swap aborted")
 	r.barrier()
 	if got := fs.got(); !slices.Equal(got, []string{"open 1", "open 2", "steer 2", "steer 1"}) {
@@ -1087,10 +1042,6 @@ func TestSteerFailedRollsBack(t *testing.T) {
 	r.barrier()
 	fs.wantLast(t, "release 2", "generation 2 released once its worker is gone")
 }
-
-// rollbackReadyTimeout is BATON_READY_TIMEOUT in TestSteerRollbackLeaves,
-// a duration no other timer has.
-const rollbackReadyTimeout = 13 * time.Minute
 
 // reloadAsync asks the loop for a reload from a goroutine and returns where
 // its outcome arrives.
@@ -1106,6 +1057,15 @@ func (r *rig) reloadAsync() <-chan Outcome {
 		out <- o
 	}()
 	return out
+}
+
+// reloadWaiter asks the loop for a reload as Reload does, and returns the
+// loop's own reply channel: once a barrier has passed, an outcome the loop
+// has given is in it (reloadAsync's goroutine adds a hop).
+func (r *rig) reloadWaiter() <-chan Outcome {
+	reply := make(chan Outcome, 1)
+	r.s.reloadReqs <- reloadReq{why: "test", reply: reply}
+	return reply
 }
 
 func (r *rig) outcome(c <-chan Outcome) Outcome {
@@ -1125,13 +1085,13 @@ func (r *rig) outcome(c <-chan Outcome) Outcome {
 func TestReloadOutcome(t *testing.T) {
 	r := newRig(t, baseOpts())
 	w1 := r.worker()
-	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w1.pid, Ready: true}
 	r.expect("generation ready")
 	first := r.reloadAsync()
 	w2 := r.worker()
 	second := r.reloadAsync() // during swap 2: covered by swap 3
 	r.expect("reload coalesced")
-	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w2.pid, Ready: true}
 	if o := r.outcome(first); !o.OK || o.Gen != 2 {
 		t.Fatalf("first reload: %+v, want generation 2", o)
 	}
@@ -1152,7 +1112,6 @@ func TestReloadCheck(t *testing.T) {
 	}
 	checks := make(chan run, 4)
 	r := newRig(t, baseOpts(), func(r *rig) {
-		r.hold = time.Minute // the check's timeout (BATON_READY_TIMEOUT)
 		r.s.Check = func(gen int) (Worker, <-chan string, error) {
 			r.nextPID++
 			c := run{&scriptedWorker{pid: r.nextPID}, make(chan string, 1)}
@@ -1161,7 +1120,7 @@ func TestReloadCheck(t *testing.T) {
 		}
 	})
 	w1 := r.worker()
-	r.notes <- Note{PID: w1.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w1.pid, Ready: true}
 	r.expect("generation ready")
 
 	out := r.reloadAsync()
@@ -1183,7 +1142,7 @@ func TestReloadCheck(t *testing.T) {
 	c.lines <- "ok"
 	r.exit(c.w.pid, 0)
 	w2 := r.worker()
-	r.notes <- Note{PID: w2.pid, Ready: true}
+	r.notes <- handoff.Note{PID: w2.pid, Ready: true}
 	if o := r.outcome(out); !o.OK || o.Gen != 2 {
 		t.Fatalf("passed check: %+v", o)
 	}
@@ -1191,8 +1150,7 @@ func TestReloadCheck(t *testing.T) {
 	out = r.reloadAsync()
 	c = <-checks
 	r.expect("reload check begun")
-	r.barrier()
-	r.fireHeld() // BATON_READY_TIMEOUT
+	r.fireArmedFor(evCheckTimeout, baseOpts().ReadyTimeout)
 	// The timer reaches the loop on a channel of its own: a barrier alone
 	// could be answered first (21 runs in 100 failed so under -race).
 	r.expect("reload check timed out")
@@ -1218,7 +1176,7 @@ func TestRollingSwap(t *testing.T) {
 	var old []*scriptedWorker
 	for i := 0; i < 4; i++ {
 		old = append(old, r.worker())
-		r.notes <- Note{PID: old[i].pid, Ready: true}
+		r.notes <- handoff.Note{PID: old[i].pid, Ready: true}
 	}
 	r.expect("generation ready")
 	out := r.reloadAsync()
@@ -1234,12 +1192,13 @@ func TestRollingSwap(t *testing.T) {
 		if len(alive) > 5 {
 			t.Fatalf("%d workers alive during a rolling swap, want at most 5", len(alive))
 		}
+		r.barrier() // the loop starts a worker within a step: any other is in r.started
 		select {
 		case extra := <-r.started:
 			t.Fatalf("worker %d started before an old one exited", extra.pid)
 		default:
 		}
-		r.notes <- Note{PID: nw.pid, Ready: true}
+		r.notes <- handoff.Note{PID: nw.pid, Ready: true}
 		r.expect("worker retiring")
 		r.barrier()
 		for _, w := range old {
@@ -1257,7 +1216,7 @@ func TestRollingSwap(t *testing.T) {
 	// Halt: the second new worker fails.
 	out = r.reloadAsync()
 	n1 := r.worker()
-	r.notes <- Note{PID: n1.pid, Ready: true}
+	r.notes <- handoff.Note{PID: n1.pid, Ready: true}
 	r.expect("worker retiring")
 	r.barrier()
 	for _, w := range gen2 {
@@ -1290,8 +1249,6 @@ func TestWatchdog(t *testing.T) {
 		now = now.Add(d)
 	}
 	r := newRig(t, o, func(r *rig) {
-		r.hold = 3 * time.Minute
-		r.holdAlso = map[time.Duration][]func(){2 * time.Minute: nil}
 		r.s.Now = func() time.Time {
 			mu.Lock()
 			defer mu.Unlock()
@@ -1300,27 +1257,27 @@ func TestWatchdog(t *testing.T) {
 	})
 	ws := []*scriptedWorker{r.worker(), r.worker(), r.worker()}
 	for _, w := range ws {
-		r.notes <- Note{PID: w.pid, Ready: true}
+		r.notes <- handoff.Note{PID: w.pid, Ready: true}
 	}
 	r.expect("generation ready")
-	r.notes <- Note{PID: ws[0].pid, Watchdog: true} // pings, and once more 2 min later
-	r.notes <- Note{PID: ws[2].pid, Trigger: true}  // says it is hung
+	r.notes <- handoff.Note{PID: ws[0].pid, Watchdog: true} // pings, and once more 2 min later
+	r.notes <- handoff.Note{PID: ws[2].pid, Trigger: true}  // says it is hung
 	r.expect("worker hung")
 	r.barrier()
 	if got := ws[2].got(); len(got) != 1 || got[0] != unix.SIGABRT {
 		t.Fatalf("WATCHDOG=trigger: the worker got %v, want SIGABRT", got)
 	}
 	advance(2 * time.Minute)
-	r.notes <- Note{PID: ws[0].pid, Watchdog: true}
+	r.notes <- handoff.Note{PID: ws[0].pid, Watchdog: true}
 	r.barrier()
 	advance(time.Minute)
-	r.fireHeld()                 // 3 min after the first ping, 1 min after the last
-	r.awaitHeld(2 * time.Minute) // armed again for 3 min after the last
+	r.fireArmedFor(evWatchdog, o.Watchdog)  // 3 min after the first ping, 1 min after the last
+	r.awaitArmed(evWatchdog, 2*time.Minute) // armed again for 3 min after the last
 	if got := ws[0].got(); len(got) != 0 {
 		t.Fatalf("a worker that pinged within BATON_WATCHDOG got %v", got)
 	}
 	advance(2 * time.Minute)
-	r.fireHeldFor(2 * time.Minute) // BATON_WATCHDOG after its last ping
+	r.fireArmedFor(evWatchdog, 2*time.Minute) // BATON_WATCHDOG after its last ping
 	r.expect("worker hung")
 	r.barrier()
 	if got := ws[0].got(); len(got) != 1 || got[0] != unix.SIGABRT {
@@ -1329,6 +1286,88 @@ func TestWatchdog(t *testing.T) {
 	if got := ws[1].got(); len(got) != 0 {
 		t.Fatalf("a worker that never pinged got %v", got)
 	}
-	r.fireUntil("hung worker killed") // BATON_STOP_TIMEOUT: it is still there
+	r.fireArmedFor(evWatchdogKill, o.StopTimeout) // BATON_STOP_TIMEOUT: both hung ones are still there
+	r.expect("hung worker killed")
+	r.expect("hung worker killed")
+	r.barrier()
+	if got := ws[0].got(); len(got) != 2 || got[1] != unix.SIGKILL {
+		t.Fatalf("silent worker got %v, want SIGABRT, then SIGKILL", got)
+	}
 	r.expectStatus("watchdog kills counted", func(st Status) bool { return st.Stats.WatchdogKills == 2 })
+}
+
+// TestStatusAcrossLifecycle: the status /readyz, /healthz and /metrics
+// serve (control's TestHTTPFollowsStatus shows they follow it), through
+// start, swaps, a coalesced and a failed reload and a delayed shutdown:
+// ready only once the first generation is, never unready in the middle of
+// a swap, unready from the moment shutdown begins, healthy until it ends.
+func TestStatusAcrossLifecycle(t *testing.T) {
+	o := baseOpts()
+	o.Workers, o.ShutdownDelay = 2, time.Hour
+	r := newRig(t, o)
+	a, b := r.worker(), r.worker()
+	r.expectStatus("before ready", func(st Status) bool {
+		return !st.Ready && st.Healthy && st.Starting == 2 && st.Gen == 1
+	})
+	r.ready(a)
+	r.expectStatus("one of two workers ready", func(st Status) bool { return st.Serving == 1 && !st.Ready })
+	r.ready(b)
+	r.expectStatus("generation 1 ready", func(st Status) bool { return st.Ready && st.Gen == 1 && st.Serving == 2 })
+
+	// A swap: ready all along.
+	r.sigs <- unix.SIGHUP
+	c, d := r.worker(), r.worker()
+	r.expectStatus("mid-swap", func(st Status) bool { return st.Ready && st.Gen == 1 && st.Serving == 2 && st.Starting == 2 })
+	r.ready(c)
+	r.expectStatus("one new worker ready", func(st Status) bool { return st.Ready && st.Serving == 3 })
+	r.ready(d)
+	r.expect("swap complete")
+	r.expectStatus("after swap", func(st Status) bool { return st.Ready && st.Gen == 2 && st.Stats.ReloadsOK == 1 })
+	for _, w := range []*scriptedWorker{a, b} {
+		r.groupGone(w.pid)
+		r.exit(w.pid, 0)
+		r.expect("worker exited")
+	}
+	r.expectStatus("old generation gone", func(st Status) bool { return st.Ready && st.Retiring == 0 && st.Serving == 2 })
+
+	// Two reloads at once: one swap, one coalesced, then the coalesced
+	// swap fails (a new worker exits before ready): still ready.
+	r.sigs <- unix.SIGHUP
+	r.sigs <- unix.SIGHUP
+	e, f := r.worker(), r.worker()
+	r.expect("reload coalesced")
+	r.expectStatus("second reload coalesced", func(st Status) bool { return st.Ready && st.Stats.ReloadsCoalesced == 1 })
+	r.ready(e)
+	r.ready(f)
+	g, h := r.worker(), r.worker() // the coalesced swap
+	r.expect("swap complete")
+	r.expectStatus("coalesced swap begun", func(st Status) bool {
+		return st.Ready && st.Gen == 3 && st.Starting == 2 && st.Stats.ReloadsCoalesced == 1
+	})
+	r.ready(g)
+	r.exit(h.pid, 3)
+	r.expect("swap aborted")
+	r.expectStatus("after failed swap", func(st Status) bool {
+		return st.Ready && st.Gen == 3 && st.Stats.ReloadsOK == 2 && st.Stats.ReloadsFailed == 1 && st.Stats.LastSwap >= 0
+	})
+
+	// Shutdown with a delay: unready at once, still healthy and serving.
+	r.sigs <- unix.SIGTERM
+	r.expect("shutdown begun")
+	r.expectStatus("during shutdown delay", func(st Status) bool { return st.Stopping && !st.Ready && st.Healthy && st.Serving == 2 })
+	// A reload during the delay is ignored. USR1 behind it is a barrier:
+	// the signal channel is FIFO, so once USR1 was forwarded, the HUP was
+	// handled.
+	r.sigs <- unix.SIGHUP
+	r.sigs <- unix.SIGUSR1
+	r.expect("signal forwarded")
+	r.expectStatus("reload during shutdown delay", func(st Status) bool { return !st.Ready && st.Starting == 0 && st.Gen == 3 })
+	r.fireArmedFor(evShutdownDelay, o.ShutdownDelay)
+	r.expect("stopping")
+	for _, w := range []*scriptedWorker{c, d, e, f, g} { // generation 2 retiring, 3 serving, 4 rolled back
+		r.exit(w.pid, 0)
+	}
+	if code := r.ended("after the shutdown delay and every worker's exit"); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
 }

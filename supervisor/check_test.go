@@ -1,6 +1,6 @@
 //go:build linux
 
-package handoff
+package supervisor
 
 import (
 	"fmt"
@@ -32,8 +32,6 @@ func TestReloadCheckLeftovers(t *testing.T) {
 	}
 	checks := make(chan run, 4)
 	r := newRig(t, baseOpts(), func(r *rig) {
-		r.hold = time.Minute // the check's timeout (BATON_READY_TIMEOUT)
-		r.holdAlso = map[time.Duration][]func(){stop: nil}
 		r.s.Check = func(gen int) (Worker, <-chan string, error) {
 			r.nextPID++
 			c := run{endingWorker{&scriptedWorker{pid: r.nextPID}, make(chan time.Duration, 1)}, make(chan string, 1)}
@@ -68,7 +66,7 @@ func TestReloadCheckLeftovers(t *testing.T) {
 	if !called(term) || called(kill) {
 		t.Fatalf("calls %v, want %s and no SIGKILL yet", r.calls(), term)
 	}
-	r.fireHeldFor(stop)
+	r.fireArmedFor(evCheckKill, stop)
 	r.expect("reload check leftovers killed")
 	r.barrier()
 	if !called(kill) {
@@ -99,7 +97,7 @@ func TestReloadCheckLeftovers(t *testing.T) {
 	r.groupGone(c.w.pid)
 	r.exit(c.w.pid+1000, 0) // its child, reaped as an orphan
 	r.expect("orphan reaped")
-	r.fireHeldFor(stop)
+	r.fireArmedFor(evCheckKill, stop)
 	r.barrier()
 	if called(fmt.Sprintf("-%d SIGKILL", c.w.pid)) {
 		t.Fatalf("calls %v: an emptied group got SIGKILL", r.calls())

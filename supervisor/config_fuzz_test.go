@@ -1,6 +1,6 @@
 //go:build linux
 
-package handoff
+package supervisor
 
 import (
 	"fmt"
@@ -76,7 +76,7 @@ func FuzzDuration(f *testing.F) {
 
 // neverStop are the signals BATON_STOP_SIGNAL refuses: uncatchable ones,
 // the ones baton consumes (CHLD, URG) and the ones it never receives
-// (PIPE, PROF, 32-34: see main.otherSignals).
+// (PIPE, PROF, 32-34: see NeverReceived).
 var neverStop = []unix.Signal{unix.SIGKILL, unix.SIGSTOP, unix.SIGCHLD, unix.SIGURG, unix.SIGPIPE, unix.SIGPROF, 32, 33, 34}
 
 // neverReload adds the shutdown signals to neverStop.

@@ -1,11 +1,8 @@
 //go:build linux
 
-package handoff
+package supervisor
 
 import (
-	"bytes"
-	"net"
-	"reflect"
 	"testing"
 	"time"
 
@@ -64,60 +61,5 @@ func TestDecoders(t *testing.T) {
 		if err := z.Decode(in); err != nil || int64(z) != want {
 			t.Errorf("Size(%q) = %d, %v; want %d", in, z, err, want)
 		}
-	}
-	var ls Listeners
-	if err := ls.Decode("web=127.0.0.1:80, /run/app.sock ,dns=udp6://[::1]:53,:8080,adm=unix:///run/adm.sock?mode=0600&owner=0:3"); err != nil {
-		t.Fatal(err)
-	}
-	want := Listeners{
-		{Name: "web", Network: "tcp", Addr: "127.0.0.1:80"},
-		{Network: "unix", Addr: "/run/app.sock", Mode: 0o666},
-		{Name: "dns", Network: "udp6", Addr: "[::1]:53"},
-		{Network: "tcp", Addr: ":8080"},
-		{Name: "adm", Network: "unix", Addr: "/run/adm.sock", Mode: 0o600},
-	}
-	if o := ls[len(ls)-1].Owner; o == nil || o.UID != 0 || o.GID != 3 {
-		t.Errorf("owner=0:3 gave %+v", o)
-	}
-	ls[len(ls)-1].Owner = nil
-	if !reflect.DeepEqual(ls, want) {
-		t.Fatalf("Listeners =\n%+v\nwant\n%+v", ls, want)
-	}
-	for _, bad := range []string{"127.0.0.1:80?mode=0600", "@abstract?mode=0600", "/s.sock?mode=999", "/s.sock?mode=0600&color=red", "/s.sock?owner=nosuchuser1"} {
-		if err := ls.Decode(bad); err == nil {
-			t.Errorf("Listeners accepted %q", bad)
-		}
-	}
-}
-
-// TestNotifyRefusesOversized: a datagram over 4096 bytes (systemd's
-// limit) is dropped, not truncated and then parsed.
-func TestNotifyRefusesOversized(t *testing.T) {
-	n, err := NewNotifier([]string{t.TempDir()}, -1, -1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
-	notes := make(chan Note, 4)
-	go n.Run(notes)
-	c, err := net.Dial("unixgram", n.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	big := append([]byte("READY=1\n"), bytes.Repeat([]byte("x"), 5000)...)
-	if _, err := c.Write(big); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Write([]byte("STATUS=after")); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case note := <-notes:
-		if note.Ready || note.Status != "after" {
-			t.Fatalf("first note %+v: the oversized datagram was parsed", note)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("no note")
 	}
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package handoff
+package supervisor
 
 import (
 	"fmt"
@@ -22,36 +22,36 @@ type CanaryStep struct {
 	Duration time.Duration
 }
 
-// canaryRun is a canary in progress.
+// canaryRun is a canary in progress: of s.next, the old generation being
+// s.current.
 type canaryRun struct {
-	g, old *generation
-	step   int
+	step int
 }
 
-// startCanary begins g's canary: its workers are all ready; the old
+// startCanary begins the canary of s.next: its workers are all ready; the old
 // generation still serves the rest.
-func (s *Supervisor) startCanary(g *generation) {
-	s.canary = &canaryRun{g: g, old: s.current}
+func (s *Supervisor) startCanary() {
+	s.canary = &canaryRun{}
 	s.canaryStep()
 }
 
 func (s *Supervisor) canaryStep() {
 	c := s.canary
-	st := s.Canary[c.step]
-	if err := s.Sockets.Split(c.old.num, c.g.num, st.Percent); err != nil {
-		s.Log.Error().Err(err).Int("gen", c.g.num).Msg("steer failed")
+	st := s.opts.Canary[c.step]
+	if err := s.Sockets.Split(s.current.num, s.next.num, st.Percent); err != nil {
+		s.Log.Error().Err(err).Int("gen", s.next.num).Msg("steer failed")
 		s.abortCanary("steer failed")
 		return
 	}
-	s.Log.Info().Int("gen", c.g.num).Int("step", c.step+1).Int("percent", st.Percent).Dur("duration", st.Duration).Msg("canary step")
-	s.after(st.Duration, timerEvent{kind: evCanaryStep, gen: c.g.num, idx: c.step})
+	s.Log.Info().Int("gen", s.next.num).Int("step", c.step+1).Int("percent", st.Percent).Dur("duration", st.Duration).Msg("canary step")
+	s.after(st.Duration, timerEvent{kind: evCanaryStep, gen: s.next.num, idx: c.step})
 }
 
 // onCanaryStep ends a step: its check, if any, then the next step or the
 // cutover.
 func (s *Supervisor) onCanaryStep(gen, step int) {
 	c := s.canary
-	if c == nil || c.g.num != gen || c.step != step || s.stopping || s.draining {
+	if c == nil || s.next.num != gen || c.step != step || s.phase >= phaseDraining {
 		return
 	}
 	if s.CanaryCheck == nil {
@@ -79,12 +79,12 @@ func (s *Supervisor) canaryChecked(reason string) {
 		return
 	}
 	c.step++
-	if c.step < len(s.Canary) {
+	if c.step < len(s.opts.Canary) {
 		s.canaryStep()
 		return
 	}
 	s.canary = nil
-	c.g.canaried = true
+	s.next.canaried = true
 	s.finishSwap() // all new connections to it, as a swap without a canary
 }
 
@@ -97,36 +97,32 @@ func (s *Supervisor) abortCanary(reason string) {
 	if c == nil {
 		return
 	}
-	if err := s.Sockets.Steer(c.old.num); err != nil {
-		s.Log.Error().Err(err).Int("gen", c.old.num).Msg("steer failed")
+	if err := s.Sockets.Steer(s.current.num); err != nil {
+		s.Log.Error().Err(err).Int("gen", s.current.num).Msg("steer failed")
 	}
 	if ck := s.checking; ck != nil && ck.canary && !ck.exited {
 		ck.killed = true
 		_ = ck.w.Signal(unix.SIGKILL) // its answer no longer matters
 	}
-	g := c.g
+	g := s.next
 	s.next = nil
 	s.stats.ReloadsFailed++
 	s.Log.Warn().Int("gen", g.num).Int("step", c.step+1).Str("reason", reason).Msg("canary aborted")
-	answerAll(&g.waiters, Outcome{Gen: c.old.num, Reason: fmt.Sprintf("canary of generation %d aborted at step %d: %s", g.num, c.step+1, reason)})
-	s.handOver(g)
-	s.afterSwap()
+	s.conclude(g, Outcome{Gen: s.current.num, Reason: fmt.Sprintf("canary of generation %d aborted at step %d: %s", g.num, c.step+1, reason)}, g)
 }
 
 // onBakeEnd: the bake passed; the parked generation retires as an old one
 // does.
 func (s *Supervisor) onBakeEnd(gen int) {
 	old := s.parked
-	if old == nil || old.num != gen || s.stopping || s.draining {
+	if old == nil || old.num != gen || s.phase >= phaseDraining {
 		return
 	}
 	s.parked = nil
 	g := s.current
 	s.stats.ReloadsOK++
 	s.Log.Info().Int("gen", g.num).Int("parked", old.num).Msg("bake done")
-	answerAll(&g.waiters, Outcome{OK: true, Gen: g.num})
-	s.handOver(old)
-	s.afterSwap()
+	s.conclude(g, Outcome{OK: true, Gen: g.num}, old)
 }
 
 // revert returns to the parked generation during a bake: every new
@@ -139,22 +135,21 @@ func (s *Supervisor) revert(reason string) {
 		s.Log.Error().Err(err).Int("gen", old.num).Msg("steer failed")
 	}
 	s.current = old
-	for i, w := range old.workers {
-		if w == nil && !old.pending[i] {
+	for i := range old.slots {
+		w := old.slots[i].w
+		if w == nil && !old.slots[i].pending {
 			// A parked worker that exited is started again now (the
 			// others serve meanwhile).
-			old.pending[i] = true
+			old.slots[i].pending = true
 			s.after(0, timerEvent{kind: evRestart, gen: old.num, idx: i})
 		}
 	}
-	if w := old.workers[0]; w != nil && s.owns(0) {
+	if w := old.slots[0].w; w != nil && s.owns(0) {
 		s.setForeground(w.pid)
 	}
 	s.stats.ReloadsReverted++
 	s.Log.Warn().Int("gen", g.num).Int("to", old.num).Str("reason", reason).Msg("swap reverted")
-	answerAll(&g.waiters, Outcome{Gen: old.num, Reason: "generation " + strconv.Itoa(g.num) + " reverted to " + strconv.Itoa(old.num) + ": " + reason})
-	s.handOver(g)
-	s.afterSwap()
+	s.conclude(g, Outcome{Gen: old.num, Reason: "generation " + strconv.Itoa(g.num) + " reverted to " + strconv.Itoa(old.num) + ": " + reason}, g)
 }
 
 // onStopping: a worker sent STOPPING=1 unasked, so it is about to exit. A
@@ -165,11 +160,16 @@ func (s *Supervisor) onStopping(w *worker) {
 	g := w.gen
 	why := "worker " + strconv.Itoa(w.idx) + " sent STOPPING=1 unasked"
 	switch {
-	case s.canary != nil && g == s.canary.g:
+	case s.inCanary(g):
 		s.abortCanary(why)
 	case s.parked != nil && g == s.current:
 		s.revert(why + " during the bake")
 	default:
 		s.Log.Info().Int("gen", g.num).Int("worker", w.idx).Int("pid", w.pid).Msg("worker stopping unasked")
 	}
+}
+
+// inCanary reports whether g is the generation in its canary.
+func (s *Supervisor) inCanary(g *generation) bool {
+	return s.canary != nil && g == s.next
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package handoff
+package supervisor
 
 import "strconv"
 
@@ -12,21 +12,20 @@ import "strconv"
 
 // rolling reports whether reloads are rolling swaps.
 func (s *Supervisor) rolling() bool {
-	return s.Surge > 0 && s.Surge < s.Workers
+	return s.opts.Surge > 0 && s.opts.Surge < s.opts.Workers
 }
 
 // rollOn starts as many of the new generation's workers as the bound
 // allows.
 func (s *Supervisor) rollOn() {
 	g := s.next
-	if g == nil || !s.rolling() || s.stopping {
+	if g == nil || !s.rolling() || s.phase >= phaseStopping {
 		return
 	}
-	for g.started < s.Workers && len(s.byPID) < s.Workers+s.Surge {
+	for g.started < s.opts.Workers && len(s.byPID) < s.opts.Workers+s.opts.Surge {
 		idx := g.started
 		g.started++
 		if _, err := s.startWorker(g, idx, false); err != nil {
-			s.Log.Error().Err(err).Int("gen", g.num).Int("worker", idx).Msg("worker start failed")
 			s.halt("worker start failed")
 			return
 		}
@@ -35,7 +34,8 @@ func (s *Supervisor) rollOn() {
 
 // retireOneOld retires one serving worker of the current generation.
 func (s *Supervisor) retireOneOld() {
-	for _, w := range s.current.workers {
+	for _, sl := range s.current.slots {
+		w := sl.w
 		if w != nil && !w.retiring {
 			s.retire(w)
 			return
@@ -51,7 +51,8 @@ func (s *Supervisor) retireOneOld() {
 func (s *Supervisor) halt(reason string) {
 	g := s.next
 	ready := 0
-	for _, w := range g.workers {
+	for _, sl := range g.slots {
+		w := sl.w
 		if w != nil && w.ready {
 			ready++
 		}
@@ -62,7 +63,8 @@ func (s *Supervisor) halt(reason string) {
 	}
 	s.next = nil
 	cur := s.current
-	for _, w := range g.workers {
+	for _, sl := range g.slots {
+		w := sl.w
 		if w == nil {
 			continue
 		}
@@ -70,18 +72,29 @@ func (s *Supervisor) halt(reason string) {
 			s.retire(w)
 			continue
 		}
-		for i, o := range cur.workers {
+		for i := range cur.slots {
+			o := cur.slots[i].w
 			if o == nil || o.retiring {
-				cur.workers[i] = w // the old one, if draining, no longer owns the slot
+				cur.slots[i].w = w // the old one, if draining, no longer owns the slot
 				w.gen, w.idx = cur, i
 				break
 			}
 		}
 	}
 	s.stats.ReloadsFailed++
-	s.Log.Warn().Int("gen", g.num).Int("replaced", ready).Int("workers", s.Workers).Str("reason", reason).Msg("swap halted")
-	why := "halted after " + strconv.Itoa(ready) + " of " + strconv.Itoa(s.Workers) +
+	s.Log.Warn().Int("gen", g.num).Int("replaced", ready).Int("workers", s.opts.Workers).Str("reason", reason).Msg("swap halted")
+	why := "halted after " + strconv.Itoa(ready) + " of " + strconv.Itoa(s.opts.Workers) +
 		" workers of generation " + strconv.Itoa(g.num) + " were serving: " + reason
 	answerAll(&g.waiters, Outcome{Gen: cur.num, Reason: why})
 	s.afterSwap()
+}
+
+// rollBack ends the swap in progress that went wrong: a rolling swap
+// halts (its ready workers stay), a whole-generation swap is aborted.
+func (s *Supervisor) rollBack(reason string) {
+	if s.rolling() {
+		s.halt(reason)
+	} else {
+		s.abortSwap(reason)
+	}
 }

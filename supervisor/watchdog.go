@@ -1,6 +1,6 @@
 //go:build linux
 
-package handoff
+package supervisor
 
 import "golang.org/x/sys/unix"
 
@@ -14,7 +14,7 @@ import "golang.org/x/sys/unix"
 
 // onWatchdog takes a WATCHDOG=1 (or =trigger) from w.
 func (s *Supervisor) onWatchdog(w *worker, trigger bool) {
-	if s.Watchdog <= 0 || w.hung || w.retiring || s.stopping {
+	if s.opts.Watchdog <= 0 || w.hung || w.retiring || s.phase >= phaseStopping {
 		return
 	}
 	if trigger {
@@ -27,20 +27,23 @@ func (s *Supervisor) onWatchdog(w *worker, trigger bool) {
 	w.lastPing = s.Now()
 	if !w.watched {
 		w.watched = true
-		s.after(s.Watchdog, timerEvent{kind: evWatchdog, pid: w.pid, w: w})
+		s.after(s.opts.Watchdog, timerEvent{kind: evWatchdog, w: w})
 	}
 }
 
 // onWatchdogTimer: w is hung if its last ping is a whole BATON_WATCHDOG
 // old; otherwise the timer is armed again for when it would be.
 func (s *Supervisor) onWatchdogTimer(w *worker) {
-	w.watched = false
-	if w.hung || w.retiring || s.stopping {
+	if s.byPID[w.pid] != w {
 		return
 	}
-	if left := s.Watchdog - s.Now().Sub(w.lastPing); left > 0 {
+	w.watched = false
+	if w.hung || w.retiring || s.phase >= phaseStopping {
+		return
+	}
+	if left := s.opts.Watchdog - s.Now().Sub(w.lastPing); left > 0 {
 		w.watched = true
-		s.after(left, timerEvent{kind: evWatchdog, pid: w.pid, w: w})
+		s.after(left, timerEvent{kind: evWatchdog, w: w})
 		return
 	}
 	s.hang(w, "no WATCHDOG=1 within BATON_WATCHDOG")
@@ -48,14 +51,26 @@ func (s *Supervisor) onWatchdogTimer(w *worker) {
 
 // hang aborts a hung worker.
 func (s *Supervisor) hang(w *worker, reason string) {
-	if w.hung || w.retiring || s.stopping {
+	if w.hung || w.retiring || s.phase >= phaseStopping {
 		return
 	}
 	w.hung = true
 	s.stats.WatchdogKills++
 	s.Log.Warn().Int("gen", w.gen.num).Int("worker", w.idx).Int("pid", w.pid).Str("reason", reason).Msg("worker hung")
-	if err := s.signal(w, unix.SIGABRT); err != nil {
-		s.Log.Error().Err(err).Int("pid", w.pid).Msg("signal not forwarded")
+	s.sent(s.signal(w, unix.SIGABRT), w.pid, unix.SIGABRT, "signal not forwarded")
+	s.after(s.opts.StopTimeout, timerEvent{kind: evWatchdogKill, w: w})
+}
+
+// onWatchdogKill: hung worker w got SIGABRT a stop timeout ago.
+func (s *Supervisor) onWatchdogKill(w *worker) {
+	if s.byPID[w.pid] != w {
+		return
 	}
-	s.after(s.StopTimeout, timerEvent{kind: evWatchdogKill, pid: w.pid, w: w})
+	// Alive after SIGABRT and the stop timeout (a stopped process
+	// cannot act on SIGABRT): its group goes.
+	if err := w.w.Signal(unix.SIGKILL); err == nil {
+		s.Log.Warn().Int("gen", w.gen.num).Int("pid", w.pid).Msg("hung worker killed")
+	} else {
+		s.sent(err, w.pid, unix.SIGKILL, "kill failed")
+	}
 }

@@ -1,6 +1,6 @@
 //go:build linux
 
-package handoff
+package supervisor
 
 import (
 	"slices"
@@ -9,13 +9,15 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/handoff"
 )
 
-// Step and bake durations in these tests: no other timer has them.
+// Step and bake durations in these tests.
 const (
-	step1 = 21 * time.Minute
-	step2 = 22 * time.Minute
-	bake  = 23 * time.Minute
+	step1 = time.Minute
+	step2 = 2 * time.Minute
+	bake  = 5 * time.Minute
 )
 
 // canaryRig is a steer-mode rig with two workers per generation, the
@@ -24,15 +26,7 @@ func canaryRig(t *testing.T, steps []CanaryStep, bake time.Duration, setup ...fu
 	t.Helper()
 	o := baseOpts()
 	o.Workers, o.Canary, o.Bake = 2, steps, bake
-	r, fs := steerRigWith(t, o, append([]func(*rig){func(r *rig) {
-		r.holdAlso = map[time.Duration][]func(){}
-		for _, st := range steps {
-			r.holdAlso[st.Duration] = nil
-		}
-		if bake > 0 {
-			r.holdAlso[bake] = nil
-		}
-	}}, setup...)...)
+	r, fs := steerRigWith(t, o, setup...)
 	gen1 := r.readyGeneration()
 	return r, fs, gen1
 }
@@ -42,7 +36,7 @@ func canaryRig(t *testing.T, steps []CanaryStep, bake time.Duration, setup ...fu
 func (r *rig) readyGeneration() []*scriptedWorker {
 	r.t.Helper()
 	var ws []*scriptedWorker
-	for range r.s.Workers {
+	for range r.s.opts.Workers {
 		w := r.worker()
 		r.ready(w)
 		ws = append(ws, w)
@@ -60,13 +54,13 @@ func quiet(t *testing.T, what string, ws []*scriptedWorker) {
 	}
 }
 
-// retiredAfterSettle fires the held settle timer and checks that each of
-// ws got the stop signal. The loop arms that timer in the step that ends
-// the swap, after it has answered the reload's waiters: an outcome seen
-// does not mean the timer is armed yet (fireHeld waits for the step).
+// retiredAfterSettle fires the settle timer and checks that each of ws got
+// the stop signal. The loop arms that timer in the step that ends the
+// swap, after it has answered the reload's waiters: an outcome seen does
+// not mean the timer is armed yet (fire waits for the step).
 func (r *rig) retiredAfterSettle(ws []*scriptedWorker) {
 	r.t.Helper()
-	r.fireHeld()
+	r.fireArmedFor(evHandover, steerTestSettle)
 	r.expect("worker retiring")
 	r.barrier()
 	stopped(r.t, ws)
@@ -88,7 +82,7 @@ func stopped(t *testing.T, ws []*scriptedWorker) {
 // waits for the bake; status shows each phase.
 func TestCanaryStepsThenBake(t *testing.T) {
 	r, fs, gen1 := canaryRig(t, []CanaryStep{{10, step1}, {50, step2}}, bake)
-	out := r.reloadAsync()
+	out := r.reloadWaiter()
 	gen2 := r.readyGeneration()
 	r.expect("canary step")
 	r.expectStatus("step 1", func(st Status) bool {
@@ -97,10 +91,10 @@ func TestCanaryStepsThenBake(t *testing.T) {
 	if got := fs.got(); !slices.Equal(got, []string{"open 1", "open 2", "split 1 2 10%"}) {
 		t.Fatalf("calls %v", got)
 	}
-	r.fireHeldFor(step1)
+	r.fireArmedFor(evCanaryStep, step1)
 	r.expect("canary step")
 	r.expectStatus("step 2", func(st Status) bool { return st.CanaryStep == 2 && st.CanaryPercent == 50 })
-	r.fireHeldFor(step2)
+	r.fireArmedFor(evCanaryStep, step2)
 	r.expect("bake begun")
 	r.expectStatus("bake", func(st Status) bool {
 		return st.Gen == 2 && st.Canary == 0 && st.Parked == 1 && st.BakeLeft > bake-time.Minute && st.BakeLeft <= bake && st.Stats.ReloadsOK == 0
@@ -109,12 +103,13 @@ func TestCanaryStepsThenBake(t *testing.T) {
 		t.Fatalf("calls %v", got)
 	}
 	quiet(t, "canary and bake", gen1)
+	r.barrier() // the loop answers within a step, into out
 	select {
 	case o := <-out:
 		t.Fatalf("outcome %+v before the bake ended", o)
 	default:
 	}
-	r.fireHeldFor(bake)
+	r.fireArmedFor(evBakeEnd, bake)
 	r.expect("bake done")
 	if o := r.outcome(out); !o.OK || o.Gen != 2 {
 		t.Fatalf("outcome %+v, want generation 2", o)
@@ -153,7 +148,7 @@ func TestCanaryAbortedByExit(t *testing.T) {
 	r.readyGeneration()
 	r.expect("canary step")
 	fs.wantLast(t, "split 1 3 10%", "generation 3's canary")
-	r.fireHeldFor(step1)
+	r.fireArmedFor(evCanaryStep, step1)
 	r.expect("swap complete")
 	if o := r.outcome(out); !o.OK || o.Gen != 3 {
 		t.Fatalf("outcome %+v", o)
@@ -176,13 +171,13 @@ func TestCanaryCheck(t *testing.T) {
 	out := r.reloadAsync()
 	r.readyGeneration()
 	r.expect("canary step")
-	r.fireHeldFor(step1)
+	r.fireArmedFor(evCanaryStep, step1)
 	r.expect("reload check begun")
 	c := <-checks
 	lines <- "p99 fine"
 	r.exit(c.pid, 0)
 	r.expect("canary step")
-	r.fireHeldFor(step2)
+	r.fireArmedFor(evCanaryStep, step2)
 	r.expect("reload check begun")
 	c = <-checks
 	lines <- "error rate 7%"
@@ -219,7 +214,8 @@ func TestBakeRevert(t *testing.T) {
 		return st.Gen == 1 && st.Parked == 0 && st.Stats.ReloadsReverted == 1 && st.Stats.ReloadsOK == 0
 	})
 	quiet(t, "revert", gen1[:1])
-	r.fireUntil("worker started") // the parked worker that died
+	r.fireArmedFor(evRestart, 0) // the parked worker that died
+	r.expect("worker started")
 	r.worker()
 	r.retiredAfterSettle(gen2[:1])
 }
@@ -261,7 +257,7 @@ func TestStoppingUnasked(t *testing.T) {
 			out := r.reloadAsync()
 			gen2 := r.readyGeneration()
 			r.expect(c.begun)
-			r.notes <- Note{PID: gen2[c.worker].pid, Stopping: true}
+			r.notes <- handoff.Note{PID: gen2[c.worker].pid, Stopping: true}
 			if o := r.outcome(out); o.OK || !strings.Contains(o.Reason, c.reason) {
 				t.Fatalf("outcome %+v", o)
 			}
@@ -270,7 +266,7 @@ func TestStoppingUnasked(t *testing.T) {
 	}
 	t.Run("otherwise", func(t *testing.T) {
 		r, _, gen1 := canaryRig(t, nil, 0)
-		r.notes <- Note{PID: gen1[0].pid, Stopping: true}
+		r.notes <- handoff.Note{PID: gen1[0].pid, Stopping: true}
 		r.expect("worker stopping unasked")
 		r.expectStatus("nothing changed", func(st Status) bool { return st.Gen == 1 && st.Serving == 2 })
 	})
@@ -293,7 +289,7 @@ func TestReleaseWhenNobodyAccepts(t *testing.T) {
 		r.exit(w.pid, 1)
 		r.expect("worker exited")
 	}
-	r.fireHeld() // the settle after the abort
+	r.fireArmedFor(evHandover, steerTestSettle) // the settle after the abort
 	r.expect("old generation's queue not emptied")
 	r.barrier()
 	if got := fs.got(); len(got) < 2 || got[len(got)-2] != "relay 2" || got[len(got)-1] != "release 2" {

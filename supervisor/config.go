@@ -1,6 +1,6 @@
 //go:build linux
 
-package handoff
+package supervisor
 
 import (
 	"errors"
@@ -9,10 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/baton-init/baton/internal/clip"
 	"github.com/docker/go-units"
 	"golang.org/x/sys/unix"
-
-	"github.com/baton-init/baton/spawn"
 )
 
 // Duration is a BATON_* duration: Go syntax (1.5s, 2m) or bare integer
@@ -28,7 +27,7 @@ func (d *Duration) Decode(v string) error {
 	}
 	t, err := time.ParseDuration(v)
 	if err != nil || t < 0 {
-		return fmt.Errorf("want a duration like 1.5s, 2m or 30 (seconds), got %q", spawn.Clip(v))
+		return fmt.Errorf("want a duration like 1.5s, 2m or 30 (seconds), got %q", clip.Value(v))
 	}
 	*d = Duration(t)
 	return nil
@@ -75,7 +74,7 @@ func (r *ReadyMode) Decode(v string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("want notify, auto or delay:DURATION (e.g. delay:2s), got %q", spawn.Clip(v))
+	return fmt.Errorf("want notify, auto or delay:DURATION (e.g. delay:2s), got %q", clip.Value(v))
 }
 
 // Signal is a signal name or number: TERM, SIGTERM, 15.
@@ -88,7 +87,7 @@ func ParseSignal(v string) (unix.Signal, error) {
 		if n >= 1 && n <= 64 {
 			return unix.Signal(n), nil
 		}
-		return 0, fmt.Errorf("signal number out of range 1..64: %q", spawn.Clip(v))
+		return 0, fmt.Errorf("signal number out of range 1..64: %q", clip.Value(v))
 	}
 	if !strings.HasPrefix(s, "SIG") {
 		s = "SIG" + s
@@ -96,7 +95,7 @@ func ParseSignal(v string) (unix.Signal, error) {
 	if sig := unix.SignalNum(s); sig != 0 {
 		return sig, nil
 	}
-	return 0, fmt.Errorf("want a signal name like TERM or a number, got %q", spawn.Clip(v))
+	return 0, fmt.Errorf("want a signal name like TERM or a number, got %q", clip.Value(v))
 }
 
 // Decode implements envconfig.Decoder.
@@ -112,10 +111,28 @@ func (s *Signal) Decode(v string) error {
 	return nil
 }
 
-// unreceivable reports whether baton can never receive sig: it does not
-// subscribe to it (main.otherSignals) or the Go runtime keeps it.
-func unreceivable(sig unix.Signal) bool {
-	return sig == unix.SIGPIPE || sig == unix.SIGPROF || (sig >= 32 && sig <= 34)
+// NeverReceived reports whether sig is one of the signals baton never
+// receives, the one list of them: main subscribes to every other one, and
+// the decoders refuse them. They are:
+//   - SIGKILL and SIGSTOP, which nobody can catch;
+//   - SIGURG, which the runtime sends itself to preempt goroutines (runc
+//     signals.go);
+//   - SIGPROF, which the runtime consumes for profiling;
+//   - SIGPIPE: the kernel raises it for baton's own writes to a peer that
+//     went away (an HTTP client that resets, a log reader that died), and
+//     nothing tells those apart from a kill(2), so a subscribed SIGPIPE
+//     would be forwarded to every worker. Unsubscribed, the runtime ignores
+//     it for sockets and pipes (os/signal), and baton never writes to
+//     fd 1 or 2 through an os.File, where it would be fatal (main's
+//     newLogger, stderrf);
+//   - 32, 33 and 34, which the runtime keeps for itself (glibc's and musl's
+//     internal signals) and never delivers.
+func NeverReceived(sig unix.Signal) bool {
+	switch sig {
+	case unix.SIGKILL, unix.SIGSTOP, unix.SIGURG, unix.SIGPROF, unix.SIGPIPE, 32, 33, 34:
+		return true
+	}
+	return false
 }
 
 // StopSignal is BATON_STOP_SIGNAL: the signal that asks a worker to finish.
@@ -133,7 +150,7 @@ func (s *StopSignal) Decode(v string) error {
 	switch u := unix.Signal(sig); {
 	case u == unix.SIGCHLD || u == unix.SIGURG:
 		return fmt.Errorf("%s cannot be the stop signal: baton consumes it", unix.SignalName(u))
-	case unreceivable(u):
+	case NeverReceived(u):
 		return fmt.Errorf("signal %d cannot be the stop signal: baton never receives it", int(u))
 	}
 	*s = StopSignal(sig)
@@ -156,7 +173,7 @@ func (r *ReloadSignal) Decode(v string) error {
 	switch sig := unix.Signal(s); {
 	case isShutdown(sig) || sig == unix.SIGCHLD || sig == unix.SIGURG:
 		return fmt.Errorf("%s cannot be the reload signal", unix.SignalName(sig))
-	case unreceivable(sig):
+	case NeverReceived(sig):
 		return fmt.Errorf("baton never receives signal %d, so it cannot be the reload signal", int(sig))
 	}
 	*r = ReloadSignal(s)
@@ -172,7 +189,7 @@ func (m *SignalMap) Decode(v string) error {
 	for _, pair := range strings.Split(v, ",") {
 		from, to, ok := strings.Cut(strings.TrimSpace(pair), ":")
 		if !ok {
-			return fmt.Errorf("want FROM:TO pairs like TERM:QUIT,WINCH: (empty TO drops), got %q", spawn.Clip(pair))
+			return fmt.Errorf("want FROM:TO pairs like TERM:QUIT,WINCH: (empty TO drops), got %q", clip.Value(pair))
 		}
 		f, err := ParseSignal(from)
 		if err != nil {
@@ -202,7 +219,7 @@ func mapSource(sig unix.Signal) error {
 		return fmt.Errorf("%s cannot be caught, so it cannot be rewritten", unix.SignalName(sig))
 	case sig == unix.SIGCHLD || sig == unix.SIGURG:
 		return fmt.Errorf("%s cannot be rewritten: baton consumes it", unix.SignalName(sig))
-	case unreceivable(sig):
+	case NeverReceived(sig):
 		return fmt.Errorf("baton never receives signal %d, so it cannot be rewritten", int(sig))
 	}
 	return nil
@@ -233,7 +250,7 @@ func (r *Restart) Decode(v string) error {
 		*r = Restart(v)
 		return nil
 	}
-	return fmt.Errorf("want on-failure, always or never, got %q", spawn.Clip(v))
+	return fmt.Errorf("want on-failure, always or never, got %q", clip.Value(v))
 }
 
 // RestartLimit is BATON_RESTART_LIMIT: at most Count restarts within Window.
@@ -248,7 +265,7 @@ func (l *RestartLimit) Decode(v string) error {
 	n, err := strconv.Atoi(strings.TrimSpace(c))
 	var d Duration
 	if !ok || err != nil || n < 1 || d.Decode(w) != nil || d == 0 {
-		return fmt.Errorf("want COUNT/WINDOW like 5/60s (COUNT ≥ 1), got %q", spawn.Clip(v))
+		return fmt.Errorf("want COUNT/WINDOW like 5/60s (COUNT ≥ 1), got %q", clip.Value(v))
 	}
 	*l = RestartLimit{Count: n, Window: time.Duration(d)}
 	return nil
@@ -265,7 +282,7 @@ func (m *ExitMap) Decode(v string) error {
 		f, err1 := strconv.Atoi(from)
 		t, err2 := strconv.Atoi(to)
 		if !ok || err1 != nil || err2 != nil || f < 0 || f > 255 || t < 0 || t > 255 {
-			return fmt.Errorf("want FROM:TO exit codes 0..255 like 143:0, got %q", spawn.Clip(pair))
+			return fmt.Errorf("want FROM:TO exit codes 0..255 like 143:0, got %q", clip.Value(pair))
 		}
 		out[f] = t
 	}
@@ -291,7 +308,7 @@ const maxWorkers = 1024
 func (c *Count) Decode(v string) error {
 	n, err := strconv.Atoi(strings.TrimSpace(v))
 	if err != nil || n < 1 || n > maxWorkers {
-		return fmt.Errorf("want a whole number from 1 to %d, got %q", maxWorkers, spawn.Clip(v))
+		return fmt.Errorf("want a whole number from 1 to %d, got %q", maxWorkers, clip.Value(v))
 	}
 	*c = Count(n)
 	return nil
@@ -314,11 +331,11 @@ func (s *Size) Decode(v string) error {
 	}
 	if strings.TrimLeft(t, "0123456789.") == "" {
 		// 512 would mean 512 bytes, which no process's RSS is below.
-		return fmt.Errorf("want a size with a unit like 512MiB, 512Mi or 1g, got %q (a bare number would be bytes)", spawn.Clip(v))
+		return fmt.Errorf("want a size with a unit like 512MiB, 512Mi or 1g, got %q (a bare number would be bytes)", clip.Value(v))
 	}
 	n, err := units.RAMInBytes(t)
 	if err != nil || n <= 0 {
-		return fmt.Errorf("want a size like 512MiB, 512Mi or 1g, got %q", spawn.Clip(v))
+		return fmt.Errorf("want a size like 512MiB, 512Mi or 1g, got %q", clip.Value(v))
 	}
 	*s = Size(n)
 	return nil
@@ -340,7 +357,7 @@ func (h *Handoff) Decode(v string) error {
 		*h = Handoff(v)
 		return nil
 	}
-	return fmt.Errorf("want shared or steer, got %q", spawn.Clip(v))
+	return fmt.Errorf("want shared or steer, got %q", clip.Value(v))
 }
 
 // CanarySteps is BATON_CANARY: PERCENT:DURATION steps, comma-separated
@@ -362,15 +379,15 @@ func (c *CanarySteps) Decode(v string) error {
 		f = strings.TrimSpace(f)
 		pct, dur, ok := strings.Cut(f, ":")
 		if !ok {
-			return fmt.Errorf("step %d: want PERCENT:DURATION like 10%%:30s, got %q", i+1, spawn.Clip(f))
+			return fmt.Errorf("step %d: want PERCENT:DURATION like 10%%:30s, got %q", i+1, clip.Value(f))
 		}
 		n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(pct), "%"))
 		if err != nil || n < 1 || n > 99 {
-			return fmt.Errorf("step %d: want a percent from 1%% to 99%%, got %q", i+1, spawn.Clip(pct))
+			return fmt.Errorf("step %d: want a percent from 1%% to 99%%, got %q", i+1, clip.Value(pct))
 		}
 		var d Duration
 		if err := d.Decode(dur); err != nil || d == 0 {
-			return fmt.Errorf("step %d: want a duration above 0 like 30s or 1m, got %q", i+1, spawn.Clip(dur))
+			return fmt.Errorf("step %d: want a duration above 0 like 30s or 1m, got %q", i+1, clip.Value(dur))
 		}
 		if len(steps) == maxCanarySteps {
 			return fmt.Errorf("at most %d steps", maxCanarySteps)
