@@ -9,7 +9,7 @@ import (
 )
 
 // TestCheck: what the check lets through and what it reports, with
-// messages made the way baton's decoders make them (spawn.Clip and %q).
+// messages made the way baton's decoders make them (clip.Value and %q).
 func TestCheck(t *testing.T) {
 	secret := "0123456789abcdefSECRET"
 	cases := []struct {
