@@ -36,7 +36,6 @@ func SchedNS(pid int) (ns int64, ok bool) {
 // Proc is one line of /proc/PID/stat, the fields used here.
 type Proc struct {
 	PID, PPID, PGID int
-	Ticks           int64 // utime + stime, clock ticks (USER_HZ)
 }
 
 // ReadStat parses /proc/PID/stat; ok is false for a process that is gone.
@@ -52,16 +51,13 @@ func ReadStat(pid int) (Proc, bool) {
 		return Proc{}, false
 	}
 	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state): ppid is field 4, pgid 5, utime 14, stime 15.
-	if len(f) < 13 {
+	// f[0] is field 3 (state): ppid is field 4, pgid 5.
+	if len(f) < 3 {
 		return Proc{}, false
 	}
 	p := Proc{PID: pid}
 	p.PPID, _ = strconv.Atoi(f[1])
 	p.PGID, _ = strconv.Atoi(f[2])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	p.Ticks = ut + st
 	return p, true
 }
 

@@ -113,8 +113,8 @@ func cmdCanary(args []string) int {
 		if err != nil {
 			return fmt.Errorf("%s/%s run %d: %w", sp.Kind, sp.Config, sp.Run, err)
 		}
-		logf("%s/%s run %d: done in %.1f s (outcome %.2f s, old gone %.2f s, %d requests, %d failed)",
-			sp.Kind, sp.Config, sp.Run, time.Since(t).Seconds(), res.Outcome, res.OldGone, res.Load.Requests, res.Load.Failed)
+		logf("%s/%s run %d: done in %.1f s (outcome %.2f s, %d requests, %d failed)",
+			sp.Kind, sp.Config, sp.Run, time.Since(t).Seconds(), res.Outcome, res.Requests, res.Failed)
 		return nil
 	}
 

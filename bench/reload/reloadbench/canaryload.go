@@ -18,7 +18,6 @@ type request struct {
 	at   time.Time
 	gen  int
 	fail string
-	err  string
 }
 
 // rateLoad is a light, steady load: clients that each send rate requests a
@@ -71,35 +70,35 @@ func (l *rateLoad) finish() []request {
 
 const getReq = "GET / HTTP/1.1\r\nHost: reloadbench\r\nConnection: close\r\n\r\n"
 
-func get(addr string, start time.Time) request {
-	r := request{at: start}
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+func get(addr string, start time.Time) (r request) {
+	r.at = start
+	err := func() error {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(start.Add(5 * time.Second))
+		if _, err := io.WriteString(c, getReq); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return err
+		}
+		if resp.StatusCode != 200 {
+			r.fail = "status"
+		}
+		r.gen, _ = strconv.Atoi(resp.Header.Get("X-Baton-Generation"))
+		return nil
+	}()
 	if err != nil {
-		r.fail, r.err = classify(err), err.Error()
-		return r
+		r.fail = classify(err)
 	}
-	defer c.Close()
-	_ = c.SetDeadline(start.Add(5 * time.Second))
-	if _, err := io.WriteString(c, getReq); err != nil {
-		r.fail, r.err = classify(err), err.Error()
-		return r
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		r.fail, r.err = classify(err), err.Error()
-		return r
-	}
-	_, err = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		r.fail, r.err = classify(err), err.Error()
-		return r
-	}
-	if resp.StatusCode != 200 {
-		r.fail, r.err = "status", resp.Status
-		return r
-	}
-	r.gen, _ = strconv.Atoi(resp.Header.Get("X-Baton-Generation"))
 	return r
 }
 

@@ -49,7 +49,7 @@ func cmdCanaryReport(args []string) int {
 	totalReq, totalFail := 0, 0
 	var t strings.Builder
 	t.WriteString("worker\tconfig\truns\toutcome_s\tlast_old_exit_s\ttwo_gens_s\trss_base_kb\trss_peak_kb\tpss_base_kb\tpss_peak_kb" +
-		"\tabove_rss_s\tabove_pss_s\textra_pss_mb_s\tbaton_rss_base_kb\tbaton_rss_peak_kb\trequests\tfailed\tparked_requests\tparked_cpu_ms\tcurrent_cpu_ms\n")
+		"\tbaton_rss_base_kb\tbaton_rss_peak_kb\trequests\tfailed\tparked_requests\tparked_cpu_ms\tcurrent_cpu_ms\n")
 	fmt.Println("| workers | reload | runs | outcome after | two generations alive | workers' PSS: baseline → peak | workers' RSS: baseline → peak | baton's RSS | requests | failed | to the new generation: each canary step; after the cutover | parked generation during the bake: requests, CPU (current's CPU) |")
 	fmt.Println("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|---|")
 	for _, w := range workerOrder {
@@ -58,22 +58,24 @@ func cmdCanaryReport(args []string) int {
 			if len(rs) == 0 {
 				continue
 			}
-			med := func(f func(canaryResult) float64) float64 { return stats.MedianOf(rs, f) }
-			v := []float64{med(func(r canaryResult) float64 { return r.Outcome }), med(func(r canaryResult) float64 { return r.LastOldExit }),
-				med(func(r canaryResult) float64 { return r.TwoGens }),
-				med(func(r canaryResult) float64 { return float64(r.Base.RSS) }), med(func(r canaryResult) float64 { return float64(r.Peak.RSS) }),
-				med(func(r canaryResult) float64 { return float64(r.Base.PSS) }), med(func(r canaryResult) float64 { return float64(r.Peak.PSS) }),
-				med(func(r canaryResult) float64 { return r.AboveRSS }), med(func(r canaryResult) float64 { return r.AbovePSS }),
-				med(func(r canaryResult) float64 { return r.ExtraPSS }),
-				med(func(r canaryResult) float64 { return float64(r.Base.BatonRSS) }), med(func(r canaryResult) float64 { return float64(r.Peak.BatonRSS) })}
+			v := []float64{}
+			for _, f := range []func(canaryResult) float64{
+				func(r canaryResult) float64 { return r.Outcome }, func(r canaryResult) float64 { return r.LastOldExit },
+				func(r canaryResult) float64 { return r.TwoGens },
+				func(r canaryResult) float64 { return float64(r.Base.RSS) }, func(r canaryResult) float64 { return float64(r.Peak.RSS) },
+				func(r canaryResult) float64 { return float64(r.Base.PSS) }, func(r canaryResult) float64 { return float64(r.Peak.PSS) },
+				func(r canaryResult) float64 { return float64(r.Base.BatonRSS) }, func(r canaryResult) float64 { return float64(r.Peak.BatonRSS) },
+			} {
+				v = append(v, stats.MedianOf(rs, f))
+			}
 			// Requests and shares are pooled over the runs.
 			req, fail, parkedReq := 0, 0, 0
 			shares := map[string][2]int{} // phase -> new, answered
 			var steps []string
 			var parked, current []float64
 			for _, r := range rs {
-				req, fail = req+r.Load.Requests, fail+r.Load.Failed
-				for _, ph := range r.Load.Phases {
+				req, fail = req+r.Requests, fail+r.Failed
+				for _, ph := range r.Phases {
 					name := ph.Name
 					if !strings.HasPrefix(name, "canary ") {
 						if name == "before the reload" || name == "new generation starting" {
@@ -122,7 +124,7 @@ func cmdCanaryReport(args []string) int {
 				}
 			}
 			fmt.Printf("| %s | %s | %d | %s | %s | %.1f → %.1f MB (%.1f×) | %.1f → %.1f MB | %.1f → %.1f MB | %d | **%d** | %s | %s |\n",
-				w, c, len(rs), dur(v[0]), dur(v[2]), v[5]/1024, v[6]/1024, v[6]/v[5], v[3]/1024, v[4]/1024, v[10]/1024, v[11]/1024,
+				w, c, len(rs), dur(v[0]), dur(v[2]), v[5]/1024, v[6]/1024, v[6]/v[5], v[3]/1024, v[4]/1024, v[7]/1024, v[8]/1024,
 				req, fail, strings.Join(shareTxt, "; "), bake)
 			fmt.Fprintf(&t, "%s\t%s\t%d", w, c, len(rs))
 			for _, x := range append(v, float64(req), float64(fail), float64(parkedReq), pcpu, ccpu) {

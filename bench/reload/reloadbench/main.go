@@ -2,7 +2,6 @@
 // not part of baton.
 //
 //	reloadbench reloads   -design D [flags]   one run of one design under load; a JSON result
-//	reloadbench throughput [flags]            wrk through baton's held listener vs hello alone
 //	reloadbench report    -dir DIR [-tsv F]   Markdown tables (and TSV medians) from DIR's results
 //	reloadbench canary    -out DIR [flags]     canary and bake against a plain steer reload (bench/canary/run)
 //	reloadbench canary-report -dir DIR [-tsv F]
@@ -47,8 +46,6 @@ func main() {
 	switch cmd {
 	case "reloads":
 		err = cmdReloads(args)
-	case "throughput":
-		err = cmdThroughput(args)
 	case "report":
 		err = cmdReport(args)
 	case "canary":
@@ -66,7 +63,6 @@ func main() {
 
 func usage() {
 	fmt.Fprint(os.Stderr, `usage: reloadbench reloads -design baton|seed|reuseport [flags]
-       reloadbench throughput [flags]
        reloadbench report -dir DIR [-tsv FILE]
        reloadbench canary -out DIR [flags]
        reloadbench canary-report -dir DIR [-tsv FILE]

@@ -25,37 +25,25 @@ type runResult struct {
 	Design     string  `json:"design"`
 	Label      string  `json:"label"`
 	Run        int     `json:"run"`
-	IntervalMs float64 `json:"interval_ms"` // 0: back-to-back
-	Workers    int     `json:"workers"`
-	Clients    int     `json:"clients"`
-	KeepAlive  float64 `json:"keepalive"`
+	IntervalMs float64 `json:"interval_ms"`       // 0: back-to-back
 	Control    bool    `json:"control,omitempty"` // no SIGHUP sent: the noise floor
 	Reloads    int     `json:"reloads"`           // asked for
 	Swaps      int     `json:"swaps"`             // completed
 	Error      string  `json:"error,omitempty"`
 
-	Requests int64             `json:"requests"`
-	Failures int64             `json:"failures"`
-	ByKind   map[string]int64  `json:"by_kind"`
-	Reused   int64             `json:"reused_failures"` // failures on a reused keep-alive connection
-	Errors   map[string]string `json:"errors,omitempty"`
+	Requests     int64            `json:"requests"`
+	Failures     int64            `json:"failures"`
+	ByKind       map[string]int64 `json:"by_kind"`
+	Reused       int64            `json:"reused_failures"` // failures on a reused keep-alive connection
+	GensAnswered int              `json:"gens_answered"`   // generations that answered at least one request
+	GensTotal    int              `json:"gens_total"`      // generations started (1 + swaps)
 
-	Generations  map[string]int64 `json:"generations"`   // X-Baton-Generation -> 200 responses
-	GensAnswered int              `json:"gens_answered"` // generations that answered at least one request
-	GensTotal    int              `json:"gens_total"`    // generations started (1 + swaps)
-
-	ReloadSpanS  float64 `json:"reload_span_s"` // first SIGHUP to the end of the reload window
-	BaselineN    int     `json:"baseline_n"`
-	BaselineP50  float64 `json:"baseline_p50_ms"`
-	BaselineP99  float64 `json:"baseline_p99_ms"`
-	ReloadN      int     `json:"reload_n"`
-	ReloadP50    float64 `json:"reload_p50_ms"`
-	ReloadP99    float64 `json:"reload_p99_ms"`
-	ReloadMax    float64 `json:"reload_max_ms"`
-	BaselineRPS  float64 `json:"baseline_rps"` // requests started per second in the window
-	ReloadRPS    float64 `json:"reload_rps"`
-	BaselineFail int     `json:"baseline_failures"`
-	ReloadFail   int     `json:"reload_failures"`
+	ReloadSpanS float64 `json:"reload_span_s"` // first SIGHUP to the end of the reload window
+	BaselineP99 float64 `json:"baseline_p99_ms"`
+	ReloadP50   float64 `json:"reload_p50_ms"`
+	ReloadP99   float64 `json:"reload_p99_ms"`
+	BaselineRPS float64 `json:"baseline_rps"` // requests started per second in the window
+	ReloadRPS   float64 `json:"reload_rps"`
 
 	// Per swap: the server's own SIGHUP-to-ready ("swap complete" elapsed),
 	// SIGHUP-to-"swap complete" as seen by this driver, the boot time of the
@@ -287,10 +275,8 @@ func runReloads(o reloadOpts) (*runResult, *plotData, error) {
 
 	r := &runResult{
 		Kind: "reloads", Design: o.design, Label: o.label, Run: o.run,
-		IntervalMs: ms(o.interval), Workers: o.workers, Clients: o.clients, KeepAlive: o.keepAlive,
-		Reloads: o.reloads, Swaps: len(swaps), Control: o.control,
-		Requests: res.Requests, Failures: res.Failures, ByKind: res.ByKind, Reused: res.Reused, Errors: res.Errors,
-		GensTotal: 1 + len(swaps), Generations: res.Generations,
+		IntervalMs: ms(o.interval), Reloads: o.reloads, Swaps: len(swaps), Control: o.control,
+		Requests: res.Requests, Failures: res.Failures, ByKind: res.ByKind, Reused: res.Reused, GensTotal: 1 + len(swaps),
 	}
 	if o.control {
 		r.Swaps, r.GensTotal = 0, 1
@@ -315,31 +301,19 @@ func runReloads(o reloadOpts) (*runResult, *plotData, error) {
 		winFrom, winTo = baseTo, baseTo
 	}
 	r.ReloadSpanS = (winTo - winFrom).Seconds()
-	r.BaselineP50 = ms(res.Percentile(50, baseFrom, baseTo))
 	r.BaselineP99 = ms(res.Percentile(99, baseFrom, baseTo))
 	r.ReloadP50 = ms(res.Percentile(50, winFrom, winTo))
 	r.ReloadP99 = ms(res.Percentile(99, winFrom, winTo))
-	r.ReloadMax = ms(res.Percentile(100, winFrom, winTo))
+	var baseN, winN float64
 	for _, s := range res.Samples {
-		switch {
-		case s.At >= baseFrom && s.At < baseTo:
-			r.BaselineN++
-			if !s.OK {
-				r.BaselineFail++
-			}
-		case s.At >= winFrom && s.At < winTo:
-			r.ReloadN++
-			if !s.OK {
-				r.ReloadFail++
-			}
-		}
+		baseN += float64(btoi(s.At >= baseFrom && s.At < baseTo))
+		winN += float64(btoi(s.At >= winFrom && s.At < winTo))
 	}
-
 	if d := (baseTo - baseFrom).Seconds(); d > 0 {
-		r.BaselineRPS = float64(r.BaselineN) / d
+		r.BaselineRPS = baseN / d
 	}
 	if d := (winTo - winFrom).Seconds(); d > 0 {
-		r.ReloadRPS = float64(r.ReloadN) / d
+		r.ReloadRPS = winN / d
 	}
 
 	// Swap timing, and for designs whose log has "worker ready", the boot of

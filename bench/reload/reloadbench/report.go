@@ -20,7 +20,7 @@ import (
 var designOrder = []string{"baton", "baton-b2b", "control", "steer", "steer-b2b", "baton-naive", "steer-naive", "seed", "reuseport"}
 
 // readResults reads every JSON file of dir into fresh values of new (by the
-// file's "kind" field, e.g. "reloads", "throughput", "canary").
+// file's "kind" field, "reloads" or "canary").
 func readResults(dir string, new func(kind string) any) error {
 	files, err := filepath.Glob(filepath.Join(dir, "*.json"))
 	if err != nil || len(files) == 0 {
@@ -59,17 +59,12 @@ func cmdReport(args []string) error {
 		return errors.New("want -dir")
 	}
 	var all []*runResult
-	var tp *throughputResult
 	err := readResults(*dir, func(kind string) any {
-		switch kind {
-		case "reloads":
-			all = append(all, new(runResult))
-			return all[len(all)-1]
-		case "throughput":
-			tp = new(throughputResult)
-			return tp
+		if kind != "reloads" {
+			return nil
 		}
-		return nil
+		all = append(all, new(runResult))
+		return all[len(all)-1]
 	})
 	if err != nil {
 		return err
@@ -95,7 +90,7 @@ func cmdReport(args []string) error {
 			return err
 		}
 	}
-	writeReport(os.Stdout, rows, tp)
+	writeReport(os.Stdout, rows)
 	return nil
 }
 
@@ -187,7 +182,7 @@ func writeTSV(path string, rows []reloadRow) error {
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
-func writeReport(w io.Writer, rows []reloadRow, tp *throughputResult) {
+func writeReport(w io.Writer, rows []reloadRow) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	p("| design | runs | reloads | failed requests per run: median [min–max] | hard (fresh connection) | by kind (median) | generations that answered | p50 / p99 during reloads | p99 without reloads | p99 ratio |\n")
 	p("|---|--:|---|---|--:|---|---|---|---|---|\n")
@@ -217,27 +212,12 @@ func writeReport(w io.Writer, rows []reloadRow, tp *throughputResult) {
 			p("| %s | %d | %.2f ms | %.2f ms | **%.2f ms** (%.2f ms) | %.2f ms |\n", r.Label, r.NSwaps, r.SwapMs, r.BootMs, r.OverheadMs, r.OverheadP90, r.SeenMs)
 		}
 	}
-	if tp != nil {
-		p("\nThroughput, `%s`, alternating (%s): `baton hello` under baton %s req/s (median %.0f), alone (%s) %s req/s (median %.0f); ratio **%.3f**.\n",
-			tp.Command, strings.Join(tp.Order, ", "), joinF(tp.Baton), tp.MedBaton, tp.AloneHow, joinF(tp.Alone), tp.MedAlone, tp.Ratio)
-		if len(tp.Errors) > 0 {
-			p("wrk reported: %s\n", strings.Join(tp.Errors, "; "))
-		}
-	}
 	p("\n")
 	for _, r := range rows {
 		for _, e := range r.Errors {
 			p("- %s %s\n", r.Label, e)
 		}
 	}
-}
-
-func joinF(v []float64) string {
-	s := make([]string, len(v))
-	for i, x := range v {
-		s[i] = fmt.Sprintf("%.0f", x)
-	}
-	return strings.Join(s, ", ")
 }
 
 func oneLine(s string) string {

@@ -4,27 +4,16 @@
 //	reuseport super -addr HOST:PORT [-workers N] -- COMMAND [ARG...]
 //	reuseport bind -addr HOST:PORT -- COMMAND [ARG...]    (internal)
 //
-// super is a tiny supervisor: it starts a generation of N workers, each as
-// `reuseport bind -addr ADDR -- COMMAND...`; bind creates the worker's OWN
-// listening socket (SO_REUSEADDR + SO_REUSEPORT, bound to ADDR, listen 4096,
-// non-blocking) as fd 3 and execs COMMAND with LISTEN_FDS=1 and LISTEN_PID
-// set to its own pid (exec keeps the pid). So with COMMAND = `baton hello`,
-// the worker's HTTP server and its drain are exactly baton's built-in worker
-// (close the listener, answer with Connection: close for 500 ms, shut down);
-// the only difference from baton is that every worker has its own socket in
-// the kernel's SO_REUSEPORT group instead of every generation sharing one.
-//
-// On SIGHUP super starts a new generation, waits until each of its workers
-// has sent READY=1 to super's NOTIFY_SOCKET (attributed by SO_PASSCRED),
-// then SIGTERMs the old generation. A SIGHUP during a swap is coalesced into
-// one more swap after it. On SIGTERM or SIGINT it SIGTERMs every worker,
-// waits for them (SIGKILL after 10 s) and exits 0.
-//
-// Its log is the subset of baton's JSON log lines the benchmark driver
-// reads, on stderr: "generation ready" {gen, elapsed}, "swap begun" {gen},
-// "swap complete" {gen, elapsed}, "swap aborted" {gen, reason},
-// "worker ready" {gen, worker, pid, elapsed}, "worker exited" {gen, worker,
-// pid, code}. elapsed is in milliseconds.
+// super starts a generation of N workers, each through bind, which creates
+// the worker's OWN listening socket (SO_REUSEADDR + SO_REUSEPORT, listen
+// 4096, non-blocking) as fd 3 and execs COMMAND with LISTEN_FDS=1. With
+// COMMAND = `baton hello` the worker and its drain are baton's; only the
+// socket differs. On SIGHUP super starts a new generation, waits for READY=1
+// from each of its workers (NOTIFY_SOCKET, SO_PASSCRED), then SIGTERMs the
+// old one; a SIGHUP during a swap is coalesced into one more. On SIGTERM it
+// stops every worker (SIGKILL after 10 s). It logs, on stderr, the subset of
+// baton's JSON lines the driver reads: "generation ready", "swap begun",
+// "swap complete", "swap aborted", "worker ready", "worker exited".
 package main
 
 import (
@@ -47,22 +36,12 @@ import (
 )
 
 func main() {
-	if len(os.Args) < 2 {
-		usage()
-	}
-	switch os.Args[1] {
-	case "bind":
+	if len(os.Args) > 1 && os.Args[1] == "bind" {
 		os.Exit(bind(os.Args[2:]))
-	case "super":
+	} else if len(os.Args) > 1 && os.Args[1] == "super" {
 		os.Exit(super(os.Args[2:]))
-	default:
-		usage()
 	}
-}
-
-func usage() {
-	fmt.Fprint(os.Stderr, "usage: reuseport super -addr HOST:PORT [-workers N] -- COMMAND [ARG...]\n"+
-		"       reuseport bind -addr HOST:PORT -- COMMAND [ARG...]\n")
+	fmt.Fprint(os.Stderr, "usage: reuseport super -addr HOST:PORT [-workers N] -- COMMAND [ARG...]\n")
 	os.Exit(2)
 }
 
@@ -88,11 +67,10 @@ func bind(args []string) int {
 	// Not close-on-exec: the worker inherits it. Non-blocking, as baton
 	// creates its sockets, so the worker sees the same kind of fd.
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
-	if err == nil {
-		err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	}
-	if err == nil {
-		err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	for _, opt := range []int{unix.SO_REUSEADDR, unix.SO_REUSEPORT} {
+		if err == nil {
+			err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, opt, 1)
+		}
 	}
 	if err == nil {
 		err = unix.Bind(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()})
@@ -115,10 +93,9 @@ func bind(args []string) int {
 }
 
 type worker struct {
-	gen, idx int
-	pid      int
-	started  time.Time
-	ready    bool
+	gen, idx, pid int
+	started       time.Time
+	ready         bool
 }
 
 type generation struct {
@@ -127,143 +104,93 @@ type generation struct {
 	workers []*worker
 }
 
-type exitEvent struct {
-	pid  int
-	code int
-}
-
-type noteEvent struct {
-	pid   int
-	ready bool
+// event is a worker's exit (code) or its READY=1 (ready).
+type event struct {
+	pid, code int
+	ready     bool
 }
 
 type supervisor struct {
-	addr     string
-	n        int
-	self     string
-	command  []string
-	notify   string
-	byPID    map[int]*worker
-	gens     map[int]*generation
-	current  *generation
-	next     *generation
-	queued   bool
-	lastGen  int
-	exits    chan exitEvent
-	stopping bool
+	addr, self, notify string
+	n, lastGen         int
+	command            []string
+	byPID              map[int]*worker
+	current, next      *generation
+	queued             bool
+	events             chan event
 }
 
 func super(args []string) int {
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, unix.SIGHUP, unix.SIGTERM, unix.SIGINT)
-
 	fs := flag.NewFlagSet("super", flag.ContinueOnError)
 	addr := fs.String("addr", "", "HOST:PORT every worker binds")
 	n := fs.Int("workers", 2, "workers per generation")
 	if err := fs.Parse(args); err != nil || fs.NArg() == 0 || *addr == "" || *n < 1 {
 		return 2
 	}
+	s := &supervisor{addr: *addr, n: *n, command: fs.Args(), byPID: map[int]*worker{}, events: make(chan event, 64)}
 	self, err := os.Executable()
-	if err != nil {
-		logf("error", map[string]any{"err": err.Error()})
-		return 1
+	dir := ""
+	if err == nil {
+		dir, err = os.MkdirTemp("", "reuseport.")
+		defer os.RemoveAll(dir)
 	}
-	dir, err := os.MkdirTemp("", "reuseport.")
-	if err != nil {
-		logf("error", map[string]any{"err": err.Error()})
-		return 1
+	if err == nil {
+		s.self, s.notify = self, filepath.Join(dir, "notify")
+		err = s.listenNotify()
 	}
-	defer os.RemoveAll(dir)
-	notifyPath := filepath.Join(dir, "notify")
-	notes, err := listenNotify(notifyPath)
-	if err != nil {
-		logf("error", map[string]any{"err": err.Error()})
-		return 1
+	if err == nil {
+		s.current, err = s.startGen()
 	}
-
-	s := &supervisor{
-		addr: *addr, n: *n, self: self, command: fs.Args(), notify: notifyPath,
-		byPID: map[int]*worker{}, gens: map[int]*generation{},
-		exits: make(chan exitEvent, 64),
-	}
-	g, err := s.startGen()
 	if err != nil {
 		logf("error", map[string]any{"err": err.Error()})
 		s.stopAll()
 		return 1
 	}
-	s.current = g
 	for {
 		select {
 		case sig := <-sigs:
-			switch sig {
-			case unix.SIGHUP:
-				if s.stopping {
-					continue
-				}
-				if s.next != nil {
-					s.queued = true
-					continue
-				}
-				s.beginSwap()
-			default:
-				s.stopping = true
+			if sig != unix.SIGHUP {
 				s.stopAll()
 				return 0
 			}
-		case ev := <-notes:
-			w := s.byPID[ev.pid]
-			if w == nil || !ev.ready || w.ready {
-				continue
+			if s.next != nil {
+				s.queued = true
+			} else {
+				s.beginSwap()
 			}
-			w.ready = true
-			logf("worker ready", map[string]any{"gen": w.gen, "worker": w.idx, "pid": w.pid, "elapsed": ms(time.Since(w.started))})
-			s.checkReady(s.gens[w.gen])
-		case ev := <-s.exits:
+		case ev := <-s.events:
 			w := s.byPID[ev.pid]
-			if w == nil {
-				continue
-			}
-			delete(s.byPID, ev.pid)
-			logf("worker exited", map[string]any{"gen": w.gen, "worker": w.idx, "pid": w.pid, "code": ev.code})
-			g := s.gens[w.gen]
 			switch {
-			case g == s.next && !w.ready:
-				logf("swap aborted", map[string]any{"gen": g.num, "reason": "worker exited before ready"})
-				s.retire(g)
-				s.next = nil
-			case g == s.current && g.num == 1 && !w.ready:
-				logf("error", map[string]any{"err": "first generation failed"})
-				s.stopAll()
-				return 1
-			}
-			if s.live(g) == 0 {
-				delete(s.gens, g.num)
+			case w == nil:
+			case ev.ready && !w.ready:
+				w.ready = true
+				logf("worker ready", map[string]any{"gen": w.gen, "worker": w.idx, "pid": w.pid, "elapsed": ms(time.Since(w.started))})
+				s.checkReady(w.gen)
+			case !ev.ready:
+				delete(s.byPID, ev.pid)
+				logf("worker exited", map[string]any{"gen": w.gen, "worker": w.idx, "pid": w.pid, "code": ev.code})
+				if s.next != nil && w.gen == s.next.num && !w.ready {
+					logf("swap aborted", map[string]any{"gen": w.gen, "reason": "worker exited before ready"})
+					s.retire(s.next)
+					s.next = nil
+				} else if w.gen == 1 && s.current.num == 1 && !w.ready {
+					logf("error", map[string]any{"err": "first generation failed"})
+					s.stopAll()
+					return 1
+				}
 			}
 		}
 	}
-}
-
-func (s *supervisor) live(g *generation) int {
-	n := 0
-	for _, w := range g.workers {
-		if _, ok := s.byPID[w.pid]; ok {
-			n++
-		}
-	}
-	return n
 }
 
 func (s *supervisor) startGen() (*generation, error) {
 	s.lastGen++
 	g := &generation{num: s.lastGen, begun: time.Now()}
-	s.gens[g.num] = g
 	for i := range s.n {
-		args := append([]string{"bind", "-addr", s.addr, "--"}, s.command...)
-		cmd := exec.Command(s.self, args...)
-		cmd.Env = append(os.Environ(),
-			"BATON_GENERATION="+strconv.Itoa(g.num), "BATON_WORKER="+strconv.Itoa(i),
-			"NOTIFY_SOCKET="+s.notify)
+		cmd := exec.Command(s.self, append([]string{"bind", "-addr", s.addr, "--"}, s.command...)...)
+		cmd.Env = append(os.Environ(), "BATON_GENERATION="+strconv.Itoa(g.num), "BATON_WORKER="+strconv.Itoa(i), "NOTIFY_SOCKET="+s.notify)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Start(); err != nil {
 			return g, err
@@ -281,7 +208,7 @@ func (s *supervisor) startGen() (*generation, error) {
 					code = 128 + int(st.Signal())
 				}
 			}
-			s.exits <- exitEvent{pid: w.pid, code: code}
+			s.events <- event{pid: w.pid, code: code}
 		}()
 	}
 	return g, nil
@@ -298,8 +225,14 @@ func (s *supervisor) beginSwap() {
 	}
 }
 
-func (s *supervisor) checkReady(g *generation) {
-	if g == nil || len(g.workers) < s.n {
+// checkReady completes the first generation, or the swap, once every
+// worker of generation gen is ready.
+func (s *supervisor) checkReady(gen int) {
+	g := s.current
+	if s.next != nil {
+		g = s.next
+	}
+	if g.num != gen {
 		return
 	}
 	for _, w := range g.workers {
@@ -307,19 +240,17 @@ func (s *supervisor) checkReady(g *generation) {
 			return
 		}
 	}
-	elapsed := ms(time.Since(g.begun))
-	switch g {
-	case s.current:
-		logf("generation ready", map[string]any{"gen": g.num, "elapsed": elapsed})
-	case s.next:
-		old := s.current
-		s.current, s.next = g, nil
-		logf("swap complete", map[string]any{"gen": g.num, "elapsed": elapsed})
-		s.retire(old)
-		if s.queued && !s.stopping {
-			s.queued = false
-			s.beginSwap()
-		}
+	if g == s.current {
+		logf("generation ready", map[string]any{"gen": g.num, "elapsed": ms(time.Since(g.begun))})
+		return
+	}
+	old := s.current
+	s.current, s.next = g, nil
+	logf("swap complete", map[string]any{"gen": g.num, "elapsed": ms(time.Since(g.begun))})
+	s.retire(old)
+	if s.queued {
+		s.queued = false
+		s.beginSwap()
 	}
 }
 
@@ -333,72 +264,56 @@ func (s *supervisor) retire(g *generation) {
 
 // stopAll SIGTERMs every worker and waits for them, SIGKILL after 10 s.
 func (s *supervisor) stopAll() {
-	for pid := range s.byPID {
-		_ = unix.Kill(pid, unix.SIGTERM)
-	}
-	deadline := time.After(10 * time.Second)
+	sig := unix.SIGTERM
 	for len(s.byPID) > 0 {
-		select {
-		case ev := <-s.exits:
-			delete(s.byPID, ev.pid)
-		case <-deadline:
-			for pid := range s.byPID {
-				_ = unix.Kill(pid, unix.SIGKILL)
+		for pid := range s.byPID {
+			_ = unix.Kill(pid, sig)
+		}
+		deadline := time.After(10 * time.Second)
+		for wait := true; wait && len(s.byPID) > 0; {
+			select {
+			case ev := <-s.events:
+				if !ev.ready {
+					delete(s.byPID, ev.pid)
+				}
+			case <-deadline:
+				sig, wait = unix.SIGKILL, false
 			}
-			deadline = time.After(10 * time.Second)
 		}
 	}
 }
 
-// listenNotify opens a NOTIFY_SOCKET at path and delivers each datagram,
+// listenNotify opens a NOTIFY_SOCKET and sends an event for each READY=1,
 // attributed to its sender by SO_PASSCRED.
-func listenNotify(path string) (<-chan noteEvent, error) {
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+func (s *supervisor) listenNotify() error {
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: s.notify, Net: "unixgram"})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	raw, err := conn.SyscallConn()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1)
-	}); err != nil {
-		return nil, err
+	serr := raw.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PASSCRED, 1) })
+	if serr != nil || err != nil {
+		return errors.Join(serr, err)
 	}
-	if serr != nil {
-		return nil, serr
-	}
-	out := make(chan noteEvent, 64)
 	go func() {
-		buf := make([]byte, 4096)
-		oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+		buf, oob := make([]byte, 4096), make([]byte, unix.CmsgSpace(unix.SizeofUcred))
 		for {
 			n, oobn, _, _, err := conn.ReadMsgUnix(buf, oob)
 			if err != nil {
 				return
 			}
-			msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-			if err != nil {
-				continue
-			}
+			msgs, _ := unix.ParseSocketControlMessage(oob[:oobn])
 			for _, m := range msgs {
-				cred, err := unix.ParseUnixCredentials(&m)
-				if err != nil {
-					continue
+				if cred, err := unix.ParseUnixCredentials(&m); err == nil && strings.Contains("\n"+string(buf[:n])+"\n", "\nREADY=1\n") {
+					s.events <- event{pid: int(cred.Pid), ready: true}
 				}
-				ready := false
-				for _, line := range strings.Split(string(buf[:n]), "\n") {
-					if line == "READY=1" {
-						ready = true
-					}
-				}
-				out <- noteEvent{pid: int(cred.Pid), ready: ready}
 			}
 		}
 	}()
-	return out, nil
+	return nil
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -407,6 +322,5 @@ func logf(msg string, fields map[string]any) {
 	fields["message"] = msg
 	fields["time"] = time.Now().UTC().Format(time.RFC3339Nano)
 	b, _ := json.Marshal(fields) // only plain values: cannot fail
-	b = append(b, '\n')
-	_, _ = os.Stderr.Write(b)
+	_, _ = os.Stderr.Write(append(b, '\n'))
 }
