@@ -10,9 +10,7 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/demo"
+	"github.com/baton-init/baton/internal/logread"
 )
 
 // swapTimeout bounds each wait on baton's log: a failure bound, never a
@@ -284,16 +283,15 @@ type batonProc struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	status int
+	log    *logread.Log[event]
+	cursor int // the events await has looked at
 
-	mu       sync.Mutex
-	changed  chan struct{} // closed and replaced on every event and at EOF
-	eof      bool
+	mu       sync.Mutex   // guards what the log reader keeps below
 	gen      int          // highest generation seen
 	live     map[int]bool // pids of started workers not yet exited
 	execd    map[int]bool // of those, the ones seen leaving the shim
 	retiring map[int]bool
-	events   []event // only the ones await looks for
-	tail     []string
+	tail     []string // baton's last lines, for errors
 }
 
 // start runs baton as PID 1 of a new PID namespace (as root; otherwise as
@@ -322,9 +320,9 @@ func start(bin string, workers int, handoff string) (*batonProc, error) {
 		r.Close()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
-	b := &batonProc{cmd: cmd, exited: make(chan struct{}), changed: make(chan struct{}),
+	b := &batonProc{cmd: cmd, exited: make(chan struct{}), log: logread.New[event](0),
 		live: map[int]bool{}, execd: map[int]bool{}, retiring: map[int]bool{}}
-	go b.read(r)
+	go b.log.Read(r, b.parse, nil)
 	go func() {
 		err := cmd.Wait()
 		b.status = cmd.ProcessState.ExitCode()
@@ -339,83 +337,61 @@ func start(bin string, workers int, handoff string) (*batonProc, error) {
 	return b, nil
 }
 
-func (b *batonProc) read(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		var e event
-		if json.Unmarshal(sc.Bytes(), &e) != nil || e.Message == "" {
-			b.mu.Lock()
-			b.tail = append(b.tail[max(0, len(b.tail)-19):], sc.Text())
-			b.mu.Unlock()
-			continue
-		}
-		b.mu.Lock()
-		b.gen = max(b.gen, e.Gen)
-		switch e.Message {
-		case "worker started":
-			b.live[e.PID] = true
-		case "worker left the shim":
-			b.execd[e.PID] = true
-		case "worker retiring":
-			b.retiring[e.PID] = true
-		case "worker exited":
-			delete(b.live, e.PID)
-			delete(b.execd, e.PID)
-			delete(b.retiring, e.PID)
-		case "listener opened", "generation ready", "swap complete", "swap aborted":
-			b.events = append(b.events, e)
-		}
-		if e.Message == "swap complete" || e.Message == "swap aborted" || e.Message == "worker exited" {
-			b.tail = append(b.tail[max(0, len(b.tail)-19):], sc.Text())
-		}
-		close(b.changed)
-		b.changed = make(chan struct{})
-		b.mu.Unlock()
-	}
+// parse keeps the last lines and the workers' state as each line of
+// baton's log is read, before waiters see its event.
+func (b *batonProc) parse(line string, _ time.Time) (event, bool) {
+	var e event
+	ok := logread.JSON(line, &e) && e.Message != ""
 	b.mu.Lock()
-	b.eof = true
-	close(b.changed)
-	b.mu.Unlock()
+	defer b.mu.Unlock()
+	b.tail = append(b.tail[max(0, len(b.tail)-19):], line)
+	if !ok {
+		return e, false
+	}
+	b.gen = max(b.gen, e.Gen)
+	switch e.Message {
+	case "worker started":
+		b.live[e.PID] = true
+	case "worker left the shim":
+		b.execd[e.PID] = true
+	case "worker retiring":
+		b.retiring[e.PID] = true
+	case "worker exited":
+		delete(b.live, e.PID)
+		delete(b.execd, e.PID)
+		delete(b.retiring, e.PID)
+	}
+	return e, true
 }
 
 // waitFor waits until cond holds (called with mu held), or fails after
 // swapTimeout.
 func (b *batonProc) waitFor(what string, cond func() bool) error {
-	end := time.After(swapTimeout)
-	for {
+	err := b.log.Wait(swapTimeout, nil, func([]event) (bool, error) {
 		b.mu.Lock()
-		ok, eof, changed := cond(), b.eof, b.changed
-		b.mu.Unlock()
-		switch {
-		case ok:
-			return nil
-		case eof:
-			return fmt.Errorf("baton's log ended before %s; its last lines:\n%s", what, b.tailText())
-		}
-		select {
-		case <-changed:
-		case <-end:
-			return fmt.Errorf("no %s within %v; baton's last lines:\n%s", what, swapTimeout, b.tailText())
-		}
-	}
+		defer b.mu.Unlock()
+		return cond(), nil
+	})
+	return b.explain(what, err)
 }
 
-// await waits for a log event that ok accepts and that no earlier await
-// returned.
+// explain turns a logread error into one naming what was awaited, with
+// baton's last lines.
+func (b *batonProc) explain(what string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, logread.ErrTimeout):
+		return fmt.Errorf("no %s within %v; baton's last lines:\n%s", what, swapTimeout, b.tailText())
+	}
+	return fmt.Errorf("baton's log ended before %s; its last lines:\n%s", what, b.tailText())
+}
+
+// await waits for a log event that ok accepts, after the one the last
+// await returned.
 func (b *batonProc) await(what string, ok func(event) bool) (event, error) {
-	var found event
-	err := b.waitFor(what, func() bool {
-		for i, e := range b.events {
-			if ok(e) {
-				found = e
-				b.events = append(b.events[:i], b.events[i+1:]...)
-				return true
-			}
-		}
-		return false
-	})
-	return found, err
+	e, err := b.log.Await(&b.cursor, swapTimeout, nil, func(e event) (bool, error) { return ok(e), nil })
+	return e, b.explain(what, err)
 }
 
 // quiet waits until exactly n workers are live, out of the shim, and none

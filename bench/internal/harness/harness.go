@@ -15,8 +15,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/baton-init/baton/bench/internal/logread"
 	"github.com/baton-init/baton/bench/internal/procfs"
+	"github.com/baton-init/baton/internal/logread"
 )
 
 // Event is one JSON line of a server's log (baton's log contract; the seed
