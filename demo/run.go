@@ -1,10 +1,7 @@
 package demo
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/baton-init/baton/internal/logread"
 )
 
 // demoOptions are Run's flags plus what tests need to change.
@@ -615,80 +614,73 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 
 // lineQueue reads baton's output without ever blocking it: a PID 1 that
 // blocks on a full stderr pipe stops reaping and forwarding. Lines are
-// parsed into an unbounded queue of events, forwarded when verbose, and the
-// last few kept for a failure report.
+// parsed into events (internal/logread, which the bench and the soak read
+// baton's log with too), forwarded when verbose, and the last few kept for
+// a failure report; the demo takes the events in order.
 type lineQueue struct {
-	mu     sync.Mutex
-	events []batonEvent
-	tail   []string
-	keep   int
-	live   map[int]bool // worker pids started and not exited, from every line read
-	eof    chan struct{}
-	more   chan struct{} // buffered 1: something was queued
+	log  *logread.Log[batonEvent]
+	next int             // the event pop returns next
+	more <-chan struct{} // receives when something was read
+	eof  chan struct{}
+
+	mu      sync.Mutex
+	tail    []string
+	keep    int
+	live    map[int]bool // worker pids started and not exited, from every line read
+	forward io.Writer
 }
 
 func newLineQueue(r io.ReadCloser, forward io.Writer, keep int) *lineQueue {
-	q := &lineQueue{keep: keep, live: make(map[int]bool), eof: make(chan struct{}), more: make(chan struct{}, 1)}
+	q := &lineQueue{log: logread.New[batonEvent](0), keep: keep, live: make(map[int]bool),
+		eof: make(chan struct{}), forward: forward}
+	q.more = q.log.More()
 	go func() {
 		defer close(q.eof)
-		defer r.Close()
-		br := bufio.NewReaderSize(r, 64<<10)
-		for {
-			line, err := br.ReadBytes('\n')
-			if len(line) > 0 {
-				if forward != nil {
-					_, _ = forward.Write(line) // a broken stderr only loses the copy
-				}
-				q.add(bytes.TrimRight(line, "\r\n"))
-			}
-			if err != nil {
-				return
-			}
-		}
+		q.log.Read(r, q.parse, q.each)
 	}()
 	return q
 }
 
-func (q *lineQueue) add(line []byte) {
+// each forwards and keeps every line, baton's and its workers'.
+func (q *lineQueue) each(line string, _ time.Time) {
+	if q.forward != nil {
+		_, _ = io.WriteString(q.forward, line+"\n") // a broken stderr only loses the copy
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.tail = append(q.tail, string(line))
+	q.tail = append(q.tail, line)
 	if len(q.tail) > q.keep {
 		q.tail = q.tail[len(q.tail)-q.keep:]
 	}
+}
+
+// parse takes baton's JSON lines as events, and follows its workers.
+func (q *lineQueue) parse(line string, _ time.Time) (batonEvent, bool) {
 	var ev batonEvent
-	if len(line) == 0 || line[0] != '{' || json.Unmarshal(line, &ev) != nil || ev.Message == "" {
-		return // a worker's own line, or not baton's JSON
+	if !logread.JSON(line, &ev) || ev.Message == "" {
+		return ev, false // a worker's own line, or not baton's JSON
 	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
 	switch ev.Message {
 	case "worker started":
 		q.live[int(ev.PID)] = true
 	case "worker exited":
 		delete(q.live, int(ev.PID))
 	}
-	q.events = append(q.events, ev)
-	select {
-	case q.more <- struct{}{}:
-	default:
-	}
-}
-
-func (q *lineQueue) pop() (batonEvent, bool) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	if len(q.events) == 0 {
-		return batonEvent{}, false
-	}
-	ev := q.events[0]
-	q.events = q.events[1:]
 	return ev, true
 }
 
-func (q *lineQueue) pending() bool {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return len(q.events) > 0
+func (q *lineQueue) pop() (batonEvent, bool) {
+	evs := q.log.From(q.next)
+	if len(evs) == 0 {
+		return batonEvent{}, false
+	}
+	q.next++
+	return evs[0], true
 }
+
+func (q *lineQueue) pending() bool { return len(q.log.From(q.next)) > 0 }
 
 // settle waits for EOF on the output (every holder of the pipe, baton and
 // its workers, has closed it), at most d.

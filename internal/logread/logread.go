@@ -87,6 +87,22 @@ func JSON(line string, v any) bool {
 	return strings.HasPrefix(line, "{") && json.Unmarshal([]byte(line), v) == nil
 }
 
+// From returns the events read so far from index i on, without copying
+// (events are only ever appended), for a reader that takes them in order
+// without Wait: it waits on More between calls.
+func (l *Log[E]) From(i int) []E {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if i >= len(l.events) {
+		return nil
+	}
+	return l.events[i:len(l.events):len(l.events)]
+}
+
+// More receives when something was read since it last did, or the output
+// ended. It is the channel Wait waits on: use one or the other.
+func (l *Log[E]) More() <-chan struct{} { return l.more }
+
 // Snapshot returns a copy of the events read so far.
 func (l *Log[E]) Snapshot() []E {
 	l.mu.Lock()
