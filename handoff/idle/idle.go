@@ -130,12 +130,23 @@ func (t *Tracker) Observe(conns []Conn) int {
 	return left
 }
 
-// Group returns the processes whose process group is one of pgids, read
-// from /proc/PID/stat. A process that exits meanwhile is skipped.
+// Group returns the processes of the caller's PID namespace whose
+// process group is one of pgids, each as /proc names it. The groups are
+// ids as the caller sees them, which /proc may not: a /proc mounted for
+// an outer namespace (a test's, or a runtime's that did not mount one for
+// the container) names processes by their outer ids. So the group is the
+// last id of the NSpgid line of /proc/PID/status (the innermost
+// namespace's), and the process counts only if /proc/PID/ns/pid is the
+// caller's own namespace. A process that exits meanwhile, or whose
+// namespace cannot be read, is skipped.
 func Group(pgids []int) ([]int, error) {
 	want := map[int]bool{}
 	for _, p := range pgids {
 		want[p] = true
+	}
+	self, err := os.Readlink("/proc/self/ns/pid")
+	if err != nil {
+		return nil, err
 	}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
@@ -147,26 +158,34 @@ func Group(pgids []int) ([]int, error) {
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue // gone
-		}
-		// pid (comm) state ppid pgrp ...: comm may hold spaces and
-		// parentheses, so count from the last ')'.
-		s := string(b)
-		i := strings.LastIndexByte(s, ')')
-		if i < 0 {
+		dir := "/proc/" + e.Name()
+		if pg, ok := innermostPgid(dir); !ok || !want[pg] {
 			continue
 		}
-		f := strings.Fields(s[i+1:])
-		if len(f) < 3 {
-			continue
-		}
-		if pg, err := strconv.Atoi(f[2]); err == nil && want[pg] {
+		if ns, err := os.Readlink(dir + "/ns/pid"); err == nil && ns == self {
 			pids = append(pids, pid)
 		}
 	}
 	return pids, nil
+}
+
+// innermostPgid reads the last id of the NSpgid line of dir/status.
+func innermostPgid(dir string) (int, bool) {
+	b, err := os.ReadFile(dir + "/status")
+	if err != nil {
+		return 0, false
+	}
+	_, rest, ok := strings.Cut(string(b), "\nNSpgid:")
+	if !ok {
+		return 0, false
+	}
+	line, _, _ := strings.Cut(rest, "\n")
+	f := strings.Fields(line)
+	if len(f) == 0 {
+		return 0, false
+	}
+	pg, err := strconv.Atoi(f[len(f)-1])
+	return pg, err == nil
 }
 
 // Inodes returns the socket inodes of every descriptor of pids. A process
@@ -193,16 +212,15 @@ func Inodes(pids []int) map[uint64]bool {
 }
 
 // Of returns the established (and CLOSE_WAIT) TCP connections of the
-// processes in pgids' process groups whose local port is one of ports
-// (connections they accepted on those listeners; every port when ports is
-// empty).
+// processes in pgids' process groups whose local port is one of ports:
+// the connections they accepted on listeners of those ports.
 func Of(pgids []int, ports map[uint16]bool) ([]Conn, error) {
 	pids, err := Group(pgids)
 	if err != nil {
 		return nil, err
 	}
 	inodes := Inodes(pids)
-	if len(inodes) == 0 {
+	if len(inodes) == 0 || len(ports) == 0 {
 		return nil, nil
 	}
 	all, err := List()
@@ -211,7 +229,7 @@ func Of(pgids []int, ports map[uint16]bool) ([]Conn, error) {
 	}
 	var out []Conn
 	for _, c := range all {
-		if inodes[c.Inode] && (len(ports) == 0 || ports[c.LocalPort]) {
+		if inodes[c.Inode] && ports[c.LocalPort] {
 			out = append(out, c)
 		}
 	}

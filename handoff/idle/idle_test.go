@@ -123,8 +123,11 @@ func TestIdle(t *testing.T) {
 				io.ReadFull(srv, make([]byte, 18))
 				time.Sleep(20 * time.Millisecond) // the app's behaviour, as in roundTrip
 				// More than the client's buffers take: the client reads none.
+				big := bytes.Repeat([]byte("x"), 64<<20)
 				srv.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-				srv.Write(bytes.Repeat([]byte("x"), 64<<20))
+				if n, err := srv.Write(big); n == 0 {
+					t.Fatalf("nothing written: %v", err)
+				}
 				c := server(t, port)
 				if c.Unsent == 0 || c.Idle() {
 					t.Fatalf("a response not all sent: not idle, got %+v", c)
