@@ -99,11 +99,17 @@ type tracked struct {
 // Observe records one poll and returns how many of its connections have
 // not been seen idle yet. A connection counts as seen idle when Idle is
 // true at a poll, or when, since the poll before, bytes it sent were
-// acknowledged after a poll that found all it had received read by the
-// app and all it had sent acknowledged: a response went out after the last request, and was idle once it
-// was acknowledged, even if the peer's next request came before this
-// poll (that request is the keep-alive close race, not a cut). A
-// connection that is gone since the last poll is forgotten.
+// acknowledged and the exchange went a full turn: the peer sent more
+// after that (the next request: a client that does not pipeline sends
+// it only once it has the whole response), or there is nothing unread
+// and nothing unsent now, or there was nothing unread and nothing
+// unsent then (the request read, its response not begun). Either way a
+// response went out after the last request and was acknowledged, and
+// the connection was idle for a moment; a request that came after it is
+// the keep-alive close race, not a cut. A connection under steady
+// keep-alive load is never idle at a poll (a request waits unread, or
+// a response unacknowledged), and is seen idle this way. A connection
+// that is gone since the last poll is forgotten.
 func (t *Tracker) Observe(conns []Conn) int {
 	if t.conns == nil {
 		t.conns = map[uint64]*tracked{}
@@ -114,7 +120,8 @@ func (t *Tracker) Observe(conns []Conn) int {
 		tr := t.conns[c.Inode]
 		if tr == nil {
 			tr = &tracked{}
-		} else if !tr.seen && tr.last.Unread == 0 && tr.last.Unsent == 0 && tr.last.Received > 0 && c.Acked > tr.last.Acked {
+		} else if p := tr.last; p.Received > 0 && c.Acked > p.Acked &&
+			(c.Received > p.Received || c.Unread == 0 && c.Unsent == 0 || p.Unread == 0 && p.Unsent == 0) {
 			tr.seen = true
 		}
 		if c.Idle() {

@@ -166,3 +166,39 @@ func TestTracker(t *testing.T) {
 		t.Fatalf("gone: want 0 left, got %d", left)
 	}
 }
+
+// TestObserve: which pairs of polls show that a connection was idle in
+// between.
+func TestObserve(t *testing.T) {
+	ms := time.Millisecond
+	// waiting: a request unread; answering: read, no response yet;
+	// sending: a response not yet acknowledged.
+	waiting := Conn{Inode: 1, Received: 100, Acked: 50, Unread: 100, LastRecv: 0, LastSent: 4 * ms}
+	answering := Conn{Inode: 1, Received: 100, Acked: 50, LastRecv: 0, LastSent: 4 * ms}
+	sending := Conn{Inode: 1, Received: 100, Acked: 50, Unsent: 50, LastRecv: 4 * ms, LastSent: 0}
+	turn := func(c Conn) Conn { c.Received += 100; c.Acked += 50; return c } // a response acknowledged, the next request in
+	acked := func(c Conn) Conn { c.Acked += 50; c.Unsent = 0; return c }
+	for _, tc := range []struct {
+		name     string
+		polls    []Conn
+		wantLeft int
+	}{
+		{"busy keep-alive: a request waiting at both polls, a turn between", []Conn{waiting, turn(waiting)}, 0},
+		{"busy keep-alive: a response in flight at both polls, a turn between", []Conn{sending, turn(sending)}, 0},
+		{"answering at both polls", []Conn{answering, answering}, 1},
+		{"waiting at both polls, nothing sent", []Conn{waiting, waiting}, 1},
+		{"answered between polls, quiet since", []Conn{answering, {Inode: 1, Received: 100, Acked: 100, LastRecv: 8 * ms, LastSent: 8 * ms, LastAckRecv: 8 * ms}}, 0},
+		{"part of a big response acknowledged, more to send", []Conn{sending, func() Conn { c := sending; c.Acked += 10; return c }()}, 1},
+		{"response acknowledged, nothing new", []Conn{sending, acked(sending)}, 0},
+		{"received nothing: not idle", []Conn{{Inode: 1}, {Inode: 1, Acked: 10}}, 1},
+	} {
+		var tr Tracker
+		left := 0
+		for _, c := range tc.polls {
+			left = tr.Observe([]Conn{c})
+		}
+		if left != tc.wantLeft {
+			t.Errorf("%s: %d left, want %d", tc.name, left, tc.wantLeft)
+		}
+	}
+}
