@@ -10,8 +10,8 @@ import (
 )
 
 // idlePoll is how often a generation in an idle drain has its connections
-// looked at (BATON_DRAIN=idle). A look lists /proc and dumps the TCP
-// sockets through netlink: about a millisecond with a few hundred.
+// looked at (BATON_DRAIN=idle). A look lists /proc and dumps the
+// namespace's TCP sockets through netlink, in a goroutine of its own.
 const idlePoll = 20 * time.Millisecond
 
 // idleResult is one look at a draining generation's connections, sent to
