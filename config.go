@@ -65,6 +65,7 @@ type config struct {
 	Canary        supervisor.CanarySteps  `desc:"steer mode: PERCENT:DURATION steps, comma-separated (10%:30s,50%:1m); a new generation gets that share of new TCP connections first, and a worker exit aborts the reload"`
 	CanaryCheck   spawn.Command           `split_words:"true" desc:"command (no shell, split on spaces) run as the workers at the end of each canary step; its exit status decides: non-zero or not done within BATON_READY_TIMEOUT aborts the canary; what it leaves in its process group is stopped as for BATON_RELOAD_CHECK"`
 	Bake          supervisor.Duration     `desc:"steer mode: keep the old generation parked this long after the cutover; a new worker exit meanwhile reverts to it at once"`
+	Drain         supervisor.Drain        `default:"off" desc:"steer mode: off, or idle[:MAX]: after a reload's handover, stop the old generation only once each of its TCP connections was seen idle (response sent after the last request), for at most MAX (default BATON_STOP_TIMEOUT)"`
 
 	reloadSignalSet bool // BATON_RELOAD_SIGNAL was set
 	stopSignalSet   bool // BATON_STOP_SIGNAL was set
@@ -83,7 +84,7 @@ var configKeys = []string{
 	"BATON_MAX_RSS", "BATON_MAX_AGE", "BATON_WATCH", "BATON_HTTP_ADDR",
 	"BATON_SUBREAPER", "BATON_LOG_LEVEL", "BATON_LOG_FORMAT", "BATON_RELOAD_CHECK",
 	"BATON_SURGE", "BATON_WATCHDOG", "BATON_HANDOFF", "BATON_CANARY",
-	"BATON_CANARY_CHECK", "BATON_BAKE",
+	"BATON_CANARY_CHECK", "BATON_BAKE", "BATON_DRAIN",
 }
 
 // setByBaton are variables baton sets for its own workers; a baton running
@@ -260,6 +261,10 @@ func (c *config) validate() error {
 			name = "BATON_BAKE"
 		}
 		return fmt.Errorf("%s: needs BATON_HANDOFF=steer (only steer mode can give a generation a share of new connections, or return to the old one)", name)
+	case c.Drain.Idle && !steer:
+		// In shared mode every generation accepts from one queue: a
+		// connection accepted after the wait began would never be waited for.
+		return errors.New("BATON_DRAIN: idle needs BATON_HANDOFF=steer (only then does a leaving generation stop getting new connections)")
 	case len(c.CanaryCheck) > 0 && len(c.Canary) == 0:
 		return errors.New("BATON_CANARY_CHECK: runs at the end of each canary step; set BATON_CANARY too")
 	}
@@ -328,6 +333,15 @@ func (c *config) options(pid1, subreaper bool) supervisor.Options {
 	}
 	if c.Handoff == supervisor.HandoffSteer {
 		opts.SteerSettle = steerSettle
+	}
+	if c.Drain.Idle {
+		opts.DrainIdle = c.Drain.Max
+		if opts.DrainIdle == 0 {
+			opts.DrainIdle = time.Duration(c.StopTimeout)
+		}
+		// The wait must end: with BATON_STOP_TIMEOUT=0 it is the
+		// shortest look there is.
+		opts.DrainIdle = max(opts.DrainIdle, time.Nanosecond)
 	}
 	return opts
 }

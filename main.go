@@ -122,6 +122,9 @@ func supervise(argv []string) int {
 	sup.CanaryCheck = l.check(cfg.CanaryCheck)
 	sup.Sockets = o.sockets
 	sup.Notes = o.notes
+	if cfg.Drain.Idle {
+		sup.IdleConns = idleConns(o.listeners)
+	}
 	reloads := make(chan string, 16)
 	sup.Reloads = reloads
 	if cfg.plain() && stdinIsForegroundTTY() {

@@ -9,11 +9,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/rs/zerolog"
 
 	"github.com/baton-init/baton/control"
 	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/handoff/idle"
 	"github.com/baton-init/baton/supervisor"
 	"github.com/baton-init/baton/watch"
 )
@@ -145,3 +148,23 @@ func forwardWatch(w *watch.Watcher, reloads chan<- string, log zerolog.Logger) {
 
 // prefixed is err as one line that names the variable at fault.
 func prefixed(name string, err error) error { return fmt.Errorf("%s: %w", name, err) }
+
+// idleConns lists, for BATON_DRAIN=idle, the TCP connections that the
+// processes of the given process groups accepted on baton's TCP
+// listeners: those whose local port is one of theirs. Connections they
+// opened themselves (to a database, say) end in a response received, not
+// sent, and are not waited for.
+func idleConns(ls []*handoff.Listener) func(pgids []int) ([]idle.Conn, error) {
+	ports := map[uint16]bool{}
+	for _, l := range ls {
+		if !strings.HasPrefix(l.Network, "tcp") {
+			continue
+		}
+		if _, p, err := net.SplitHostPort(l.Bound); err == nil {
+			if n, err := strconv.ParseUint(p, 10, 16); err == nil {
+				ports[uint16(n)] = true
+			}
+		}
+	}
+	return func(pgids []int) ([]idle.Conn, error) { return idle.Of(pgids, ports) }
+}

@@ -406,3 +406,31 @@ func (c CanarySteps) Total() time.Duration {
 	}
 	return t
 }
+
+// Drain is BATON_DRAIN (steer mode): what a generation that handed over
+// waits for before its stop signal, once its own queue is empty. off:
+// nothing. idle[:MAX]: each of its TCP connections seen idle at least
+// once, for at most MAX (0 here: the caller's default).
+type Drain struct {
+	Idle bool
+	Max  time.Duration
+}
+
+// Decode implements envconfig.Decoder.
+func (d *Drain) Decode(v string) error {
+	switch {
+	case v == "off":
+		*d = Drain{}
+		return nil
+	case v == "idle":
+		*d = Drain{Idle: true}
+		return nil
+	case strings.HasPrefix(v, "idle:"):
+		var max Duration
+		if err := max.Decode(strings.TrimPrefix(v, "idle:")); err == nil && max > 0 {
+			*d = Drain{Idle: true, Max: time.Duration(max)}
+			return nil
+		}
+	}
+	return fmt.Errorf("want off, idle or idle:MAX with MAX a duration above 0 (e.g. idle:30s), got %q", clip.Value(v))
+}

@@ -319,3 +319,31 @@ func FuzzCanary(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDrain: BATON_DRAIN. off and idle exactly, or idle:MAX with MAX a
+// duration above zero, which idle:MAX spelled back decodes to.
+func FuzzDrain(f *testing.F) {
+	for _, v := range []string{"off", "idle", "idle:30s", "idle:30", "idle:0", "idle:-1s", "idle:", "Idle", "idle:1ns", "busy", "idle:0123456789abcdefSECRET"} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		d, err := decodetest.Decode[Drain](t, v)
+		if err != nil {
+			if v == "off" || v == "idle" {
+				t.Errorf("Drain(%q): %v", v, err)
+			}
+			return
+		}
+		switch {
+		case v == "off" && d != Drain{}, v == "idle" && d != Drain{Idle: true}:
+			t.Errorf("Drain(%q) = %+v", v, d)
+		case v != "off" && v != "idle" && (!d.Idle || d.Max <= 0 || !strings.HasPrefix(v, "idle:")):
+			t.Errorf("Drain(%q) = %+v", v, d)
+		}
+		if d.Max > 0 {
+			if back, err := decodetest.Decode[Drain](t, "idle:"+d.Max.String()); err != nil || back != d {
+				t.Errorf("Drain(idle:%s) = %+v, %v; want %+v", d.Max, back, err, d)
+			}
+		}
+	})
+}

@@ -29,8 +29,7 @@ func (s *Supervisor) onHandover(gen int) {
 	} else if n > 0 {
 		s.Log.Warn().Int("gen", gen).Int("pending", n).Msg("old generation's queue not emptied")
 	}
-	s.retireGeneration(g)
-	s.maybeRelease()
+	s.retireWhenIdle(g)
 }
 
 // hasWorkers tells whether any worker of g is alive: with none, nothing

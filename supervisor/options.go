@@ -30,6 +30,10 @@ type Options struct {
 	// the switch still land in the old socket's queue for about one round
 	// trip. 0 (shared mode): the old generation retires at once.
 	SteerSettle time.Duration
+	// DrainIdle (BATON_DRAIN=idle[:MAX], steer mode) bounds the wait, after
+	// a generation handed over and its queue emptied, for each of its TCP
+	// connections to be seen idle before its stop signal. 0: no wait.
+	DrainIdle time.Duration
 	// Surge (BATON_SURGE) bounds a reload: at most Workers+Surge workers
 	// alive at once, draining ones included. Surge >= Workers (or 0) is a
 	// whole-generation swap.

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/baton-init/baton/handoff/idle"
 	"github.com/baton-init/baton/spawn"
 	"golang.org/x/sys/unix"
 )
@@ -53,6 +54,10 @@ type generation struct {
 	// generation; its workers retire once its own queue is empty.
 	handover time.Time
 	retired  bool // its workers were told to stop
+	// drain follows its connections during an idle drain (BATON_DRAIN=idle)
+	// begun at drainBegun; nil when none is in progress.
+	drain      *idle.Tracker
+	drainBegun time.Time
 	// waiters get the outcome of the swap to this generation.
 	waiters []chan<- Outcome
 	// canaried: its canary steps are done (or there were none to do).

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/handoff/idle"
 	"github.com/baton-init/baton/reaper"
 	"github.com/baton-init/baton/spawn"
 	"github.com/rs/zerolog"
@@ -69,7 +70,11 @@ type Supervisor struct {
 	// baton, which stops every worker.
 	Foreground func(pgid int) error
 	RSS        func(pid int) (int64, error)
-	AfterFunc  func(time.Duration, func())
+	// IdleConns lists the TCP connections of the processes in the given
+	// process groups (BATON_DRAIN=idle); it runs in a goroutine of its
+	// own, never the loop's. Nil: no idle drain.
+	IdleConns func(pgids []int) ([]idle.Conn, error)
+	AfterFunc func(time.Duration, func())
 	// arm schedules a timer event; New makes it send ev to the loop after
 	// d through AfterFunc. Tests replace it to fire timers by kind.
 	arm func(d time.Duration, ev timerEvent)
@@ -158,6 +163,9 @@ type Supervisor struct {
 	stopExpired bool
 	// socketsClosed: Sockets.CloseAll was called (see checkDone).
 	socketsClosed bool
+	// idleResults gets each look at a draining generation's connections
+	// (drain.go); at most one is under way for each generation.
+	idleResults chan idleResult
 }
 
 // New returns a Supervisor wired to the real kernel (Reap, HasChildren,
@@ -184,6 +192,7 @@ func New(opts Options, log zerolog.Logger) *Supervisor {
 		// behind.
 		relayEvents:  make(chan handoff.RelayEvent, 3*handoff.MaxRelays),
 		relayBatches: map[int]*relayBatch{},
+		idleResults:  make(chan idleResult, 16),
 		byPID:        map[int]*worker{},
 		lingering:    map[int]*worker{},
 		left:         map[int]leftGroup{},
@@ -276,6 +285,8 @@ func (s *Supervisor) Run(sigs <-chan os.Signal) int {
 			s.onExec(w)
 		case ev := <-s.relayEvents:
 			s.onRelay(ev)
+		case r := <-s.idleResults:
+			s.onIdle(r)
 		}
 		s.checkDone()
 	}

@@ -258,7 +258,7 @@ var kindNames = map[timerKind]string{
 	evRecycle: "recycle", evRecycleTimeout: "recycle timeout", evHandover: "handover",
 	evCheckTimeout: "check timeout", evWatchdog: "watchdog", evWatchdogKill: "watchdog kill",
 	evCanaryStep: "canary step", evBakeEnd: "bake end", evCheckKill: "check kill",
-	evGroupPoll: "group poll",
+	evGroupPoll: "group poll", evIdlePoll: "idle poll",
 }
 
 // fire hands the loop every timer of kind k that it has armed and the test

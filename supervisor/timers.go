@@ -25,12 +25,13 @@ const (
 	evBakeEnd
 	evCheckKill
 	evGroupPoll
+	evIdlePoll
 )
 
 // timerEvent is a timer that fired: its kind and what it is about.
 type timerEvent struct {
 	kind timerKind
-	gen  int     // the generation it is about (evReadyTimeout, evRestart, evHandover, evCanaryStep, evBakeEnd)
+	gen  int     // the generation it is about (evReadyTimeout, evRestart, evHandover, evCanaryStep, evBakeEnd, evIdlePoll)
 	idx  int     // the slot (evRestart), the canary step (evCanaryStep)
 	w    *worker // the worker it is about (evReadyDelay, evRetireKill, evWatchdog, evWatchdogKill, evRecycleTimeout)
 	pgid int     // a check's process group (evCheckTimeout, evCheckKill)
@@ -68,6 +69,8 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 		s.onBakeEnd(ev.gen)
 	case evGroupPoll:
 		s.onGroupPoll()
+	case evIdlePoll:
+		s.onIdlePoll(ev.gen)
 	case evWatchdog:
 		s.onWatchdogTimer(ev.w)
 	case evWatchdogKill:
