@@ -96,10 +96,11 @@ func filtered(t *testing.T, fds []int, onListen func(), f func()) {
 	if fd < 0 {
 		t.FailNow()
 	}
-	w, err := NewWorker(fd, unix.Getpid(), fds, onListen, zerolog.Nop())
+	w, err := NewWorker(unix.Getpid(), fds, onListen, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
+	w.notify = fd
 	go w.Serve()
 	select {
 	case <-done:

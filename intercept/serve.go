@@ -60,12 +60,13 @@ type Worker struct {
 	pid               int
 }
 
-// NewWorker prepares to serve the listener notify of the worker pid with
-// baton's sockets fds, which it duplicates: the caller may close its own.
+// NewWorker prepares to serve the worker pid with baton's sockets fds,
+// which it duplicates at once: the caller may close its own afterwards.
 // onListen is called once, from Serve's goroutine, when the worker's
 // processes have listened on every TCP socket of baton's they adopted.
-func NewWorker(notify, pid int, fds []int, onListen func(), log zerolog.Logger) (*Worker, error) {
-	w := &Worker{notify: notify, pid: pid, onListen: onListen, log: log}
+// Give it the listener with Receive (or set it in tests), then Serve.
+func NewWorker(pid int, fds []int, onListen func(), log zerolog.Logger) (*Worker, error) {
+	w := &Worker{notify: -1, pid: pid, onListen: onListen, log: log}
 	for _, fd := range fds {
 		d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 		if err != nil {
@@ -92,6 +93,21 @@ func (w *Worker) close() {
 	if w.notify >= 0 {
 		_ = unix.Close(w.notify)
 	}
+}
+
+// Run receives the worker's listener over sock (see Send), closes sock
+// and serves; what it holds is closed when it returns.
+func (w *Worker) Run(sock int) {
+	fd, err := Receive(sock)
+	_ = unix.Close(sock)
+	if err != nil {
+		// The shim exits without exec: the loop sees a failed worker.
+		w.log.Warn().Err(err).Int("pid", w.pid).Msg("bind interception failed")
+		w.close()
+		return
+	}
+	w.notify = fd
+	w.Serve()
 }
 
 // Serve answers the worker's notifications until no process with its
