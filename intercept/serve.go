@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"unsafe"
 
 	"github.com/rs/zerolog"
@@ -208,12 +209,18 @@ func (w *Worker) bind(fd int, req *notif) bool {
 	local := []unix.Iovec{{Base: &buf[0], Len: uint64(size)}}
 	remote := []unix.RemoteIovec{{Base: uintptr(req.Data.Args[1]), Len: size}}
 	if n, err := unix.ProcessVMReadv(pid, local, remote, 0); err != nil || n != size {
+		w.log.Debug().Err(err).Int("pid", pid).Str("step", "vmreadv").Msg("bind not adopted")
 		return false
 	}
-	proc := "/proc/" + strconv.Itoa(pid)
+	proc, err := procDir(pid)
+	if err != nil {
+		w.log.Debug().Err(err).Int("pid", pid).Str("step", "procdir").Msg("bind not adopted")
+		return false
+	}
 	name := make([]byte, 32)
 	n, err := unix.Getxattr(proc+"/fd/"+strconv.Itoa(appFD), "system.sockprotoname", name)
 	if err != nil {
+		w.log.Debug().Err(err).Int("pid", pid).Str("step", "xattr").Msg("bind not adopted")
 		return false
 	}
 	kind := kindOfProto(strings.TrimRight(string(name[:n]), "\x00"))
@@ -224,6 +231,7 @@ func (w *Worker) bind(fd int, req *notif) bool {
 	}
 	addr, ok := decodeSockaddr(buf, cwd)
 	if !ok || ferr != nil {
+		w.log.Debug().Err(ferr).Int("pid", pid).Str("step", "decode").Msg("bind not adopted")
 		return false
 	}
 	i := match(w.held, kind, addr)
@@ -261,8 +269,12 @@ func (w *Worker) listen(fd int, req *notif) bool {
 	if appFD < 0 {
 		return false
 	}
+	proc, err := procDir(int(req.PID))
+	if err != nil {
+		return false
+	}
 	var st unix.Stat_t
-	if err := unix.Stat("/proc/"+strconv.Itoa(int(req.PID))+"/fd/"+strconv.Itoa(appFD), &st); err != nil {
+	if err := unix.Stat(proc+"/fd/"+strconv.Itoa(appFD), &st); err != nil {
 		return false
 	}
 	if !valid(fd, req.ID) {
@@ -291,6 +303,46 @@ func (w *Worker) allListened() bool {
 		any = true
 	}
 	return any
+}
+
+// procOwn: /proc shows baton's own PID namespace (a container's /proc);
+// not so under `unshare -p` without --mount-proc, or the test harness.
+var procOwn = sync.OnceValue(func() bool {
+	self, err := os.Readlink("/proc/self")
+	return err == nil && self == strconv.Itoa(os.Getpid())
+})
+
+// procDir is /proc's directory for the process baton knows as pid. Where
+// /proc belongs to another PID namespace, a pidfd's fdinfo names the pid
+// as /proc sees it. The caller checks the notification is still valid
+// after reading there, so a reused pid is not believed.
+func procDir(pid int) (string, error) {
+	if procOwn() {
+		return "/proc/" + strconv.Itoa(pid), nil
+	}
+	pfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		// Not a thread group leader (EINVAL; ENOENT on recent kernels):
+		// the bind came from another thread (Go, Node's libuv); Linux
+		// 6.9+ opens a thread's pidfd.
+		pfd, err = unix.PidfdOpen(pid, unix.PIDFD_THREAD)
+	}
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(pfd)
+	b, err := os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(pfd))
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil && n > 0 {
+				return "/proc/" + strconv.Itoa(n), nil
+			}
+		}
+	}
+	return "", errors.New("the process is not in /proc's PID namespace")
 }
 
 // fdFlags reads the flags line of /proc/PID/fdinfo/FD (octal; O_CLOEXEC
