@@ -40,6 +40,7 @@ func kindOfProto(name string) Kind {
 // held is one of baton's sockets as bind matching sees it.
 type held struct {
 	fd   int
+	dup  bool // fd is the Worker's own copy, closed with it
 	kind Kind
 	ino  uint64
 	addr netip.AddrPort // TCP, UDP

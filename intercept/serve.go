@@ -69,17 +69,28 @@ type Worker struct {
 func NewWorker(pid int, fds []int, onListen func(), log zerolog.Logger) (*Worker, error) {
 	w := &Worker{notify: -1, pid: pid, onListen: onListen, log: log}
 	for _, fd := range fds {
-		d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+		h, err := heldOf(fd)
 		if err != nil {
-			w.close()
-			return nil, fmt.Errorf("dup listener: %w", err)
-		}
-		h, err := heldOf(d)
-		if err != nil {
-			_ = unix.Close(d)
 			w.close()
 			return nil, fmt.Errorf("listener: %w", err)
 		}
+		if h.kind != KindUDP {
+			// A copy of its own: the loop may close its descriptor (steer
+			// mode releases a generation) while a notification is being
+			// answered, and the number could then name another file.
+			if h.fd, err = unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0); err != nil {
+				w.close()
+				return nil, fmt.Errorf("dup listener: %w", err)
+			}
+			h.dup = true
+		}
+		// A UDP socket is not copied: in steer mode it leaves the kernel's
+		// reuseport group only at its last close, which must be baton's
+		// own (handoff.Steering.Release). Its number is used as is: the
+		// loop closes it only once the generation's process groups are
+		// empty, and ADDFD fails for a caller no longer waiting. A
+		// process that left its group (setsid) and binds after that could
+		// get whatever the number names then: not a security boundary.
 		w.held = append(w.held, h)
 	}
 	w.adopted = make([]bool, len(w.held))
@@ -89,7 +100,9 @@ func NewWorker(pid int, fds []int, onListen func(), log zerolog.Logger) (*Worker
 
 func (w *Worker) close() {
 	for _, h := range w.held {
-		_ = unix.Close(h.fd)
+		if h.dup {
+			_ = unix.Close(h.fd)
+		}
 	}
 	if w.notify >= 0 {
 		_ = unix.Close(w.notify)
