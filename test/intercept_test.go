@@ -152,7 +152,7 @@ func TestInterceptPython(t *testing.T) {
 }
 
 // TestInterceptNode: an unmodified Node app (createServer().listen(PORT),
-// non-blocking, no signal handler), started as `sh -c 'exec node ...'`
+// non-blocking, no signal handler; plain and with Express), started as `sh -c 'exec node ...'`
 // (the filter survives the exec), two workers; both serve, and after a
 // reload the new generation does.
 func TestInterceptNode(t *testing.T) {
@@ -160,7 +160,17 @@ func TestInterceptNode(t *testing.T) {
 	if err != nil {
 		t.Skip("node not installed")
 	}
-	b := StartBaton(t, Opt{Env: interceptEnv()}, "sh", "-c", "exec "+node+" "+testdata("intercept_server.js"))
+	t.Run("http", func(t *testing.T) { interceptNode(t, node, "intercept_server.js") })
+	t.Run("express", func(t *testing.T) {
+		if _, err := os.Stat("/usr/share/nodejs/express"); err != nil {
+			t.Skip("Debian's node-express not installed")
+		}
+		interceptNode(t, node, "intercept_express.js", "NODE_PATH=/usr/share/nodejs")
+	})
+}
+
+func interceptNode(t *testing.T, node, app string, env ...string) {
+	b := StartBaton(t, Opt{Env: interceptEnv(env...)}, "sh", "-c", "exec "+node+" "+testdata(app))
 	b.Expect("generation ready")
 	addr := "127.0.0.1:" + strconv.Itoa(interceptPort)
 	pids := map[string]bool{}
