@@ -39,7 +39,7 @@ const envPrefix = "BATON"
 type config struct {
 	Listen        handoff.Listeners       `desc:"listeners [name=]scheme://addr, comma-separated (tcp, tcp4, tcp6, udp, udp4, udp6, unix); host:port means tcp, /path means unix; a unix socket file takes ?mode=0666&owner=USER[:GROUP]"`
 	Workers       supervisor.Count        `default:"1" desc:"workers per generation"`
-	Ready         supervisor.ReadyMode    `default:"auto" desc:"when a new worker is ready: notify (READY=1), delay:DUR, auto (READY=1 or 2s up, until a worker has sent READY=1)"`
+	Ready         supervisor.ReadyMode    `default:"auto" desc:"when a new worker is ready: notify (READY=1), listen (BATON_BIND=intercept: listen() on every TCP listener it adopted), delay:DUR, auto (READY=1 or 2s up, until a worker has sent READY=1)"`
 	ReadyTimeout  supervisor.Timeout      `split_words:"true" default:"60s" desc:"a new generation (or recycling replacement) not ready by then is rolled back; must be above 0"`
 	ReloadSignal  supervisor.ReloadSignal `split_words:"true" default:"HUP" desc:"signal that starts a generation swap; none disables reloads and forwards it (plain init mode defaults to none: HUP goes to the app, as under tini)"`
 	StopSignal    supervisor.StopSignal   `split_words:"true" default:"TERM" desc:"signal that asks a retiring worker to finish; when set, it also replaces the shutdown signal baton received (not the reload signal, CHLD, URG or PIPE)"`
@@ -66,6 +66,7 @@ type config struct {
 	CanaryCheck   spawn.Command           `split_words:"true" desc:"command (no shell, split on spaces) run as the workers at the end of each canary step; its exit status decides: non-zero or not done within BATON_READY_TIMEOUT aborts the canary; what it leaves in its process group is stopped as for BATON_RELOAD_CHECK"`
 	Bake          supervisor.Duration     `desc:"steer mode: keep the old generation parked this long after the cutover; a new worker exit meanwhile reverts to it at once"`
 	Drain         supervisor.Drain        `default:"off" desc:"steer mode: off, or idle[:MAX]: after a reload's handover, stop the old generation only once each of its TCP connections was seen idle (response sent after the last request), for at most MAX (default BATON_STOP_TIMEOUT)"`
+	Bind          bindMode                `default:"off" desc:"off, or intercept: an unchanged app's bind() to a BATON_LISTEN address gets baton's socket (seccomp user notification; workers run with no_new_privs); defaults BATON_HANDOFF=steer, BATON_READY=listen and BATON_DRAIN=idle"`
 
 	reloadSignalSet bool // BATON_RELOAD_SIGNAL was set
 	stopSignalSet   bool // BATON_STOP_SIGNAL was set
@@ -84,7 +85,7 @@ var configKeys = []string{
 	"BATON_MAX_RSS", "BATON_MAX_AGE", "BATON_WATCH", "BATON_HTTP_ADDR",
 	"BATON_SUBREAPER", "BATON_LOG_LEVEL", "BATON_LOG_FORMAT", "BATON_RELOAD_CHECK",
 	"BATON_SURGE", "BATON_WATCHDOG", "BATON_HANDOFF", "BATON_CANARY",
-	"BATON_CANARY_CHECK", "BATON_BAKE", "BATON_DRAIN",
+	"BATON_CANARY_CHECK", "BATON_BAKE", "BATON_DRAIN", "BATON_BIND",
 }
 
 // setByBaton are variables baton sets for its own workers; a baton running
@@ -129,6 +130,20 @@ func (t *tristate) Decode(v string) error {
 		return nil
 	}
 	return fmt.Errorf("want auto, true or false, got %q", clip.Value(v))
+}
+
+// bindMode is BATON_BIND.
+type bindMode string
+
+const bindIntercept bindMode = "intercept"
+
+func (b *bindMode) Decode(v string) error {
+	switch v {
+	case "off", "intercept":
+		*b = bindMode(v)
+		return nil
+	}
+	return fmt.Errorf("want off or intercept, got %q", clip.Value(v))
 }
 
 type logLevel zerolog.Level
@@ -213,6 +228,20 @@ func loadConfig() (*config, error) {
 	// Empty values were unset above: set means set to something.
 	_, c.reloadSignalSet = os.LookupEnv("BATON_RELOAD_SIGNAL")
 	_, c.stopSignalSet = os.LookupEnv("BATON_STOP_SIGNAL")
+	if c.Bind == bindIntercept {
+		// One variable for an unchanged app: its own bind() and listen()
+		// tell baton what it needs, and steer mode keeps what it accepted
+		// safe from its drain. Each stays settable.
+		if _, set := os.LookupEnv("BATON_HANDOFF"); !set {
+			c.Handoff = supervisor.HandoffSteer
+		}
+		if _, set := os.LookupEnv("BATON_READY"); !set && c.hasTCP() {
+			c.Ready = supervisor.ReadyMode{Kind: "listen"}
+		}
+		if _, set := os.LookupEnv("BATON_DRAIN"); !set && c.Handoff == supervisor.HandoffSteer && c.hasTCP() {
+			c.Drain = supervisor.Drain{Idle: true}
+		}
+	}
 	return &c, nil
 }
 
@@ -267,6 +296,10 @@ func (c *config) validate() error {
 		return errors.New("BATON_DRAIN: idle needs BATON_HANDOFF=steer (only then does a leaving generation stop getting new connections)")
 	case len(c.CanaryCheck) > 0 && len(c.Canary) == 0:
 		return errors.New("BATON_CANARY_CHECK: runs at the end of each canary step; set BATON_CANARY too")
+	case c.Bind == bindIntercept && len(c.Listen) == 0:
+		return errors.New("BATON_BIND=intercept: needs BATON_LISTEN (the addresses whose bind() baton answers with its own socket)")
+	case c.Ready.Kind == "listen" && (c.Bind != bindIntercept || !c.hasTCP()):
+		return errors.New("BATON_READY=listen: needs BATON_BIND=intercept and a TCP listener in BATON_LISTEN (listen() on an adopted TCP socket is the event)")
 	}
 	if c.HTTPAddr != "" {
 		// The port is checked here; whether it is free, only the bind can tell.
@@ -275,6 +308,16 @@ func (c *config) validate() error {
 		}
 	}
 	return nil
+}
+
+// hasTCP: BATON_LISTEN has a TCP listener.
+func (c *config) hasTCP() bool {
+	for _, l := range c.Listen {
+		if strings.HasPrefix(l.Network, "tcp") {
+			return true
+		}
+	}
+	return false
 }
 
 // plain is plain init mode: one worker and no listeners, a drop-in for

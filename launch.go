@@ -4,15 +4,18 @@ package main
 // rlimits, descriptors), from the configuration and what baton opened.
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/handoff"
+	"github.com/baton-init/baton/intercept"
 	"github.com/baton-init/baton/spawn"
 	"github.com/baton-init/baton/supervisor"
 )
@@ -28,6 +31,11 @@ type launcher struct {
 	// resetSignals: signals baton ignores (inherited SIG_IGN the Go
 	// runtime keeps) must not reach a worker, so the shim resets them.
 	resetSignals bool
+	// intercept (BATON_BIND=intercept): every worker starts under the
+	// bind filter; notes gets its "listened" report, log its failures.
+	intercept bool
+	notes     chan<- handoff.Note
+	log       zerolog.Logger
 }
 
 // newLauncher is the launcher of argv, with the listeners ls and the
@@ -56,7 +64,7 @@ func (l *launcher) start(gen, idx int, fds []int, foreground bool) (supervisor.W
 	env := append([]string(nil), l.env...)
 	env = append(env, "BATON_GENERATION="+strconv.Itoa(gen), "BATON_WORKER="+strconv.Itoa(idx))
 	env = append(env, l.workerVars...)
-	return spawn.Start(spawn.Spec{
+	spec := spawn.Spec{
 		WatchdogPID:  l.cfg.Watchdog > 0,
 		Path:         l.argv[0],
 		Args:         l.argv,
@@ -67,7 +75,42 @@ func (l *launcher) start(gen, idx int, fds []int, foreground bool) (supervisor.W
 		Cred:         l.cfg.User.Cred,
 		Foreground:   foreground,
 		ResetSignals: l.resetSignals,
-	})
+	}
+	if !l.intercept {
+		return spawn.Start(spec)
+	}
+	return l.startIntercepted(spec, fds)
+}
+
+// startIntercepted starts a worker under the bind filter: a socketpair
+// carries the filter's listener from the shim to the worker's own
+// goroutine (intercept.Worker), which answers its binds and listens with
+// the generation's sockets fds until no process of the worker is left.
+func (l *launcher) startIntercepted(spec spawn.Spec, fds []int) (supervisor.Worker, error) {
+	var sp [2]int
+	var err error
+	if sp, err = unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0); err != nil {
+		return nil, fmt.Errorf("BATON_BIND=intercept: socketpair: %w", err)
+	}
+	spec.Intercept, spec.InterceptFD = true, sp[1]
+	p, err := spawn.Start(spec)
+	_ = unix.Close(sp[1]) // the shim's copy alone keeps it open now
+	if err != nil {
+		_ = unix.Close(sp[0])
+		return nil, err
+	}
+	pid := p.PID()
+	notes := l.notes
+	w, err := intercept.NewWorker(pid, fds, func() { notes <- handoff.Note{PID: pid, Listened: true} }, l.log)
+	if err != nil {
+		// The shim's send fails once baton's end is closed, and it
+		// exits without exec: the loop sees a worker that failed.
+		_ = unix.Close(sp[0])
+		l.log.Warn().Err(err).Int("pid", pid).Msg("bind interception failed")
+		return p, nil
+	}
+	go w.Run(sp[0])
+	return p, nil
 }
 
 // check is the loop's Check (or CanaryCheck) that runs cmd, nil when cmd

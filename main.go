@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/baton-init/baton/demo"
+	"github.com/baton-init/baton/intercept"
 	"github.com/baton-init/baton/internal/clip"
 	"github.com/baton-init/baton/spawn"
 	"github.com/baton-init/baton/supervisor"
@@ -100,6 +101,12 @@ func supervise(argv []string) int {
 	if err == nil {
 		err = cfg.validate()
 	}
+	if err == nil && cfg.Bind == bindIntercept {
+		// Before anything is opened: never half-start.
+		if perr := intercept.Probe(); perr != nil {
+			err = fmt.Errorf("BATON_BIND=intercept: the kernel or runtime refuses seccomp user notification (needs Linux 5.9+, seccomp(2) allowed, not gVisor): %v", perr)
+		}
+	}
 	if err != nil {
 		stderrf("baton: %s", err)
 		return exitConfig
@@ -117,6 +124,7 @@ func supervise(argv []string) int {
 	}
 	sup := supervisor.New(cfg.options(pid1, subreaper), log)
 	l := newLauncher(cfg, argv, o.listeners, o.notifyAddr)
+	l.intercept, l.notes, l.log = cfg.Bind == bindIntercept, o.notes, log
 	sup.Start = l.start
 	sup.Check = l.check(cfg.ReloadCheck)
 	sup.CanaryCheck = l.check(cfg.CanaryCheck)

@@ -21,6 +21,8 @@ import (
 // Listener is one socket baton holds for its whole life and hands to every
 // worker generation. baton never accepts on it and never changes its file
 // status flags: every generation shares this one open file description.
+// (BATON_BIND=intercept sets O_NONBLOCK to the adopting app's mode: see
+// package intercept.)
 type Listener struct {
 	Name    string // LISTEN_FDNAMES entry; "unknown" when unnamed, as systemd does
 	Network string // tcp, tcp4, tcp6, udp, udp4, udp6, unix

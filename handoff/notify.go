@@ -27,6 +27,10 @@ type Note struct {
 	Status   string // STATUS=...
 	Watchdog bool   // WATCHDOG=1: alive (BATON_WATCHDOG)
 	Trigger  bool   // WATCHDOG=trigger: hung, by its own word
+	// Listened is not a datagram: BATON_BIND=intercept reports with it
+	// that the worker PID has listened on every TCP listener of baton's
+	// it adopted (BATON_READY=listen).
+	Listened bool
 }
 
 // Notifier is baton's NOTIFY_SOCKET: a datagram socket workers send

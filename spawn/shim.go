@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/baton-init/baton/intercept"
 	"github.com/docker/go-units"
 	"golang.org/x/sys/unix"
 )
@@ -36,6 +37,7 @@ func Shim(args []string) int {
 		watchdogPID bool
 		rlimits     []*units.Ulimit
 		user        string
+		bindFD      = -1
 	)
 	i := 0
 	for ; i < len(args); i++ {
@@ -46,7 +48,7 @@ func Shim(args []string) int {
 		case "-watchdog-pid":
 			watchdogPID = true
 			continue
-		case "-rlimit", "-user", "-exec-fd":
+		case "-rlimit", "-user", "-exec-fd", "-bind-fd":
 			if i+1 >= len(args) {
 				return shimFail(fmt.Errorf("shim: %s needs a value", args[i]), 2)
 			}
@@ -58,6 +60,12 @@ func Shim(args []string) int {
 				}
 				// Closed by the exec: that EOF tells baton the command runs.
 				unix.CloseOnExec(fd)
+			case "-bind-fd":
+				fd, err := strconv.Atoi(args[i+1])
+				if err != nil || fd < listenFdsStart {
+					return shimFail(fmt.Errorf("shim: bad -bind-fd %q", args[i+1]), 2)
+				}
+				bindFD = fd
 			case "-user":
 				user = args[i+1]
 			default:
@@ -111,6 +119,14 @@ func Shim(args []string) int {
 	runtime.LockOSThread()
 	var empty unix.Sigset_t
 	_ = unix.PthreadSigmask(unix.SIG_SETMASK, &empty, nil) // best effort: exec follows either way
+	if bindFD >= 0 {
+		// Last, on the thread that execs: the filter and no_new_privs
+		// are per thread until the exec makes it the only one. Never
+		// exec without it (a half-started worker).
+		if err := interceptBinds(bindFD); err != nil {
+			return shimFail(err, 1)
+		}
+	}
 	err := syscall.Exec(path, argv, env)
 	if errors.Is(err, unix.ENOEXEC) {
 		// Returns only if there is no shell either: report the script.
@@ -118,6 +134,21 @@ func Shim(args []string) int {
 	}
 	err = classifyExec(path, err)
 	return shimFail(err, Code(err))
+}
+
+// interceptBinds installs the bind filter and sends its listener to baton
+// over sock, then closes both.
+func interceptBinds(sock int) error {
+	fd, err := intercept.Install()
+	if err == nil {
+		err = intercept.Send(sock, fd)
+		_ = unix.Close(fd)
+	}
+	_ = unix.Close(sock)
+	if err != nil {
+		return fmt.Errorf("BATON_BIND=intercept: %w", err)
+	}
+	return nil
 }
 
 // dropTo applies "uid:gid:g1,g2" as the shim's identity.

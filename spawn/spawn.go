@@ -71,6 +71,12 @@ type Spec struct {
 	Cred    *Credential
 	// Foreground gives the worker's process group the terminal on fd 0.
 	Foreground bool
+	// Intercept (BATON_BIND=intercept): the shim installs the bind
+	// filter (package intercept) just before exec and sends its listener
+	// over InterceptFD, baton's socketpair end for this worker, which the
+	// worker gets after the listeners and closes before exec.
+	Intercept   bool
+	InterceptFD int
 	// ResetSignals starts the worker through the shim even when nothing
 	// else needs it, so that signals baton ignores (InheritsIgnored) are
 	// back to SIG_DFL in the worker.
@@ -217,7 +223,7 @@ func shellArgv(path string, argv []string) []string {
 // shim: LISTEN_PID and rlimits can only be set between fork and exec, which
 // Go cannot do itself.
 func (s Spec) needsShim() bool {
-	return s.ListenPID || s.WatchdogPID || len(s.Rlimits) > 0 || s.ResetSignals
+	return s.ListenPID || s.WatchdogPID || len(s.Rlimits) > 0 || s.ResetSignals || s.Intercept
 }
 
 // Start starts the worker in a new process group, with an empty signal
@@ -257,6 +263,9 @@ func Start(s Spec) (*Proc, error) {
 		// LISTEN_FDS, and it closes on the command's exec.
 		argv = s.shimArgs(path, len(files))
 		files = append(files, uintptr(execW))
+		if s.Intercept {
+			files = append(files, uintptr(s.InterceptFD)) // -bind-fd: execFD+1
+		}
 		// The shim drops privileges itself, after raising rlimits as root.
 	} else if s.Cred != nil {
 		sys.Credential = &syscall.Credential{Uid: s.Cred.UID, Gid: s.Cred.GID, Groups: s.Cred.Groups}
@@ -316,6 +325,9 @@ func firstArg() string {
 
 func (s Spec) shimArgs(path string, execFD int) []string {
 	args := []string{ShimName, "-exec-fd", strconv.Itoa(execFD)}
+	if s.Intercept {
+		args = append(args, "-bind-fd", strconv.Itoa(execFD+1))
+	}
 	if s.ListenPID {
 		args = append(args, "-listen-pid")
 	}

@@ -53,7 +53,7 @@ func (t *Timeout) Decode(v string) error {
 
 // ReadyMode is how a new worker counts as ready (BATON_READY).
 type ReadyMode struct {
-	Kind  string // "auto", "notify" or "delay"
+	Kind  string // "auto", "notify", "listen" or "delay"
 	Delay time.Duration
 }
 
@@ -64,7 +64,7 @@ const autoReadyAfter = 2 * time.Second
 // Decode implements envconfig.Decoder.
 func (r *ReadyMode) Decode(v string) error {
 	switch {
-	case v == "auto" || v == "notify":
+	case v == "auto" || v == "notify" || v == "listen":
 		*r = ReadyMode{Kind: v}
 		return nil
 	case strings.HasPrefix(v, "delay:"):
@@ -74,7 +74,7 @@ func (r *ReadyMode) Decode(v string) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("want notify, auto or delay:DURATION (e.g. delay:2s), got %q", clip.Value(v))
+	return fmt.Errorf("want notify, auto, listen or delay:DURATION (e.g. delay:2s), got %q", clip.Value(v))
 }
 
 // Signal is a signal name or number: TERM, SIGTERM, 15.

@@ -23,6 +23,9 @@ func (s *Supervisor) onNote(n handoff.Note) {
 		s.seenNotify = true
 		s.markReady(w)
 	}
+	if n.Listened && s.opts.Ready.Kind == "listen" {
+		s.markReady(w)
+	}
 	if n.Watchdog || n.Trigger {
 		s.onWatchdog(w, n.Trigger)
 	}

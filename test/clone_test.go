@@ -17,6 +17,7 @@ var otherUserTests = []string{
 	"TestNotifySocketNotWorkers",
 	"TestOpsUserAndUlimits",
 	"TestSteerUnprivileged",
+	"TestInterceptUnprivileged",
 	"TestControlNameSquatted",
 	"TestProbesUnderConnectFlood",
 	"TestHealthPidMessages",

@@ -24,6 +24,8 @@ func runRole(role string) int {
 		return naive()
 	case "relay":
 		return relayWorker()
+	case "noseccomp":
+		return noSeccomp()
 	}
 	fmt.Fprintf(os.Stderr, "unknown TEST_ROLE %q\n", role)
 	return 2
