@@ -116,6 +116,7 @@ func TestBadInput(t *testing.T) {
 		{"BATON_CANARY", "10%:30s", "BATON_CANARY", nil}, // needs steer mode
 		{"BATON_BAKE", "a while", "BATON_BAKE", []string{"BATON_HANDOFF=steer"}},
 		{"BATON_BAKE", "5m", "BATON_BAKE", nil},     // needs steer mode
+		{"BATON_BIND", "yes", "BATON_BIND", nil},
 		{"BATON_DRAIN", "idle", "BATON_DRAIN", nil}, // needs steer mode
 		{"BATON_DRAIN", "idle:0", "BATON_DRAIN", []string{"BATON_HANDOFF=steer"}},
 		{"BATON_DRAIN", "busy", "BATON_DRAIN", []string{"BATON_HANDOFF=steer"}},
@@ -146,7 +147,7 @@ func TestBadInput(t *testing.T) {
 	// Every variable baton documents must be in the table above.
 	_, help, _ := runBatonPlain(t, nil, "help")
 	for _, f := range strings.Fields(help) {
-		f = strings.TrimRight(f, ":,;.)")
+		f, _, _ = strings.Cut(strings.TrimRight(f, ":,;.)"), "=") // BATON_READY=listen names BATON_READY
 		if strings.HasPrefix(f, "BATON_") && !seen[f] {
 			t.Errorf("%s has no bad-input case", f)
 		}
