@@ -115,7 +115,7 @@ func TestBadInput(t *testing.T) {
 		{"BATON_CANARY", "10%:" + secret, "BATON_CANARY", []string{"BATON_HANDOFF=steer"}},
 		{"BATON_CANARY", "10%:30s", "BATON_CANARY", nil}, // needs steer mode
 		{"BATON_BAKE", "a while", "BATON_BAKE", []string{"BATON_HANDOFF=steer"}},
-		{"BATON_BAKE", "5m", "BATON_BAKE", nil},     // needs steer mode
+		{"BATON_BAKE", "5m", "BATON_BAKE", nil}, // needs steer mode
 		{"BATON_BIND", "yes", "BATON_BIND", nil},
 		{"BATON_DRAIN", "idle", "BATON_DRAIN", nil}, // needs steer mode
 		{"BATON_DRAIN", "idle:0", "BATON_DRAIN", []string{"BATON_HANDOFF=steer"}},
