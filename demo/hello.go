@@ -41,7 +41,10 @@ const (
 // 3..3+n-1, and only if LISTEN_PID is its own pid (a mismatch is an error,
 // never a reason to bind somewhere else, which is how gunicorn ends up
 // silently serving 127.0.0.1:8000). Without LISTEN_FDS it listens itself on
-// :$PORT, or on 127.0.0.1:8080.
+// :$PORT, or on 127.0.0.1:8080. HELLO_UNCHANGED=1 plays an app that knows
+// nothing of baton: it ignores LISTEN_FDS and NOTIFY_SOCKET, binds :$PORT
+// itself and sends no READY=1 (for BATON_BIND=intercept, which gives it
+// baton's socket and takes its listen() for readiness).
 //
 // Every response is 200 with X-Baton-Generation ($BATON_GENERATION, "0"
 // outside baton), X-Baton-Pid and the body
@@ -148,6 +151,7 @@ Sends READY=1 to $NOTIFY_SOCKET. Drains on SIGTERM, SIGINT, SIGQUIT.
   HELLO_DRAIN        grace for open connections after the stop signal (default 500ms)
   HELLO_FAIL_AFTER   this long after READY=1, drain unasked and exit 1 (a broken release)
   HELLO_FAIL_QUIET   1: fail without sending STOPPING=1 first (an app that does not say it is stopping)
+  HELLO_UNCHANGED    1: an app that knows nothing of baton: bind :$PORT itself, ignore LISTEN_FDS and NOTIFY_SOCKET
 `
 
 // helloWorker is one run of Hello: its identity, knobs and state.
@@ -159,6 +163,7 @@ type helloWorker struct {
 	failAfter   time.Duration // HELLO_FAIL_AFTER, 0: never
 	failQuiet   bool          // HELLO_FAIL_QUIET: fail without STOPPING=1
 	notify      string        // NOTIFY_SOCKET
+	unchanged   bool          // HELLO_UNCHANGED: no LISTEN_FDS, no NOTIFY_SOCKET
 	getenv      func(string) string
 }
 
@@ -188,6 +193,13 @@ func newHelloWorker(getenv func(string) string) (*helloWorker, error) {
 	default:
 		return nil, fmt.Errorf("HELLO_FAIL_QUIET: want 0 or 1, got %q", v)
 	}
+	switch v := getenv("HELLO_UNCHANGED"); v {
+	case "", "0":
+	case "1":
+		w.unchanged, w.notify = true, ""
+	default:
+		return nil, fmt.Errorf("HELLO_UNCHANGED: want 0 or 1, got %q", v)
+	}
 	return w, nil
 }
 
@@ -209,7 +221,7 @@ func (w *helloWorker) run(sigs <-chan os.Signal) int {
 		}
 	}
 
-	lns, how, err := helloListeners(w.getenv)
+	lns, how, err := helloListeners(w.getenv, w.unchanged)
 	if err != nil {
 		w.logf("cannot serve: %v", err)
 		return 1
@@ -313,13 +325,16 @@ wait:
 }
 
 // helloListeners returns the listeners hello serves and how it got them.
-func helloListeners(getenv func(string) string) ([]net.Listener, string, error) {
-	lns, err := inheritedListeners(getenv)
-	if err != nil {
-		return nil, "", err
-	}
-	if lns != nil {
-		return lns, "LISTEN_FDS", nil
+// unchanged: never the inherited ones.
+func helloListeners(getenv func(string) string, unchanged bool) ([]net.Listener, string, error) {
+	if !unchanged {
+		lns, err := inheritedListeners(getenv)
+		if err != nil {
+			return nil, "", err
+		}
+		if lns != nil {
+			return lns, "LISTEN_FDS", nil
+		}
 	}
 	addr := defaultAddr
 	if port := getenv("PORT"); port != "" {

@@ -86,6 +86,33 @@ func TestHelloStandalone(t *testing.T) {
 	}
 }
 
+// HELLO_UNCHANGED=1 plays an app that knows nothing of baton: given
+// LISTEN_FDS and NOTIFY_SOCKET, it binds :$PORT itself and sends no READY=1.
+func TestHelloUnchanged(t *testing.T) {
+	_, ln, inherited := sharedSocket(t)
+	p := startRole(t, "hello", "hello", ln, false, "HELLO_UNCHANGED=1", "PORT=0", "BATON_GENERATION=3", "BATON_WORKER=0")
+	line := p.stderr.waitFor(t, "serving on ")
+	addr := strings.Fields(line[strings.Index(line, "serving on ")+len("serving on "):])[0]
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("log line %q: %v", line, err)
+	}
+	if !strings.HasSuffix(line, "(own socket)") || strings.HasSuffix(inherited, ":"+port) {
+		t.Errorf("log line %q: want its own socket, not the inherited %s", line, inherited)
+	}
+	resp, body := get(t, "127.0.0.1:"+port)
+	checkHello(t, resp, body, "3", "0", p.cmd.Process.Pid)
+	p.signal(t, syscall.SIGTERM)
+	if code := p.wait(t); code != 0 {
+		t.Errorf("exit %d after SIGTERM, want 0", code)
+	}
+	select {
+	case <-p.ready:
+		t.Error("sent READY=1")
+	default:
+	}
+}
+
 // LISTEN_FDS meant for another process is an error, not a reason to listen
 // somewhere else.
 func TestHelloForeignListenPID(t *testing.T) {
@@ -108,6 +135,7 @@ func TestHelloBadEnv(t *testing.T) {
 	for _, c := range []struct{ env, want string }{
 		{"HELLO_DRAIN=banana", `HELLO_DRAIN="banana"`},
 		{"HELLO_FAIL_QUIET=yes", `HELLO_FAIL_QUIET: want 0 or 1, got "yes"`},
+		{"HELLO_UNCHANGED=yes", `HELLO_UNCHANGED: want 0 or 1, got "yes"`},
 	} {
 		p := startRole(t, "hello", "hello", nil, false, c.env)
 		if code := p.wait(t); code != 2 {

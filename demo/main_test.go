@@ -70,7 +70,7 @@ func naiveWorker() int {
 		fmt.Fprintln(os.Stderr, "naive:", err)
 		return 2
 	}
-	lns, _, err := helloListeners(os.Getenv)
+	lns, _, err := helloListeners(os.Getenv, false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "naive:", err)
 		return 1

@@ -69,7 +69,7 @@ func recipeWorker() int {
 		fmt.Fprintln(os.Stderr, "recipe:", err)
 		return 2
 	}
-	lns, _, err := helloListeners(os.Getenv)
+	lns, _, err := helloListeners(os.Getenv, false)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "recipe:", err)
 		return 1

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -31,6 +32,7 @@ type demoOptions struct {
 	verbose   bool
 	handoff   string // BATON_HANDOFF
 	drain     string // HELLO_DRAIN, "" for hello's own default
+	bind      string // BATON_BIND: "" or "intercept"
 
 	self        string        // the baton binary
 	env         []string      // appended to baton's environment (tests)
@@ -59,7 +61,7 @@ func defaultDemoOptions() demoOptions {
 	}
 }
 
-const demoUsage = `usage: baton demo [-reloads N] [-clients N] [-keepalive F] [-interval D] [-handoff shared|steer] [-drain D] [-v]
+const demoUsage = `usage: baton demo [-reloads N] [-clients N] [-keepalive F] [-interval D] [-handoff shared|steer] [-drain D] [-bind intercept] [-v]
 
 Starts baton (this binary) with two "baton hello" workers per generation on
 127.0.0.1 (a free port), sends it SIGHUP N times under load from clients that
@@ -73,6 +75,12 @@ own making remain (a client retry covers them), so the demo then passes
 when no request failed on a fresh connection. Try both handoffs:
   baton demo -drain 0 -handoff shared
   baton demo -drain 0 -handoff steer
+
+-bind intercept runs the workers as an unchanged app (HELLO_UNCHANGED=1:
+they bind the port themselves and never send READY=1) under
+BATON_BIND=intercept, which gives them baton's socket; the handoff is
+then steer unless -handoff says otherwise. Add -drain 0 for an app that
+also dies at once on SIGTERM.
 
 `
 
@@ -99,6 +107,7 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.verbose, "v", false, "forward baton's output (its JSON log and the workers' lines) to stderr")
 	fs.StringVar(&o.handoff, "handoff", "shared", "BATON_HANDOFF: shared or steer")
 	fs.StringVar(&o.drain, "drain", "", "the workers' grace after SIGTERM (HELLO_DRAIN; default hello's 500ms, 0: none)")
+	fs.StringVar(&o.bind, "bind", "", "BATON_BIND=intercept: the workers bind the port themselves, as an unchanged app")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -115,6 +124,9 @@ func Run(args []string, stdout, stderr io.Writer) int {
 	case o.handoff != "shared" && o.handoff != "steer":
 		fmt.Fprintf(stderr, "demo: -handoff wants shared or steer, got %q\n", o.handoff)
 		return 2
+	case o.bind != "" && o.bind != "intercept":
+		fmt.Fprintf(stderr, "demo: -bind wants intercept, got %q\n", o.bind)
+		return 2
 	}
 	if o.drain != "" {
 		if d, err := time.ParseDuration(o.drain); (err != nil && o.drain != "0") || d < 0 {
@@ -123,7 +135,11 @@ func Run(args []string, stdout, stderr io.Writer) int {
 		}
 		o.env = append(o.env, "HELLO_DRAIN="+o.drain)
 	}
-	o.env = append(o.env, "BATON_HANDOFF="+o.handoff)
+	handoffSet := false
+	fs.Visit(func(f *flag.Flag) { handoffSet = handoffSet || f.Name == "handoff" })
+	if o.bind == "" || handoffSet {
+		o.env = append(o.env, "BATON_HANDOFF="+o.handoff) // else intercept's default, steer
+	}
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintf(stderr, "demo: cannot find baton's own binary: %v\n", err)
@@ -221,6 +237,16 @@ func (d *demoRun) start() error {
 	}
 	d.cmd = exec.Command(d.o.self, "--", d.o.self, "hello")
 	d.cmd.Env = append(batonEnv(os.Environ(), d.o.workers), d.o.env...)
+	if d.o.bind == "intercept" {
+		// The unchanged workers bind the port themselves, so they must
+		// know it: a free one, chosen here, not baton's ":0".
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		d.cmd.Env = append(d.cmd.Env, "BATON_LISTEN=127.0.0.1:"+port, "BATON_BIND=intercept", "BATON_READY=listen",
+			"HELLO_UNCHANGED=1", "PORT="+port) // the last of a name wins (os/exec)
+	}
 	// stdout too: workers' lines are forwarded with -v and kept for a
 	// failure report, and a *os.File needs no copying goroutine.
 	d.cmd.Stdout, d.cmd.Stderr = w, w
@@ -249,6 +275,19 @@ func (d *demoRun) start() error {
 		close(d.exited)
 	}()
 	return nil
+}
+
+// freePort is a TCP port of 127.0.0.1 the kernel just gave and took back.
+// Another process could take it before baton does; baton then fails to
+// start and says so.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	defer ln.Close()
+	_, port, err := net.SplitHostPort(ln.Addr().String())
+	return port, err
 }
 
 // batonEnv is the demo's environment for baton: ours without any BATON_*,
@@ -284,8 +323,12 @@ func (d *demoRun) script() (*Result, []swapReport, error) {
 		return nil, nil, err
 	}
 	keep := int(d.o.keepAlive*float64(d.o.clients) + 0.5)
-	fmt.Fprintf(d.stdout, "baton demo: baton (pid %d) holds %s, %d hello workers per generation; generation 1 ready\n",
-		d.cmd.Process.Pid, d.addr, d.o.workers)
+	workers := "hello workers"
+	if d.o.bind == "intercept" {
+		workers = "unchanged hello workers (each binds the port itself; BATON_BIND=intercept)"
+	}
+	fmt.Fprintf(d.stdout, "baton demo: baton (pid %d) holds %s, %d %s per generation; generation 1 ready\n",
+		d.cmd.Process.Pid, d.addr, d.o.workers, workers)
 	fmt.Fprintf(d.stdout, "load: %d clients (%d keep-alive, %d with a new connection per request), no retries\n",
 		d.o.clients, keep, d.o.clients-keep)
 

@@ -285,7 +285,7 @@ func TestRunBatonCrash(t *testing.T) {
 }
 
 func TestRunUsage(t *testing.T) {
-	for _, args := range [][]string{{"-reloads", "x"}, {"-clients", "0"}, {"-keepalive", "2"}, {"extra"}} {
+	for _, args := range [][]string{{"-reloads", "x"}, {"-clients", "0"}, {"-keepalive", "2"}, {"-bind", "on"}, {"extra"}} {
 		var stdout, stderr bytes.Buffer
 		if code := Run(args, &stdout, &stderr); code != 2 {
 			t.Errorf("Run(%q) = %d, want 2", args, code)
@@ -314,13 +314,21 @@ func TestRunRealBaton(t *testing.T) {
 	if bin == "" {
 		t.Skip("set DEMO_BATON_BIN to a baton binary")
 	}
-	o := defaultDemoOptions()
-	o.self = bin
-	o.interval = 150 * time.Millisecond
-	var stdout, stderr lockedBuffer
-	code := runDemo(o, &stdout, &stderr)
-	t.Logf("stdout:\n%s", stdout.String())
-	if code != 0 {
-		t.Errorf("exit %d, want 0; stderr:\n%s", code, stderr.String())
+	for _, bind := range []string{"", "intercept"} {
+		t.Run("bind="+bind, func(t *testing.T) {
+			o := defaultDemoOptions()
+			o.self = bin
+			o.interval = 150 * time.Millisecond
+			o.bind = bind
+			var stdout, stderr lockedBuffer
+			code := runDemo(o, &stdout, &stderr)
+			t.Logf("stdout:\n%s", stdout.String())
+			if code != 0 {
+				t.Errorf("exit %d, want 0; stderr:\n%s", code, stderr.String())
+			}
+			if unchanged := strings.Contains(stdout.String(), "unchanged hello workers"); unchanged != (bind == "intercept") {
+				t.Errorf("with bind %q the report says unchanged workers: %v", bind, unchanged)
+			}
+		})
 	}
 }

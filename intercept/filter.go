@@ -26,7 +26,8 @@
 // between notifications) answers each notification:
 //
 //   - bind(fd, addr, len): it reads len bytes at addr from the caller's
-//     memory (process_vm_readv), the socket's protocol from the xattr
+//     memory (process_vm_readv, or /proc/PID/mem where a seccomp profile
+//     denies that: see readMem), the socket's protocol from the xattr
 //     system.sockprotoname of /proc/PID/fd/FD (TCP, TCPv6, UDP, UDPv6,
 //     UNIX-STREAM, UNIX), then checks with SECCOMP_IOCTL_NOTIF_ID_VALID
 //     that the caller still waits (the pid was not reused meanwhile).

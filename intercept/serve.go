@@ -203,6 +203,37 @@ func (w *Worker) answer(fd int, req *notif) {
 	}
 }
 
+// readMem fills buf from the caller's memory at addr. process_vm_readv
+// first; where it is refused with EPERM or ENOSYS, /proc/PID/mem. The
+// kernel checks the same ptrace permission for both, but a seccomp profile
+// sees only the system call: Docker 20.10's default profile denies
+// process_vm_readv without CAP_SYS_PTRACE, even between processes of one
+// user, and cannot tell a pread of /proc/PID/mem from any other. step
+// names what failed, for the log.
+func readMem(pid int, proc string, addr uintptr, buf []byte) (step string, err error) {
+	local := []unix.Iovec{{Base: &buf[0], Len: uint64(len(buf))}}
+	remote := []unix.RemoteIovec{{Base: addr, Len: len(buf)}}
+	n, err := unix.ProcessVMReadv(pid, local, remote, 0)
+	if err == nil && n == len(buf) {
+		return "", nil
+	}
+	if err != unix.EPERM && err != unix.ENOSYS {
+		if err == nil {
+			err = fmt.Errorf("read %d of %d bytes", n, len(buf))
+		}
+		return "vmreadv", err
+	}
+	f, err := os.Open(proc + "/mem")
+	if err != nil {
+		return "procmem", err
+	}
+	defer f.Close()
+	if n, err := f.ReadAt(buf, int64(addr)); err != nil || n != len(buf) {
+		return "procmem", err
+	}
+	return "", nil
+}
+
 // valid reports whether the notification's caller still waits for it: a
 // pid read from before this point names the caller.
 func valid(fd int, id uint64) bool {
@@ -218,16 +249,14 @@ func (w *Worker) bind(fd int, req *notif) bool {
 	if appFD < 0 || size < 2 || size > maxSockaddr {
 		return false
 	}
-	buf := make([]byte, size)
-	local := []unix.Iovec{{Base: &buf[0], Len: uint64(size)}}
-	remote := []unix.RemoteIovec{{Base: uintptr(req.Data.Args[1]), Len: size}}
-	if n, err := unix.ProcessVMReadv(pid, local, remote, 0); err != nil || n != size {
-		w.log.Debug().Err(err).Int("pid", pid).Str("step", "vmreadv").Msg("bind not adopted")
-		return false
-	}
 	proc, err := procDir(pid)
 	if err != nil {
 		w.log.Debug().Err(err).Int("pid", pid).Str("step", "procdir").Msg("bind not adopted")
+		return false
+	}
+	buf := make([]byte, size)
+	if step, err := readMem(pid, proc, uintptr(req.Data.Args[1]), buf); err != nil {
+		w.log.Debug().Err(err).Int("pid", pid).Str("step", step).Msg("bind not adopted")
 		return false
 	}
 	name := make([]byte, 32)

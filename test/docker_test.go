@@ -54,11 +54,19 @@ const (
 	dkWait        = 20 * time.Second
 )
 
-// TestDockerE2E runs baton in a container: reloads under load through the
-// published port, docker exec baton reload, the HEALTHCHECK, docker stop,
-// docker logs, and docker run --init.
+// TestDockerE2E runs baton in a container: the demo image (Hello) and an
+// unchanged app under BATON_BIND=intercept (Intercept). One top-level test,
+// as the only one that stays in the host's network namespace (netns.Main).
 func TestDockerE2E(t *testing.T) {
 	dkRequire(t)
+	t.Run("Hello", dkTestHello)
+	t.Run("Intercept", dkTestIntercept)
+}
+
+// dkTestHello runs baton in a container: reloads under load through the
+// published port, docker exec baton reload, the HEALTHCHECK, docker stop,
+// docker logs, and docker run --init.
+func dkTestHello(t *testing.T) {
 	t0 := time.Now()
 	img := dkBuildImage(t)
 	t.Logf("image %s built in %v", img, time.Since(t0).Round(time.Millisecond))
@@ -778,5 +786,143 @@ func dkTestInit(t *testing.T, img string) {
 	code := dkInspect(t, c, "{{.State.ExitCode}}")
 	if !ok || exiting.Int("code") != 0 || code != "0" {
 		t.Errorf(`under --init, docker stop: "baton exiting" %v, State.ExitCode %s: want both 0`, exiting, code)
+	}
+}
+
+// dkInterceptDockerfile is an unchanged app's image: goApp (intercept_test.go,
+// http.ListenAndServe(":8080"), no LISTEN_FDS, no READY=1, dies at once on
+// SIGTERM) under BATON_BIND=intercept and nothing else of baton's protocol.
+// Debug logs for the "bind adopted" lines.
+const dkInterceptDockerfile = `FROM scratch
+COPY baton /baton
+COPY goapp /goapp
+ENV BATON_LISTEN=tcp://0.0.0.0:8080 BATON_BIND=intercept BATON_WORKERS=2 PORT=8080 BATON_STOP_TIMEOUT=5s BATON_LOG_LEVEL=debug
+ENTRYPOINT ["/baton"]
+CMD ["/goapp"]
+`
+
+// dkNoSeccompProfile allows every system call but seccomp(2), as a
+// restrictive runtime profile may.
+const dkNoSeccompProfile = `{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["seccomp"], "action": "SCMP_ACT_ERRNO"}]}`
+
+const dkInterceptReloads = 3
+
+// dkTestIntercept: an unchanged app served through baton's socket under
+// Docker's default seccomp profile, as root and as an unprivileged user with
+// no capabilities, across reloads under load; root baton with BATON_USER
+// (needs CAP_SYS_PTRACE, which Docker does not give); a profile that denies
+// seccomp(2).
+func dkTestIntercept(t *testing.T) {
+	ctxDir := t.TempDir()
+	dkCopyFile(t, batonBin, filepath.Join(ctxDir, "baton"))
+	dkCopyFile(t, buildGoApp(t), filepath.Join(ctxDir, "goapp"))
+	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(dkInterceptDockerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img := "baton-e2e-intercept:" + dkRandom()
+	t.Cleanup(func() {
+		if out, err := dkCmd(time.Minute, "rmi", "--force", img); err != nil {
+			t.Logf("docker rmi %s: %v: %s", img, err, out)
+		}
+	})
+	dkDocker(t, "build", "--quiet", "--force-rm", "--tag", img, ctxDir)
+
+	t.Run("Root", func(t *testing.T) { dkInterceptServe(t, img) })
+	t.Run("Nobody", func(t *testing.T) {
+		dkInterceptServe(t, img, "--user", "65534:65534", "--cap-drop", "ALL", "--security-opt", "no-new-privileges")
+	})
+	// Root baton, workers as another user: reading the worker's memory
+	// and /proc/PID/fd then needs CAP_SYS_PTRACE (the kernel's ptrace
+	// rules), which Docker's default capabilities lack. The bind is not
+	// adopted and runs as without baton: EADDRINUSE, the first generation
+	// fails, baton exits 1. With --cap-add SYS_PTRACE it serves.
+	t.Run("BatonUser", func(t *testing.T) {
+		c := dkRun(t, "-e", "BATON_USER=65534:65534", img)
+		logs := dkFollowLogs(t, c)
+		ev := dkAwait(t, logs, `"baton exiting"`, func(evs []Event) (Event, bool) { return dkFind(evs, "baton exiting") })
+		logs.mu.Lock()
+		na, ok := dkFind(logs.events, "bind not adopted")
+		logs.mu.Unlock()
+		if !ok || na.Str("step") != "procmem" || !strings.Contains(na.Str("err"), "permission denied") {
+			t.Errorf(`"bind not adopted" %v: want step procmem, permission denied`, na)
+		}
+		if ev.Int("code") != 1 || dkCount(logs, "bind adopted") != 0 {
+			t.Errorf(`"baton exiting" %v and %d binds adopted: want code 1 and none`, ev, dkCount(logs, "bind adopted"))
+		}
+		t.Logf("without CAP_SYS_PTRACE: %v; %v", na, ev)
+		t.Run("CapSysPtrace", func(t *testing.T) {
+			dkInterceptServe(t, img, "-e", "BATON_USER=65534:65534", "--cap-add", "SYS_PTRACE")
+		})
+	})
+	t.Run("NoSeccomp", func(t *testing.T) {
+		profile := filepath.Join(t.TempDir(), "noseccomp.json")
+		if err := os.WriteFile(profile, []byte(dkNoSeccompProfile), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c := dkRun(t, "--security-opt", "seccomp="+profile, img)
+		code := dkDocker(t, "wait", c)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "docker", "logs", c)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("docker logs: %v", err)
+		}
+		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+		t.Logf("exit %s, stderr %q", code, lines)
+		if code != "2" {
+			t.Errorf("exit code %s, want 2", code)
+		}
+		if stdout.Len() > 0 || len(lines) != 1 || !strings.HasPrefix(lines[0], "baton: BATON_BIND=intercept: ") || !strings.Contains(lines[0], "seccomp") {
+			t.Errorf("stdout %q, stderr %q: want one line on stderr naming BATON_BIND=intercept and seccomp", stdout.String(), lines)
+		}
+	})
+}
+
+// dkInterceptServe runs the intercept image with args: both workers of
+// every generation adopt baton's socket ("bind adopted"), and through
+// dkInterceptReloads reloads (docker kill -s HUP) under load every
+// generation answers and no request fails on a fresh connection.
+func dkInterceptServe(t *testing.T, img string, args ...string) {
+	c := dkRun(t, append(args, "-p", "127.0.0.1::8080", img)...)
+	logs := dkFollowLogs(t, c)
+	addr := dkHostPort(t, c, "8080")
+	dkAwait(t, logs, "generation ready", func(evs []Event) (Event, bool) { return dkFind(evs, "generation ready", "gen", 1) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	loadDone := make(chan *demo.Result, 1)
+	go func() {
+		loadDone <- demo.Load(ctx, demo.LoadConfig{Addr: addr, Clients: 8, KeepAlive: 0.5, Timeout: 5 * time.Second})
+	}()
+	watch := dkWatchGenerations(ctx, addr)
+	watch.await(t, 1)
+	for gen := 2; gen <= 1+dkInterceptReloads; gen++ {
+		dkDocker(t, "kill", "-s", "HUP", c)
+		dkAwaitSwap(t, logs, gen)
+		watch.await(t, gen)
+	}
+	cancel()
+	res := <-loadDone
+	wres := watch.result()
+	adopted := dkCount(logs, "bind adopted")
+	t.Logf("load: %d requests, %d failed %v (%d on reused keep-alive connections: the close race), by generation %v; watcher: %d requests, %d failed; %d binds adopted",
+		res.Requests, res.Failures, res.ByKind, res.Reused, res.Generations, wres.requests, wres.failures, adopted)
+	if hard := res.Failures - res.Reused; hard != 0 {
+		t.Errorf("%d requests failed on fresh connections: %v (%v)", hard, res.Fresh, res.Errors)
+	}
+	if wres.failures > 0 {
+		t.Errorf("watcher: %d of %d requests failed, first: %s", wres.failures, wres.requests, wres.firstErr)
+	}
+	for g := 1; g <= 1+dkInterceptReloads; g++ {
+		if res.Generations[strconv.Itoa(g)] == 0 {
+			t.Errorf("generation %d never answered the load (by generation: %v)", g, res.Generations)
+		}
+	}
+	if want := 2 * (1 + dkInterceptReloads); adopted < want {
+		t.Errorf("%d binds adopted, want at least %d (two workers a generation)", adopted, want)
+	}
+	if n := dkCount(logs, "bind not adopted"); n > 0 {
+		t.Errorf("%d binds not adopted", n)
 	}
 }
