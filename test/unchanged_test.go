@@ -191,3 +191,93 @@ func waitUnchangedGen(t *testing.T, addr string, app unchangedApp, gen string) {
 	}
 	t.Fatalf("generation %s never answered a GET (last: %s)", gen, last)
 }
+
+// TestUnchangedDrainIdle: BATON_DRAIN=idle for an unchanged app through
+// intercept (TestDrainIdle's case, whose worker takes fd 3 and says
+// READY=1): Python's own ThreadingHTTPServer binding PORT, 4 s a request
+// (the 1 s is shorter than an intercepted Python generation may
+// take to start here under load: the requests would end before the swap
+// does, and nothing could be cut),
+// no SIGTERM handler, 2 workers, BATON_BIND=intercept and nothing else
+// (so steer, listen readiness and the idle drain are the defaults). No
+// request in flight at a reload is cut, on fresh connections or a
+// keep-alive one, and an idle keep-alive connection does not hold the
+// drain up. The control, BATON_DRAIN=off, cuts some.
+func TestUnchangedDrainIdle(t *testing.T) {
+	t.Run("default", func(t *testing.T) {
+		b, cut := unchangedInFlightThroughReload(t)
+		if cut != 0 {
+			t.Errorf("%d of 7 in-flight requests cut, want 0", cut)
+		}
+		ev := b.Expect("old generation idle", "gen", 1)
+		t.Logf("0 of 7 cut; old generation idle after %v ms", ev["elapsed"])
+		if n := b.Count("old generation not idle in time"); n != 0 {
+			t.Errorf("the drain reached its bound %d times", n)
+		}
+		b.Expect("worker retiring", "gen", 1)
+		b.Signal(unix.SIGTERM)
+		b.Wait()
+	})
+	t.Run("off", func(t *testing.T) {
+		b, cut := unchangedInFlightThroughReload(t, "BATON_DRAIN=off")
+		t.Logf("BATON_DRAIN=off: %d of 7 in-flight requests cut", cut)
+		if cut == 0 {
+			t.Error("no request was cut without the drain: the test cannot see cuts")
+		}
+		b.Signal(unix.SIGTERM)
+		b.Wait()
+	})
+}
+
+// unchangedInFlightThroughReload is inFlightThroughReload for the
+// unchanged slow app under intercept: two keep-alive connections with one
+// request answered each, one left idle; the other's second request and six
+// on fresh connections in flight at a reload. It returns how many of
+// those 7 were cut.
+func unchangedInFlightThroughReload(t *testing.T, env ...string) (*Baton, int) {
+	const slow = 4 * time.Second
+	env = append([]string{"SLOW_SECONDS=" + strconv.Itoa(int(slow.Seconds()))}, env...)
+	b := StartBaton(t, Opt{Env: interceptEnv(env...)}, python(t), testdata("unchanged_slow.py"))
+	b.Expect("generation ready")
+	addr := "127.0.0.1:" + strconv.Itoa(interceptPort)
+	idle, busy := dialSlow(t, addr), dialSlow(t, addr)
+	for _, c := range []*slowClient{idle, busy} {
+		if err := c.send("/first"); err != nil {
+			t.Fatal(err)
+		}
+		if body, err := c.answer(); err != nil || body != "gen 1 /first\n" {
+			t.Fatalf("first request: %q %v", body, err)
+		}
+	}
+	inflight := []*slowClient{busy}
+	for range 6 {
+		inflight = append(inflight, dialSlow(t, addr))
+	}
+	from := len(b.OutLines())
+	for i, c := range inflight {
+		if err := c.send(fmt.Sprintf("/inflight-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range inflight {
+		_, from = b.ExpectOut(from, "request 1 /inflight-")
+		from++
+	}
+	sent := time.Now()
+	b.Signal(unix.SIGHUP)
+	b.Expect("swap complete", "gen", 2)
+	if swap := time.Since(sent); swap >= slow {
+		t.Fatalf("the swap took %v, longer than a request (%v): nothing was in flight at its end", swap, slow)
+	} else {
+		t.Logf("swap complete %v after the requests were read", swap.Round(time.Millisecond))
+	}
+	cut := 0
+	for i, c := range inflight {
+		body, err := c.answer()
+		if err != nil || body != fmt.Sprintf("gen 1 /inflight-%d\n", i) {
+			t.Logf("in-flight request %d: %q %v", i, body, err)
+			cut++
+		}
+	}
+	return b, cut
+}
