@@ -113,9 +113,15 @@ func (s *Supervisor) abortCanary(reason string) {
 
 // onBakeEnd: the bake passed; the parked generation retires as an old one
 // does.
-func (s *Supervisor) onBakeEnd(gen int) {
+func (s *Supervisor) onBakeEnd(gen, cur int) {
 	old := s.parked
 	if old == nil || old.num != gen || s.phase >= phaseDraining {
+		return
+	}
+	if s.current.num != cur {
+		// The timer of an earlier bake of the same parked generation (a
+		// revert made it current again, and a later swap parked it anew):
+		// this bake's own timer is armed for the generation it bakes.
 		return
 	}
 	s.parked = nil
