@@ -143,9 +143,12 @@ func (s *Supervisor) revert(reason string) {
 	s.current = old
 	for i := range old.slots {
 		w := old.slots[i].w
-		if w == nil && !old.slots[i].pending {
+		if w == nil {
 			// A parked worker that exited is started again now (the
-			// others serve meanwhile).
+			// others serve meanwhile). So is one whose restart was
+			// pending when its generation was parked: that timer found
+			// it no longer current and did nothing (a second timer
+			// finds the slot taken).
 			old.slots[i].pending = true
 			s.after(0, timerEvent{kind: evRestart, gen: old.num, idx: i})
 		}
