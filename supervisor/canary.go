@@ -137,6 +137,11 @@ func (s *Supervisor) onBakeEnd(gen, cur int) {
 func (s *Supervisor) revert(reason string) {
 	old, g := s.parked, s.current
 	s.parked = nil
+	if r := s.replacing; r != nil && r.gen == g {
+		// A recycle of the failed generation's worker: it leaves with
+		// its generation, and recycling goes on with the reverted one.
+		s.replacing = nil
+	}
 	if err := s.Sockets.Steer(old.num); err != nil {
 		s.Log.Error().Err(err).Int("gen", old.num).Msg("steer failed")
 	}

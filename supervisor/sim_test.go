@@ -44,8 +44,9 @@ var (
 // simRegressions are seeds that broke an invariant once, each with what
 // it found; they run in every TestSim.
 var simRegressions = []uint64{
-	23,   // a stale bake timer ended a later bake of the same parked generation 8 s early
-	5875, // a revert never restarted a parked slot whose restart was pending: 0 of 1 serving
+	23,    // a stale bake timer ended a later bake of the same parked generation 8 s early
+	11775, // a recycle replacement of the reverted generation stayed in replacing: recycling stopped for good
+	5875,  // a revert never restarted a parked slot whose restart was pending: 0 of 1 serving
 }
 
 func TestSim(t *testing.T) {
