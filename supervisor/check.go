@@ -129,7 +129,11 @@ func (s *Supervisor) finishCheck() {
 	}
 	s.stopCheckLeft(c, name)
 	if s.phase >= phaseDraining {
-		return // failWaiters answered them
+		// Once the stop signal went out, failWaiters answered them; a
+		// check that ends during BATON_SHUTDOWN_DELAY, before that, takes
+		// its waiters with it unless they are answered here.
+		answerAll(&c.replies, Outcome{Gen: s.current.num, Reason: "baton is stopping"})
+		return
 	}
 	reason := ""
 	switch {
