@@ -100,7 +100,7 @@ func (s *Supervisor) abortCanary(reason string) {
 	if err := s.Sockets.Steer(s.current.num); err != nil {
 		s.Log.Error().Err(err).Int("gen", s.current.num).Msg("steer failed")
 	}
-	if ck := s.checking; ck != nil && ck.canary && !ck.exited {
+	if ck := s.checking; ck != nil && ck.canary && !ck.exited && !ck.gone {
 		ck.killed = true
 		_ = ck.w.Signal(unix.SIGKILL) // its answer no longer matters
 	}

@@ -24,6 +24,8 @@ type check struct {
 	// killed: its group got SIGKILL (timed out, or its canary aborted):
 	// nothing of it is left to stop at its exit.
 	killed bool
+	// gone: reaped, its exit not yet handled.
+	gone bool
 	// canary: the check at the end of a canary step (BATON_CANARY_CHECK),
 	// not a reload's.
 	canary bool

@@ -99,7 +99,7 @@ func (s *Supervisor) stopAll() {
 				// What exited workers and checks left behind.
 				s.sent(s.KillGroup(pgid, s.stopSig), pgid, s.stopSig, "stop signal failed")
 			}
-			if c := s.checking; c != nil && !c.exited {
+			if c := s.checking; c != nil && !c.exited && !c.gone {
 				// A reload check in progress goes too.
 				s.sent(c.w.Signal(s.stopSig), c.w.PID(), s.stopSig, "stop signal failed")
 			}
