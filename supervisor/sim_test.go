@@ -47,6 +47,7 @@ var simRegressions = []uint64{
 	23,    // a stale bake timer ended a later bake of the same parked generation 8 s early
 	11775, // a recycle replacement of the reverted generation stayed in replacing: recycling stopped for good
 	5875,  // a revert never restarted a parked slot whose restart was pending: 0 of 1 serving
+	6,     // a restart during a rolling swap made 5 workers alive with BATON_WORKERS=3 BATON_SURGE=1
 	117,   // a worker reaped in the same wait4 batch as the one whose exit ended baton got the stop signal
 	15,    // a reload check that ended during BATON_SHUTDOWN_DELAY never answered its waiter
 }
@@ -289,6 +290,7 @@ type simState struct {
 	prevParked   *generation
 	prevCurrent  *generation
 	prevBakeEnds time.Time
+	prevAlive    int
 	terms        int
 	termUnset    bool // SIGTERM came while the exit status was undecided
 }
@@ -565,6 +567,19 @@ func (sim *simState) sigterm() {
 func (sim *simState) beforeStep() {
 	s := sim.s
 	sim.prevParked, sim.prevCurrent, sim.prevBakeEnds = s.parked, s.current, s.bakeEnds
+	sim.prevAlive = sim.aliveWorkers()
+}
+
+// aliveWorkers counts the worker processes that have not exited, draining
+// ones included.
+func (sim *simState) aliveWorkers() int {
+	n := 0
+	for _, p := range sim.w.procs {
+		if p.kind == kWorker && !p.exited {
+			n++
+		}
+	}
+	return n
 }
 
 // afterStep ends a step as Run does (checkDone), then checks the
@@ -595,15 +610,11 @@ func (sim *simState) invariants() {
 	if s.phase == phaseDone {
 		return
 	}
-	// Rolling swaps: at most Workers+Surge alive, draining ones included.
+	// Rolling swaps: at most Workers+Surge alive, draining ones included;
+	// a swap begun with more (a recycle's, a rolled-back generation's
+	// still draining) starts none until they are fewer.
 	if s.rolling() && s.next != nil {
-		n := 0
-		for _, p := range w.procs {
-			if p.kind == kWorker && !p.exited {
-				n++
-			}
-		}
-		if n > s.opts.Workers+s.opts.Surge {
+		if n := sim.aliveWorkers(); n > s.opts.Workers+s.opts.Surge && n > sim.prevAlive {
 			w.violate("%d workers alive during a rolling swap, more than BATON_WORKERS+BATON_SURGE = %d", n, s.opts.Workers+s.opts.Surge)
 		}
 	}
