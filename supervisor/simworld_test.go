@@ -343,10 +343,14 @@ func (w *simWorld) deliver(p *simProc, sig unix.Signal) {
 	if p.exited {
 		return
 	}
-	if lw := w.s.byPID[p.pgid]; w.s.parked != nil && p.gen == w.s.parked.num && p.kind != kCheck && (lw == nil || !lw.retiring) &&
+	lw := w.s.byPID[p.pgid]
+	judged := (lw != nil && (lw.retiring || lw.hung)) || (lw == nil && w.s.lingering[p.pgid] != nil)
+	if w.s.parked != nil && p.gen == w.s.parked.num && p.kind != kCheck && !judged &&
 		(sig == w.s.opts.StopSignal || sig == unix.SIGKILL || sig == unix.SIGABRT) {
 		// (A worker retired before its generation was parked, a recycled
-		// one, is killed after its stop timeout as any retired one.)
+		// one, is killed after its stop timeout as any retired one; one
+		// the watchdog found hung before, held in the shim, gets its
+		// SIGABRT as it leaves it.)
 		w.violate("%s to pid %d of generation %d, parked during a bake", unix.SignalName(sig), p.pid, p.gen)
 	}
 	if p.inShim && sig != unix.SIGKILL {
