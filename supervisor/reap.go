@@ -28,6 +28,8 @@ func (s *Supervisor) reap() {
 			c.gone = true
 		}
 	}
+	// So are the left-behind groups these exits emptied.
+	s.pruneLeft(true)
 	for _, e := range exits {
 		s.onExit(e)
 	}
