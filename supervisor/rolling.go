@@ -2,7 +2,10 @@
 
 package supervisor
 
-import "strconv"
+import (
+	"slices"
+	"strconv"
+)
 
 // Rolling swaps (BATON_SURGE): a reload replaces the workers a few at a
 // time, so that at most Workers+Surge are alive at any moment, draining
@@ -72,13 +75,19 @@ func (s *Supervisor) halt(reason string) {
 			s.retire(w)
 			continue
 		}
-		for i := range cur.slots {
-			o := cur.slots[i].w
-			if o == nil || o.retiring {
-				cur.slots[i].w = w // the old one, if draining, no longer owns the slot
-				w.gen, w.idx = cur, i
-				break
-			}
+		// The places the swap took from the old generation first: a slot
+		// whose restart is pending gets its own worker back, and would
+		// get none if a new worker took it.
+		i := slices.IndexFunc(cur.slots, func(sl slot) bool {
+			return (sl.w != nil && sl.w.retiring) || (sl.w == nil && !sl.pending)
+		})
+		if i < 0 {
+			i = slices.IndexFunc(cur.slots, func(sl slot) bool { return sl.w == nil })
+		}
+		if i >= 0 {
+			cur.slots[i].w = w // the old one, if draining, no longer owns the slot
+			cur.slots[i].pending = false
+			w.gen, w.idx = cur, i
 		}
 	}
 	s.stats.ReloadsFailed++

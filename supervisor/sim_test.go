@@ -47,6 +47,7 @@ var simRegressions = []uint64{
 	23,    // a stale bake timer ended a later bake of the same parked generation 8 s early
 	11775, // a recycle replacement of the reverted generation stayed in replacing: recycling stopped for good
 	5875,  // a revert never restarted a parked slot whose restart was pending: 0 of 1 serving
+	12997, // a halted rolling swap put a ready worker in a slot whose restart was pending: another slot stayed empty
 	1988,  // a left-behind group emptied by the same batch of exits got the stop signal
 	614,   // a worker's exit 0 during BATON_SHUTDOWN_DELAY decided baton's status (0, not the 137 that came after)
 	110,   // the watchdog sent SIGABRT to a worker of the generation parked during a bake
@@ -676,7 +677,7 @@ func (sim *simState) settle() {
 // count of serving workers and /readyz says ready.
 func (sim *simState) quiescent() {
 	s, w := sim.s, sim.w
-	w.tracef("settled")
+	w.tracef("settled: current %d, slots %s", s.current.num, slotsString(s.current))
 	switch {
 	case s.next != nil:
 		w.violate("settled with generation %d still starting", s.next.num)
@@ -705,6 +706,22 @@ func (sim *simState) quiescent() {
 			w.violate("settled, and reload waiter %d has %d answers", i+1, len(ch))
 		}
 	}
+}
+
+func slotsString(g *generation) string {
+	var b strings.Builder
+	for i, sl := range g.slots {
+		fmt.Fprintf(&b, " %d:", i)
+		if sl.w == nil {
+			b.WriteString("empty")
+		} else {
+			fmt.Fprintf(&b, "pid %d gen %d ready %v retiring %v", sl.w.pid, sl.w.gen.num, sl.w.ready, sl.w.retiring)
+		}
+		if sl.pending {
+			b.WriteString(" (restart pending)")
+		}
+	}
+	return b.String()
 }
 
 // finish stops baton with SIGTERM (unless it is stopping already) and
