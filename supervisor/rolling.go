@@ -62,6 +62,7 @@ func (s *Supervisor) halt(reason string) {
 	}
 	if ready == 0 {
 		s.abortSwap(reason)
+		s.refill()
 		return
 	}
 	s.next = nil
@@ -90,12 +91,29 @@ func (s *Supervisor) halt(reason string) {
 			w.gen, w.idx = cur, i
 		}
 	}
+	s.refill()
 	s.stats.ReloadsFailed++
 	s.Log.Warn().Int("gen", g.num).Int("replaced", ready).Int("workers", s.opts.Workers).Str("reason", reason).Msg("swap halted")
 	why := "halted after " + strconv.Itoa(ready) + " of " + strconv.Itoa(s.opts.Workers) +
 		" workers of generation " + strconv.Itoa(g.num) + " were serving: " + reason
 	answerAll(&g.waiters, Outcome{Gen: cur.num, Reason: why})
 	s.afterSwap()
+}
+
+// refill starts again the current generation's slots that a halted
+// rolling swap emptied: their old workers were let go for new ones that
+// are not there (one that was ready and exited, one not ready in time).
+func (s *Supervisor) refill() {
+	g := s.current
+	for i := range g.slots {
+		sl := &g.slots[i]
+		if sl.pending || (sl.w != nil && !sl.w.retiring) || (sl.w == nil && s.opts.Restart != RestartAlways) {
+			continue // (an empty one under on-failure may be a clean exit)
+		}
+		sl.w = nil // a draining one no longer owns it
+		sl.pending = true
+		s.after(0, timerEvent{kind: evRestart, gen: g.num, idx: i})
+	}
 }
 
 // rollBack ends the swap in progress that went wrong: a rolling swap

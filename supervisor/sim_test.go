@@ -47,6 +47,7 @@ var simRegressions = []uint64{
 	23,    // a stale bake timer ended a later bake of the same parked generation 8 s early
 	11775, // a recycle replacement of the reverted generation stayed in replacing: recycling stopped for good
 	5875,  // a revert never restarted a parked slot whose restart was pending: 0 of 1 serving
+	10395, // a halted rolling swap left a slot whose old worker it had let go with nobody: 3 of 4 serving
 	12997, // a halted rolling swap put a ready worker in a slot whose restart was pending: another slot stayed empty
 	1988,  // a left-behind group emptied by the same batch of exits got the stop signal
 	614,   // a worker's exit 0 during BATON_SHUTDOWN_DELAY decided baton's status (0, not the 137 that came after)

@@ -47,6 +47,7 @@ type simProc struct {
 	relisten   bool // and later calls listen() on them again
 	stopped    bool // got the stop signal and will exit once drained
 	aborted    bool // got SIGABRT
+	told       bool // got the stop signal
 	readySent  bool
 	checkHang  bool // a check that never ends by itself
 	checkCode  int
@@ -225,6 +226,16 @@ func (w *simWorld) spawn(kind procKind, gen, idx, pgid int) *simProc {
 	return p
 }
 
+// leader is the process that leads p's group (p itself for a leader).
+func (w *simWorld) leader(p *simProc) *simProc {
+	for _, q := range w.procs {
+		if q.pid == p.pgid && q.pgid == p.pgid && q.epoch == p.epoch {
+			return q
+		}
+	}
+	return p
+}
+
 // members are the unreaped processes of the group p leads (or is in).
 func (w *simWorld) members(pgid, epoch int) []*simProc {
 	var m []*simProc
@@ -344,7 +355,7 @@ func (w *simWorld) deliver(p *simProc, sig unix.Signal) {
 		return
 	}
 	lw := w.s.byPID[p.pgid]
-	judged := (lw != nil && (lw.retiring || lw.hung)) || (lw == nil && w.s.lingering[p.pgid] != nil)
+	judged := (lw != nil && (lw.retiring || lw.hung)) || w.leader(p).told
 	if w.s.parked != nil && p.gen == w.s.parked.num && p.kind != kCheck && !judged &&
 		(sig == w.s.opts.StopSignal || sig == unix.SIGKILL || sig == unix.SIGABRT) {
 		// (A worker retired before its generation was parked, a recycled
@@ -357,6 +368,9 @@ func (w *simWorld) deliver(p *simProc, sig unix.Signal) {
 		w.violate("%s reached pid %d in baton's shim", unix.SignalName(sig), p.pid)
 	}
 	p.sigs = append(p.sigs, sig)
+	if sig == w.s.opts.StopSignal {
+		p.told = true
+	}
 	switch {
 	case sig == unix.SIGKILL:
 		w.exit(p, 128+int(unix.SIGKILL))
