@@ -156,8 +156,8 @@ type simWorld struct {
 	// trace
 	trace []string
 	// first non-zero exit of a current worker once shutdown began
-	shutdownCode int
-	termSent     bool
+	shutdownCodes map[int]bool
+	termSent      bool
 }
 
 type simTimer struct {
@@ -465,11 +465,15 @@ func (w *simWorld) reap() ([]reaper.Exit, error) {
 				st = unix.WaitStatus(p.code - 128)
 			}
 			out = append(out, reaper.Exit{PID: p.pid, Status: st})
+			w.tracef("  loop reaps pid %d: %d", p.pid, p.code)
 			s := w.s
-			// (The loop's view of its generation: a halted rolling swap
-			// moves ready new workers into the current one.)
-			if lw := s.byPID[p.pid]; lw != nil && s.phase >= phaseDraining && lw.gen == s.current && p.code != 0 && w.shutdownCode == 0 && w.termSent {
-				w.shutdownCode = p.code
+			// Which generation is current is decided exit by exit (one
+			// may revert a bake): the status may be any of these.
+			if lw := s.byPID[p.pid]; lw != nil && s.phase >= phaseDraining && p.code != 0 && w.termSent {
+				if w.shutdownCodes == nil {
+					w.shutdownCodes = map[int]bool{}
+				}
+				w.shutdownCodes[p.code] = true
 			}
 		}
 	}
