@@ -72,6 +72,12 @@ func (s *Supervisor) onCanaryStep(gen, step int) {
 func (s *Supervisor) canaryChecked(reason string) {
 	c := s.canary
 	if c == nil {
+		// The canary was aborted while its check ran; a reload asked for
+		// meanwhile was coalesced behind the check, and begins now,
+		// unless the abort already began one.
+		if s.next == nil && s.parked == nil {
+			s.afterSwap()
+		}
 		return
 	}
 	if reason != "" {

@@ -44,17 +44,18 @@ var (
 // simRegressions are seeds that broke an invariant once, each with what
 // it found; they run in every TestSim.
 var simRegressions = []uint64{
-	23,    // a stale bake timer ended a later bake of the same parked generation 8 s early
-	11775, // a recycle replacement of the reverted generation stayed in replacing: recycling stopped for good
-	5875,  // a revert never restarted a parked slot whose restart was pending: 0 of 1 serving
-	10395, // a halted rolling swap left a slot whose old worker it had let go with nobody: 3 of 4 serving
-	12997, // a halted rolling swap put a ready worker in a slot whose restart was pending: another slot stayed empty
-	1988,  // a left-behind group emptied by the same batch of exits got the stop signal
-	614,   // a worker's exit 0 during BATON_SHUTDOWN_DELAY decided baton's status (0, not the 137 that came after)
-	110,   // the watchdog sent SIGABRT to a worker of the generation parked during a bake
-	6,     // a restart during a rolling swap made 5 workers alive with BATON_WORKERS=3 BATON_SURGE=1
-	117,   // a worker reaped in the same wait4 batch as the one whose exit ended baton got the stop signal
-	15,    // a reload check that ended during BATON_SHUTDOWN_DELAY never answered its waiter
+	23,     // a stale bake timer ended a later bake of the same parked generation 8 s early
+	11775,  // a recycle replacement of the reverted generation stayed in replacing: recycling stopped for good
+	5875,   // a revert never restarted a parked slot whose restart was pending: 0 of 1 serving
+	109869, // a reload asked for while an aborted canary's check still ran was never begun nor answered
+	10395,  // a halted rolling swap left a slot whose old worker it had let go with nobody: 3 of 4 serving
+	12997,  // a halted rolling swap put a ready worker in a slot whose restart was pending: another slot stayed empty
+	1988,   // a left-behind group emptied by the same batch of exits got the stop signal
+	614,    // a worker's exit 0 during BATON_SHUTDOWN_DELAY decided baton's status (0, not the 137 that came after)
+	110,    // the watchdog sent SIGABRT to a worker of the generation parked during a bake
+	6,      // a restart during a rolling swap made 5 workers alive with BATON_WORKERS=3 BATON_SURGE=1
+	117,    // a worker reaped in the same wait4 batch as the one whose exit ended baton got the stop signal
+	15,     // a reload check that ended during BATON_SHUTDOWN_DELAY never answered its waiter
 }
 
 func TestSim(t *testing.T) {
