@@ -92,6 +92,12 @@ func (s *Supervisor) halt(reason string) {
 		}
 	}
 	s.refill()
+	if !cur.ready && !slices.ContainsFunc(cur.slots, func(sl slot) bool { return sl.w == nil || !sl.w.ready }) {
+		// Its workers were ready before they joined it: no READY=1 will
+		// come to mark it.
+		cur.ready = true
+		s.Log.Info().Int("gen", cur.num).Dur("elapsed", s.Now().Sub(cur.begun)).Msg("generation ready")
+	}
 	s.stats.ReloadsFailed++
 	s.Log.Warn().Int("gen", g.num).Int("replaced", ready).Int("workers", s.opts.Workers).Str("reason", reason).Msg("swap halted")
 	why := "halted after " + strconv.Itoa(ready) + " of " + strconv.Itoa(s.opts.Workers) +

@@ -47,6 +47,7 @@ var simRegressions = []uint64{
 	23,     // a stale bake timer ended a later bake of the same parked generation 8 s early
 	11775,  // a recycle replacement of the reverted generation stayed in replacing: recycling stopped for good
 	5875,   // a revert never restarted a parked slot whose restart was pending: 0 of 1 serving
+	66741,  // a halted rolling swap whose ready workers filled every slot left /readyz not ready for good
 	109869, // a reload asked for while an aborted canary's check still ran was never begun nor answered
 	10395,  // a halted rolling swap left a slot whose old worker it had let go with nobody: 3 of 4 serving
 	12997,  // a halted rolling swap put a ready worker in a slot whose restart was pending: another slot stayed empty
