@@ -85,11 +85,15 @@ func (s *Supervisor) halt(reason string) {
 		if i < 0 {
 			i = slices.IndexFunc(cur.slots, func(sl slot) bool { return sl.w == nil })
 		}
-		if i >= 0 {
-			cur.slots[i].w = w // the old one, if draining, no longer owns the slot
-			cur.slots[i].pending = false
-			w.gen, w.idx = cur, i
+		if i < 0 {
+			// No place for it (every slot serves): it would serve on
+			// outside any generation's count, a worker too many.
+			s.retire(w)
+			continue
 		}
+		cur.slots[i].w = w // the old one, if draining, no longer owns the slot
+		cur.slots[i].pending = false
+		w.gen, w.idx = cur, i
 	}
 	s.refill()
 	if !cur.ready && !slices.ContainsFunc(cur.slots, func(sl slot) bool { return sl.w == nil || !sl.w.ready }) {

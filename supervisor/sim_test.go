@@ -47,6 +47,7 @@ var simRegressions = []uint64{
 	23,     // a stale bake timer ended a later bake of the same parked generation 8 s early
 	11775,  // a recycle replacement of the reverted generation stayed in replacing: recycling stopped for good
 	5875,   // a revert never restarted a parked slot whose restart was pending: 0 of 1 serving
+	78178,  // a halted rolling swap's ready worker that found no slot served on outside any: 5 serving of 4
 	66741,  // a halted rolling swap whose ready workers filled every slot left /readyz not ready for good
 	109869, // a reload asked for while an aborted canary's check still ran was never begun nor answered
 	10395,  // a halted rolling swap left a slot whose old worker it had let go with nobody: 3 of 4 serving
@@ -707,6 +708,11 @@ func (sim *simState) quiescent() {
 	}
 	if st := s.status(); !short && (!st.Ready || st.Serving != s.opts.Workers) {
 		w.violate("settled, and /readyz says ready %v with %d serving of %d", st.Ready, st.Serving, s.opts.Workers)
+	}
+	for pid, wk := range s.byPID {
+		if !wk.retiring && (wk.gen != s.current || wk.gen.slots[wk.idx].w != wk) {
+			w.violate("settled with pid %d (generation %d, slot %d, ready %v) alive, not retiring, and not serving in a slot of the current generation", pid, wk.gen.num, wk.idx, wk.ready)
+		}
 	}
 	for i, ch := range sim.waiters {
 		if len(ch) != 1 {
