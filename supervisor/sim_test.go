@@ -202,7 +202,7 @@ func simOptions(rng *rand.Rand, w *simWorld) (Options, string) {
 // then SIGTERM and the shutdown.
 func simRun(seed uint64, trace bool) (res simResult) {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed_ba70))
-	w := &simWorld{rng: rng, now: simEpoch, byPID: map[int]*simProc{}, fds: map[int]*simSock{}, nextFD: 2, lastPID: 1}
+	w := &simWorld{hungBefore: map[*worker]bool{}, rng: rng, now: simEpoch, byPID: map[int]*simProc{}, fds: map[int]*simSock{}, nextFD: 2, lastPID: 1}
 	if trace {
 		w.trace = []string{}
 	}
@@ -576,6 +576,12 @@ func (sim *simState) beforeStep() {
 	s := sim.s
 	sim.prevParked, sim.prevCurrent, sim.prevBakeEnds = s.parked, s.current, s.bakeEnds
 	sim.prevAlive = sim.aliveWorkers()
+	clear(sim.w.hungBefore)
+	for _, wk := range s.byPID {
+		if wk.hung {
+			sim.w.hungBefore[wk] = true
+		}
+	}
 }
 
 // aliveWorkers counts the worker processes that have not exited, draining
@@ -596,6 +602,12 @@ func (sim *simState) afterStep() {
 	s, w := sim.s, sim.w
 	s.checkDone()
 	sim.steps++
+	for _, e := range w.stepExits {
+		if e.code != 0 && e.gen == s.current && e.gen == sim.prevCurrent {
+			w.mustFail = true
+		}
+	}
+	w.stepExits = w.stepExits[:0]
 	// startWorker draws BATON_MAX_AGE's jitter from the global source:
 	// replace it with the seed's, for an exact replay.
 	for _, wk := range s.byPID {
@@ -759,7 +771,7 @@ func (sim *simState) finish() {
 	}
 	code := s.opts.ExitMap.Apply(max(s.exitCode, 0))
 	w.tracef("baton exits %d", code)
-	if sim.termUnset && code != 0 && !w.shutdownCodes[code] {
+	if sim.termUnset && ((code != 0 && !w.shutdownCodes[code]) || (code == 0 && w.mustFail)) {
 		w.violate("baton exited %d after SIGTERM; the non-zero exits of workers since were %v", code, w.shutdownCodes)
 	}
 	for _, p := range w.procs {

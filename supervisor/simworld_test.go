@@ -157,7 +157,20 @@ type simWorld struct {
 	trace []string
 	// first non-zero exit of a current worker once shutdown began
 	shutdownCodes map[int]bool
-	termSent      bool
+	// stepExits are the worker exits reaped in this step after SIGTERM;
+	// mustFail: one of them was non-zero, of the generation current
+	// before and after the step, so baton's status cannot be 0.
+	stepExits []simExit
+	mustFail  bool
+	// hungBefore are the workers the watchdog had found hung before this
+	// step.
+	hungBefore map[*worker]bool
+	termSent   bool
+}
+
+type simExit struct {
+	gen  *generation
+	code int
 }
 
 type simTimer struct {
@@ -355,7 +368,7 @@ func (w *simWorld) deliver(p *simProc, sig unix.Signal) {
 		return
 	}
 	lw := w.s.byPID[p.pgid]
-	judged := (lw != nil && (lw.retiring || lw.hung)) || w.leader(p).told
+	judged := (lw != nil && (lw.retiring || w.hungBefore[lw])) || w.leader(p).told
 	if w.s.parked != nil && p.gen == w.s.parked.num && p.kind != kCheck && !judged &&
 		(sig == w.s.opts.StopSignal || sig == unix.SIGKILL || sig == unix.SIGABRT) {
 		// (A worker retired before its generation was parked, a recycled
@@ -474,6 +487,7 @@ func (w *simWorld) reap() ([]reaper.Exit, error) {
 					w.shutdownCodes = map[int]bool{}
 				}
 				w.shutdownCodes[p.code] = true
+				w.stepExits = append(w.stepExits, simExit{lw.gen, p.code})
 			}
 		}
 	}
