@@ -365,6 +365,9 @@ func (w *simWorld) leaveShim(p *simProc) {
 // deliver applies sig to p as the process would take it.
 func (w *simWorld) deliver(p *simProc, sig unix.Signal) {
 	if p.exited {
+		if sig == w.s.opts.StopSignal {
+			p.told = true // a zombie leader: its group was told
+		}
 		return
 	}
 	lw := w.s.byPID[p.pgid]
