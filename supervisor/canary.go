@@ -72,6 +72,12 @@ func (s *Supervisor) onCanaryStep(gen, step int) {
 func (s *Supervisor) canaryChecked(reason string) {
 	c := s.canary
 	if c == nil {
+		// The canary was aborted while its check ran; a reload asked for
+		// meanwhile was coalesced behind the check, and begins now,
+		// unless the abort already began one.
+		if s.next == nil && s.parked == nil {
+			s.afterSwap()
+		}
 		return
 	}
 	if reason != "" {
@@ -100,7 +106,7 @@ func (s *Supervisor) abortCanary(reason string) {
 	if err := s.Sockets.Steer(s.current.num); err != nil {
 		s.Log.Error().Err(err).Int("gen", s.current.num).Msg("steer failed")
 	}
-	if ck := s.checking; ck != nil && ck.canary && !ck.exited {
+	if ck := s.checking; ck != nil && ck.canary && !ck.exited && !ck.gone {
 		ck.killed = true
 		_ = ck.w.Signal(unix.SIGKILL) // its answer no longer matters
 	}
@@ -113,9 +119,15 @@ func (s *Supervisor) abortCanary(reason string) {
 
 // onBakeEnd: the bake passed; the parked generation retires as an old one
 // does.
-func (s *Supervisor) onBakeEnd(gen int) {
+func (s *Supervisor) onBakeEnd(gen, cur int) {
 	old := s.parked
 	if old == nil || old.num != gen || s.phase >= phaseDraining {
+		return
+	}
+	if s.current.num != cur {
+		// The timer of an earlier bake of the same parked generation (a
+		// revert made it current again, and a later swap parked it anew):
+		// this bake's own timer is armed for the generation it bakes.
 		return
 	}
 	s.parked = nil
@@ -131,15 +143,23 @@ func (s *Supervisor) onBakeEnd(gen int) {
 func (s *Supervisor) revert(reason string) {
 	old, g := s.parked, s.current
 	s.parked = nil
+	if r := s.replacing; r != nil && r.gen == g {
+		// A recycle of the failed generation's worker: it leaves with
+		// its generation, and recycling goes on with the reverted one.
+		s.replacing = nil
+	}
 	if err := s.Sockets.Steer(old.num); err != nil {
 		s.Log.Error().Err(err).Int("gen", old.num).Msg("steer failed")
 	}
 	s.current = old
 	for i := range old.slots {
 		w := old.slots[i].w
-		if w == nil && !old.slots[i].pending {
+		if w == nil {
 			// A parked worker that exited is started again now (the
-			// others serve meanwhile).
+			// others serve meanwhile). So is one whose restart was
+			// pending when its generation was parked: that timer found
+			// it no longer current and did nothing (a second timer
+			// finds the slot taken).
 			old.slots[i].pending = true
 			s.after(0, timerEvent{kind: evRestart, gen: old.num, idx: i})
 		}

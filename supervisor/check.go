@@ -24,6 +24,8 @@ type check struct {
 	// killed: its group got SIGKILL (timed out, or its canary aborted):
 	// nothing of it is left to stop at its exit.
 	killed bool
+	// gone: reaped, its exit not yet handled.
+	gone bool
 	// canary: the check at the end of a canary step (BATON_CANARY_CHECK),
 	// not a reload's.
 	canary bool
@@ -129,7 +131,11 @@ func (s *Supervisor) finishCheck() {
 	}
 	s.stopCheckLeft(c, name)
 	if s.phase >= phaseDraining {
-		return // failWaiters answered them
+		// Once the stop signal went out, failWaiters answered them; a
+		// check that ends during BATON_SHUTDOWN_DELAY, before that, takes
+		// its waiters with it unless they are answered here.
+		answerAll(&c.replies, Outcome{Gen: s.current.num, Reason: "baton is stopping"})
+		return
 	}
 	reason := ""
 	switch {

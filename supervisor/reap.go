@@ -17,6 +17,19 @@ const groupPollEvery = 50 * time.Millisecond
 
 func (s *Supervisor) reap() {
 	exits, err := s.Reap()
+	// Every process in exits is gone before the first exit is handled,
+	// and its pid free for the kernel to hand out again: handling one
+	// (a shutdown, a rollback) must not signal another.
+	for _, e := range exits {
+		if w := s.byPID[e.PID]; w != nil {
+			w.gone = true
+		}
+		if c := s.checking; c != nil && c.w.PID() == e.PID {
+			c.gone = true
+		}
+	}
+	// So are the left-behind groups these exits emptied.
+	s.pruneLeft(true)
 	for _, e := range exits {
 		s.onExit(e)
 	}

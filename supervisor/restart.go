@@ -78,6 +78,12 @@ func (s *Supervisor) onRestart(gen, idx int) {
 	if s.phase >= phaseStopping || g.num != gen || g.slots[idx].w != nil {
 		return
 	}
+	if s.next != nil && s.rolling() && len(s.byPID) >= s.opts.Workers+s.opts.Surge {
+		// A rolling swap holds every place BATON_SURGE allows: the
+		// restart waits for one (the swap's own starts count alike).
+		s.after(restartBase, timerEvent{kind: evRestart, gen: gen, idx: idx})
+		return
+	}
 	g.slots[idx].pending = false
 	if _, err := s.startWorker(g, idx, s.owns(idx)); err != nil {
 		s.scheduleRestart(&worker{gen: g, idx: idx, started: s.Now()}, spawn.Code(err))

@@ -2,7 +2,10 @@
 
 package supervisor
 
-import "strconv"
+import (
+	"slices"
+	"strconv"
+)
 
 // Rolling swaps (BATON_SURGE): a reload replaces the workers a few at a
 // time, so that at most Workers+Surge are alive at any moment, draining
@@ -59,6 +62,7 @@ func (s *Supervisor) halt(reason string) {
 	}
 	if ready == 0 {
 		s.abortSwap(reason)
+		s.refill()
 		return
 	}
 	s.next = nil
@@ -72,14 +76,31 @@ func (s *Supervisor) halt(reason string) {
 			s.retire(w)
 			continue
 		}
-		for i := range cur.slots {
-			o := cur.slots[i].w
-			if o == nil || o.retiring {
-				cur.slots[i].w = w // the old one, if draining, no longer owns the slot
-				w.gen, w.idx = cur, i
-				break
-			}
+		// The places the swap took from the old generation first: a slot
+		// whose restart is pending gets its own worker back, and would
+		// get none if a new worker took it.
+		i := slices.IndexFunc(cur.slots, func(sl slot) bool {
+			return (sl.w != nil && sl.w.retiring) || (sl.w == nil && !sl.pending)
+		})
+		if i < 0 {
+			i = slices.IndexFunc(cur.slots, func(sl slot) bool { return sl.w == nil })
 		}
+		if i < 0 {
+			// No place for it (every slot serves): it would serve on
+			// outside any generation's count, a worker too many.
+			s.retire(w)
+			continue
+		}
+		cur.slots[i].w = w // the old one, if draining, no longer owns the slot
+		cur.slots[i].pending = false
+		w.gen, w.idx = cur, i
+	}
+	s.refill()
+	if !cur.ready && !slices.ContainsFunc(cur.slots, func(sl slot) bool { return sl.w == nil || !sl.w.ready }) {
+		// Its workers were ready before they joined it: no READY=1 will
+		// come to mark it.
+		cur.ready = true
+		s.Log.Info().Int("gen", cur.num).Dur("elapsed", s.Now().Sub(cur.begun)).Msg("generation ready")
 	}
 	s.stats.ReloadsFailed++
 	s.Log.Warn().Int("gen", g.num).Int("replaced", ready).Int("workers", s.opts.Workers).Str("reason", reason).Msg("swap halted")
@@ -87,6 +108,22 @@ func (s *Supervisor) halt(reason string) {
 		" workers of generation " + strconv.Itoa(g.num) + " were serving: " + reason
 	answerAll(&g.waiters, Outcome{Gen: cur.num, Reason: why})
 	s.afterSwap()
+}
+
+// refill starts again the current generation's slots that a halted
+// rolling swap emptied: their old workers were let go for new ones that
+// are not there (one that was ready and exited, one not ready in time).
+func (s *Supervisor) refill() {
+	g := s.current
+	for i := range g.slots {
+		sl := &g.slots[i]
+		if sl.pending || (sl.w != nil && !sl.w.retiring) || (sl.w == nil && s.opts.Restart != RestartAlways) {
+			continue // (an empty one under on-failure may be a clean exit)
+		}
+		sl.w = nil // a draining one no longer owns it
+		sl.pending = true
+		s.after(0, timerEvent{kind: evRestart, gen: g.num, idx: i})
+	}
 }
 
 // rollBack ends the swap in progress that went wrong: a rolling swap

@@ -67,6 +67,13 @@ func (s *Supervisor) end(code int) {
 	if s.phase >= phaseStopping {
 		return
 	}
+	if s.phase == phaseDraining {
+		// A shutdown baton was asked for decides the status: the first
+		// non-zero exit of a current worker (onExit), not an exit 0 that
+		// ends baton during BATON_SHUTDOWN_DELAY (docs/pid1.md).
+		s.stopAll()
+		return
+	}
 	s.exitCode = code
 	s.stopSig = s.opts.StopSignal
 	s.stopAll()
@@ -99,7 +106,7 @@ func (s *Supervisor) stopAll() {
 				// What exited workers and checks left behind.
 				s.sent(s.KillGroup(pgid, s.stopSig), pgid, s.stopSig, "stop signal failed")
 			}
-			if c := s.checking; c != nil && !c.exited {
+			if c := s.checking; c != nil && !c.exited && !c.gone {
 				// A reload check in progress goes too.
 				s.sent(c.w.Signal(s.stopSig), c.w.PID(), s.stopSig, "stop signal failed")
 			}

@@ -85,6 +85,9 @@ func (s *Supervisor) sent(err error, pid int, sig unix.Signal, msg string) {
 // signal sends sig to w's process group, or holds it while w is in the
 // shim. SIGKILL is never held: the shim dies of it like the command would.
 func (s *Supervisor) signal(w *worker, sig unix.Signal) error {
+	if w.gone {
+		return unix.ESRCH
+	}
 	if !w.inShim || sig == unix.SIGKILL {
 		return w.w.Signal(sig)
 	}

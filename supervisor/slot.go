@@ -26,6 +26,8 @@ type worker struct {
 	watched  bool          // a watchdog timer is armed for it
 	hung     bool          // the watchdog found it hung: SIGABRT sent
 	held     []unix.Signal // signals to send once it runs its command
+	// gone: reaped, its exit not yet handled (a signal gets ESRCH).
+	gone bool
 	// groupGone: its leader is reaped and its process group was empty at
 	// a reap since, so the group id may name someone else by now.
 	groupGone bool

@@ -126,7 +126,7 @@ func (s *Supervisor) finishSwap() {
 		// no new connection; the reload's outcome waits for the bake.
 		s.parked, s.bakeEnds = old, s.Now().Add(s.opts.Bake)
 		s.Log.Info().Int("gen", g.num).Int("parked", old.num).Dur("bake", s.opts.Bake).Msg("bake begun")
-		s.after(s.opts.Bake, timerEvent{kind: evBakeEnd, gen: old.num})
+		s.after(s.opts.Bake, timerEvent{kind: evBakeEnd, gen: old.num, idx: g.num})
 		return
 	}
 	s.conclude(g, Outcome{OK: true, Gen: g.num}, old)

@@ -32,7 +32,7 @@ const (
 type timerEvent struct {
 	kind timerKind
 	gen  int     // the generation it is about (evReadyTimeout, evRestart, evHandover, evCanaryStep, evBakeEnd, evIdlePoll)
-	idx  int     // the slot (evRestart), the canary step (evCanaryStep)
+	idx  int     // the slot (evRestart), the canary step (evCanaryStep), the generation baked (evBakeEnd)
 	w    *worker // the worker it is about (evReadyDelay, evRetireKill, evWatchdog, evWatchdogKill, evRecycleTimeout)
 	pgid int     // a check's process group (evCheckTimeout, evCheckKill)
 }
@@ -66,7 +66,7 @@ func (s *Supervisor) onTimer(ev timerEvent) {
 	case evCanaryStep:
 		s.onCanaryStep(ev.gen, ev.idx)
 	case evBakeEnd:
-		s.onBakeEnd(ev.gen)
+		s.onBakeEnd(ev.gen, ev.idx)
 	case evGroupPoll:
 		s.onGroupPoll()
 	case evIdlePoll:

@@ -41,7 +41,10 @@ func (s *Supervisor) onWatchdogTimer(w *worker) {
 	if w.hung || w.retiring || s.phase >= phaseStopping {
 		return
 	}
-	if left := s.opts.Watchdog - s.Now().Sub(w.lastPing); left > 0 {
+	if left := s.opts.Watchdog - s.Now().Sub(w.lastPing); left > 0 || s.isParked(w) {
+		if left <= 0 {
+			left = s.opts.Watchdog // judged after the bake
+		}
 		w.watched = true
 		s.after(left, timerEvent{kind: evWatchdog, w: w})
 		return
@@ -49,9 +52,15 @@ func (s *Supervisor) onWatchdogTimer(w *worker) {
 	s.hang(w, "no WATCHDOG=1 within BATON_WATCHDOG")
 }
 
+// isParked reports whether w is of the generation parked during a bake,
+// which is not signalled: the watchdog judges it once the bake is over.
+func (s *Supervisor) isParked(w *worker) bool {
+	return s.parked != nil && w.gen == s.parked
+}
+
 // hang aborts a hung worker.
 func (s *Supervisor) hang(w *worker, reason string) {
-	if w.hung || w.retiring || s.phase >= phaseStopping {
+	if w.hung || w.retiring || s.phase >= phaseStopping || s.isParked(w) {
 		return
 	}
 	w.hung = true
@@ -64,6 +73,11 @@ func (s *Supervisor) hang(w *worker, reason string) {
 // onWatchdogKill: hung worker w got SIGABRT a stop timeout ago.
 func (s *Supervisor) onWatchdogKill(w *worker) {
 	if s.byPID[w.pid] != w {
+		return
+	}
+	if s.isParked(w) {
+		// Aborted before its generation was parked: killed after the bake.
+		s.after(s.opts.StopTimeout, timerEvent{kind: evWatchdogKill, w: w})
 		return
 	}
 	// Alive after SIGABRT and the stop timeout (a stopped process
