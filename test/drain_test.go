@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -59,12 +58,22 @@ func inFlightThroughReload(t *testing.T, drain string) (*Baton, int) {
 	b, addr := serve(t, env, python(t), testdata("slowhttp.py"))
 	// Two keep-alive connections, each with one request answered: one
 	// stays idle, the other's second request is in flight at the reload.
+	cut, _ := reloadWithInFlight(t, b, addr)
+	return b, cut
+}
+
+// reloadWithInFlight makes two keep-alive connections to a slow app at
+// addr (it answers "gen N PATH" after a while), each with one request
+// answered; one stays idle, the other's second request and six on fresh
+// connections are in flight when it sends the reload. It returns how many
+// of those 7 were cut, and how long the swap took after they were read.
+func reloadWithInFlight(t *testing.T, b *Baton, addr string) (cut int, swap time.Duration) {
 	idle, busy := dialSlow(t, addr), dialSlow(t, addr)
 	for _, c := range []*slowClient{idle, busy} {
 		if err := c.send("/first"); err != nil {
 			t.Fatal(err)
 		}
-		if body, err := c.answer(); err != nil || !strings.HasPrefix(body, "gen 1 ") {
+		if body, err := c.answer(); err != nil || body != "gen 1 /first\n" {
 			t.Fatalf("first request: %q %v", body, err)
 		}
 	}
@@ -82,9 +91,10 @@ func inFlightThroughReload(t *testing.T, drain string) (*Baton, int) {
 		_, from = b.ExpectOut(from, "request 1 /inflight-")
 		from++
 	}
+	sent := time.Now()
 	b.Signal(unix.SIGHUP)
 	b.Expect("swap complete", "gen", 2)
-	cut := 0
+	swap = time.Since(sent)
 	for i, c := range inflight {
 		body, err := c.answer()
 		if err != nil || body != fmt.Sprintf("gen 1 /inflight-%d\n", i) {
@@ -92,7 +102,7 @@ func inFlightThroughReload(t *testing.T, drain string) (*Baton, int) {
 			cut++
 		}
 	}
-	return b, cut
+	return cut, swap
 }
 
 // TestDrainIdle: with the drain, no request in flight at a reload is cut,

@@ -239,45 +239,10 @@ func unchangedInFlightThroughReload(t *testing.T, env ...string) (*Baton, int) {
 	env = append([]string{"SLOW_SECONDS=" + strconv.Itoa(int(slow.Seconds()))}, env...)
 	b := StartBaton(t, Opt{Env: interceptEnv(env...)}, python(t), testdata("unchanged_slow.py"))
 	b.Expect("generation ready")
-	addr := "127.0.0.1:" + strconv.Itoa(interceptPort)
-	idle, busy := dialSlow(t, addr), dialSlow(t, addr)
-	for _, c := range []*slowClient{idle, busy} {
-		if err := c.send("/first"); err != nil {
-			t.Fatal(err)
-		}
-		if body, err := c.answer(); err != nil || body != "gen 1 /first\n" {
-			t.Fatalf("first request: %q %v", body, err)
-		}
-	}
-	inflight := []*slowClient{busy}
-	for range 6 {
-		inflight = append(inflight, dialSlow(t, addr))
-	}
-	from := len(b.OutLines())
-	for i, c := range inflight {
-		if err := c.send(fmt.Sprintf("/inflight-%d", i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for range inflight {
-		_, from = b.ExpectOut(from, "request 1 /inflight-")
-		from++
-	}
-	sent := time.Now()
-	b.Signal(unix.SIGHUP)
-	b.Expect("swap complete", "gen", 2)
-	if swap := time.Since(sent); swap >= slow {
+	cut, swap := reloadWithInFlight(t, b, "127.0.0.1:"+strconv.Itoa(interceptPort))
+	if swap >= slow {
 		t.Fatalf("the swap took %v, longer than a request (%v): nothing was in flight at its end", swap, slow)
-	} else {
-		t.Logf("swap complete %v after the requests were read", swap.Round(time.Millisecond))
 	}
-	cut := 0
-	for i, c := range inflight {
-		body, err := c.answer()
-		if err != nil || body != fmt.Sprintf("gen 1 /inflight-%d\n", i) {
-			t.Logf("in-flight request %d: %q %v", i, body, err)
-			cut++
-		}
-	}
+	t.Logf("swap complete %v after the requests were read", swap.Round(time.Millisecond))
 	return b, cut
 }
