@@ -113,12 +113,9 @@ func TestExecLikeTheInits(t *testing.T) {
 				if code := b.Wait(); code != 127 {
 					t.Errorf("%s: exit %d, want 127", c.path, code)
 				}
-				var msg string
-				for _, ev := range b.Events() {
-					if e := ev.Str("err"); e != "" {
-						msg = e
-					}
-				}
+				// Expect waits for the line: baton's exit can come before
+				// its last lines are read.
+				msg := b.Expect("worker start failed").Str("err")
 				if !strings.Contains(msg, "interpreter "+c.want) || strings.Contains(msg, "command not found") {
 					t.Errorf("%s: error %q; want it to name the interpreter %s", c.path, msg, c.want)
 				}
