@@ -113,9 +113,19 @@ func TestExecLikeTheInits(t *testing.T) {
 				if code := b.Wait(); code != 127 {
 					t.Errorf("%s: exit %d, want 127", c.path, code)
 				}
-				// Expect waits for the line: baton's exit can come before
-				// its last lines are read.
-				msg := b.Expect("worker start failed").Str("err")
+				// Wait for the line (baton's exit can come before its last
+				// lines are read): "worker start failed" from baton, or
+				// "worker exec failed" from the shim.
+				var msg string
+				b.Err.waitFor(t, "an error line", deadline, func(_ []string, evs []Event) bool {
+					for _, ev := range evs {
+						if e := ev.Str("err"); e != "" {
+							msg = e
+							return true
+						}
+					}
+					return false
+				})
 				if !strings.Contains(msg, "interpreter "+c.want) || strings.Contains(msg, "command not found") {
 					t.Errorf("%s: error %q; want it to name the interpreter %s", c.path, msg, c.want)
 				}
