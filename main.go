@@ -32,7 +32,7 @@ var version = "0.1.0-dev"
 const (
 	exitRefused  = 1 // a subcommand's answer is no: not ready, reload refused or failed
 	exitConfig   = 2 // bad configuration or command line, or a socket baton needs cannot be opened: nothing was started
-	exitNoAnswer = 3 // baton health, baton reload: no baton answered (in time)
+	exitNoAnswer = 3 // baton reload: no baton answered (in time); baton health, a probe, says 1
 )
 
 // subcommands are the first arguments baton keeps for itself; anything

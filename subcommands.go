@@ -177,8 +177,9 @@ func findBaton(pid int) (control.Target, error) {
 }
 
 // cmdHealth exits 0 when the baton of this PID namespace (or of --pid's)
-// reports ready, 1 when it reports not ready, 3 when no baton answers. It
-// needs no HTTP server, shell or curl.
+// reports ready, 1 otherwise: not ready, or no baton answers (the line on
+// stderr says which). A probe is yes or no (SPEC, Docker's HEALTHCHECK),
+// so health has no status 3. It needs no HTTP server, shell or curl.
 func cmdHealth(args []string) int {
 	pid, err := parseSub(flag.NewFlagSet("health", flag.ContinueOnError), "health [--pid PID]", args)
 	if err != nil {
@@ -187,12 +188,12 @@ func cmdHealth(args []string) int {
 	target, err := findBaton(pid)
 	if err != nil {
 		stderrf("baton: health: %v", err)
-		return exitNoAnswer
+		return exitRefused
 	}
 	st, err := control.AskStatus(target)
 	if err != nil {
 		stderrf("baton: health: %v", err)
-		return exitNoAnswer
+		return exitRefused
 	}
 	if !st.Ready {
 		fmt.Printf("not ready: generation %d, %d serving, %d starting, stopping=%v%s\n", st.Gen, st.Serving, st.Starting, st.Stopping, deployLine(st))

@@ -459,8 +459,8 @@ func TestOpsHealthAndReloadCommands(t *testing.T) {
 		t.Fatalf("exit %d, want 0", code)
 	}
 	// Nobody answers any more.
-	if code, out := runBaton(t, "health", "--pid", pid); code != 3 {
-		t.Fatalf("health after exit: %d %q, want 3 (no answer)", code, out)
+	if code, out := runBaton(t, "health", "--pid", pid); code != 1 || !strings.Contains(out, "baton: health:") {
+		t.Fatalf("health after exit: %d %q, want 1 and the reason (a probe's no)", code, out)
 	}
 }
 
@@ -859,11 +859,10 @@ func TestHealthPidMessages(t *testing.T) {
 		nobody--
 	}
 	code, out := runBaton(t, "health", "--pid", strconv.Itoa(nobody))
-	if want := fmt.Sprintf("baton: health: no process has pid %d\n", nobody); code != 3 || out != want {
-		t.Errorf("health --pid %d: exit %d %q, want 3 %q", nobody, code, out, want)
+	if want := fmt.Sprintf("baton: health: no process has pid %d\n", nobody); code != 1 || out != want {
+		t.Errorf("health --pid %d: exit %d %q, want 1 (a probe's no) %q", nobody, code, out, want)
 	}
-	// Nobody answers a reload either: the same status, whether it asks or
-	// only signals.
+	// Nobody answers a reload either: 3, whether it asks or only signals.
 	for _, args := range [][]string{{"reload", "--pid", strconv.Itoa(nobody), "--timeout", "2s"}, {"reload", "--no-wait", "--pid", strconv.Itoa(nobody)}} {
 		if code, out := runBaton(t, args...); code != 3 || strings.Count(out, "\n") != 1 {
 			t.Errorf("%v: exit %d %q, want 3 and one line", args, code, out)
