@@ -120,18 +120,26 @@ func TestDrainIdle(t *testing.T) {
 	})
 	t.Run("idle", func(t *testing.T) {
 		b, cut := inFlightThroughReload(t, "idle:20s")
-		if cut != 0 {
-			t.Errorf("BATON_DRAIN=idle: %d of 7 in-flight requests cut, want 0", cut)
-		}
-		ev := b.Expect("old generation idle", "gen", 1)
-		t.Logf("BATON_DRAIN=idle: 0 cut; old generation idle after %v ms", ev["elapsed"])
-		if n := b.Count("old generation not idle in time"); n != 0 {
-			t.Errorf("the drain reached its bound %d times", n)
-		}
-		b.Expect("worker retiring", "gen", 1)
-		b.Signal(unix.SIGTERM)
-		b.Wait()
+		expectDrained(t, b, cut)
 	})
+}
+
+// expectDrained checks a reload with the idle drain: none of the 7
+// in-flight requests cut, generation 1 seen idle before its bound, and
+// only then its stop signal; it stops baton.
+func expectDrained(t *testing.T, b *Baton, cut int) {
+	t.Helper()
+	if cut != 0 {
+		t.Errorf("%d of 7 in-flight requests cut, want 0", cut)
+	}
+	ev := b.Expect("old generation idle", "gen", 1)
+	t.Logf("%d of 7 cut; old generation idle after %v ms", cut, ev["elapsed"])
+	if n := b.Count("old generation not idle in time"); n != 0 {
+		t.Errorf("the drain reached its bound %d times", n)
+	}
+	b.Expect("worker retiring", "gen", 1)
+	b.Signal(unix.SIGTERM)
+	b.Wait()
 }
 
 // TestDrainIdleBound: a connection that never goes idle (a request the

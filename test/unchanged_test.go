@@ -206,17 +206,7 @@ func waitUnchangedGen(t *testing.T, addr string, app unchangedApp, gen string) {
 func TestUnchangedDrainIdle(t *testing.T) {
 	t.Run("default", func(t *testing.T) {
 		b, cut := unchangedInFlightThroughReload(t)
-		if cut != 0 {
-			t.Errorf("%d of 7 in-flight requests cut, want 0", cut)
-		}
-		ev := b.Expect("old generation idle", "gen", 1)
-		t.Logf("0 of 7 cut; old generation idle after %v ms", ev["elapsed"])
-		if n := b.Count("old generation not idle in time"); n != 0 {
-			t.Errorf("the drain reached its bound %d times", n)
-		}
-		b.Expect("worker retiring", "gen", 1)
-		b.Signal(unix.SIGTERM)
-		b.Wait()
+		expectDrained(t, b, cut)
 	})
 	t.Run("off", func(t *testing.T) {
 		b, cut := unchangedInFlightThroughReload(t, "BATON_DRAIN=off")

@@ -47,21 +47,36 @@ func server(t *testing.T, port uint16) Conn {
 	return conns[0]
 }
 
-// until polls the server's end until ok holds, within a deadline (the
-// peer's ACK is asynchronous).
+// until looks at the server's end until ok holds, and fails after a
+// deadline. The kernel tells of a connection's state only when asked
+// (sock_diag has no notification), so it asks on every tick.
 func until(t *testing.T, port uint16, ok func(Conn) bool) Conn {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.After(5 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
 	for {
 		c := server(t, port)
-		if ok(c) || time.Now().After(deadline) {
+		if ok(c) {
 			return c
 		}
-		time.Sleep(time.Millisecond)
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("the connection did not reach the state looked for within 5 s: %+v", c)
+		}
 	}
 }
 
-func roundTrip(t *testing.T, srv, cli *net.TCPConn) {
+// laterJiffy waits until the kernel reports a jiffy gone by since the
+// server's end last received data, so that what it sends next is stamped
+// after the request (the app's behaviour: it takes a while to answer).
+func laterJiffy(t *testing.T, port uint16) {
+	t.Helper()
+	until(t, port, func(c Conn) bool { return c.LastRecv > 0 })
+}
+
+func roundTrip(t *testing.T, srv, cli *net.TCPConn, port uint16) {
 	t.Helper()
 	if _, err := cli.Write([]byte("GET / HTTP/1.1\r\n\r\n")); err != nil {
 		t.Fatal(err)
@@ -70,9 +85,7 @@ func roundTrip(t *testing.T, srv, cli *net.TCPConn) {
 	if _, err := io.ReadFull(srv, buf); err != nil {
 		t.Fatal(err)
 	}
-	// The app's behaviour: it takes a while to answer, more than one
-	// jiffy, so the response's jiffy is after the request's.
-	time.Sleep(20 * time.Millisecond)
+	laterJiffy(t, port)
 	if _, err := srv.Write([]byte("HTTP/1.1 200 OK\r\n\r\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +113,7 @@ func TestIdle(t *testing.T) {
 			})
 			t.Run("answering", func(t *testing.T) {
 				srv, cli, port := pair(t, fam[0], fam[1])
-				roundTrip(t, srv, cli)
+				roundTrip(t, srv, cli, port)
 				cli.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
 				io.ReadFull(srv, make([]byte, 18))
 				// Read, not answered yet: its last byte is a request.
@@ -111,7 +124,7 @@ func TestIdle(t *testing.T) {
 			})
 			t.Run("answered", func(t *testing.T) {
 				srv, cli, port := pair(t, fam[0], fam[1])
-				roundTrip(t, srv, cli)
+				roundTrip(t, srv, cli, port)
 				c := until(t, port, func(c Conn) bool { return c.Unsent == 0 })
 				if !c.Idle() || c.Received != 18 || c.Acked != 19 {
 					t.Fatalf("request read, response sent and acknowledged: idle, got %+v", c)
@@ -121,7 +134,7 @@ func TestIdle(t *testing.T) {
 				srv, cli, port := pair(t, fam[0], fam[1])
 				cli.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
 				io.ReadFull(srv, make([]byte, 18))
-				time.Sleep(20 * time.Millisecond) // the app's behaviour, as in roundTrip
+				laterJiffy(t, port) // the app's behaviour, as in roundTrip
 				// More than the client's buffers take: the client reads none.
 				big := bytes.Repeat([]byte("x"), 64<<20)
 				srv.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
@@ -143,7 +156,7 @@ func TestIdle(t *testing.T) {
 // answering is not.
 func TestTracker(t *testing.T) {
 	srv, cli, port := pair(t, "tcp4", "127.0.0.1:0")
-	roundTrip(t, srv, cli)
+	roundTrip(t, srv, cli, port)
 	cli.Write([]byte("GET / HTTP/1.1\r\n\r\n"))
 	io.ReadFull(srv, make([]byte, 18))
 	var tr Tracker
