@@ -7,7 +7,8 @@
 //	reloadbench canary-report -dir DIR [-tsv F]
 //
 // Designs (reloads -design): baton (baton -- baton hello, 2 workers, one
-// shared socket), seed (bench/reload/seed/master.js: a Node 20 cluster
+// shared socket), express (test/testdata/unchanged_express.js, unchanged,
+// under BATON_BIND=intercept), seed (bench/reload/seed/master.js: a Node 20 cluster
 // master), reuseport (bench/reload/reuseport: every worker binds its own
 // SO_REUSEPORT socket; the worker is baton hello). The load is demo.Load: 64
 // clients, half keep-alive, never retrying (POST with a body that cannot be

@@ -74,6 +74,7 @@ type reloadOpts struct {
 	design, label                    string
 	run                              int
 	baton, node, seed, reuseport     string
+	express                          string
 	workers, reloads, clients        int
 	keepAlive                        float64
 	interval, warmup, baseline, tail time.Duration
@@ -85,13 +86,14 @@ type reloadOpts struct {
 func cmdReloads(args []string) error {
 	var o reloadOpts
 	fs := flag.NewFlagSet("reloads", flag.ContinueOnError)
-	fs.StringVar(&o.design, "design", "", "baton, seed or reuseport")
+	fs.StringVar(&o.design, "design", "", "baton, steer, baton-naive, steer-naive, express, seed or reuseport")
 	fs.StringVar(&o.label, "label", "", "name in the report (default: the design, plus the cadence)")
 	fs.IntVar(&o.run, "run", 1, "run number (for the report)")
 	fs.StringVar(&o.baton, "baton", "", "the baton binary")
 	fs.StringVar(&o.node, "node", "node", "the node binary (seed)")
 	fs.StringVar(&o.seed, "seed", "", "seed/master.js")
 	fs.StringVar(&o.reuseport, "reuseport", "", "the reuseport binary")
+	fs.StringVar(&o.express, "express", "", "the unchanged Express app (express design)")
 	fs.IntVar(&o.workers, "workers", 2, "workers per generation")
 	fs.IntVar(&o.reloads, "reloads", 100, "reloads (SIGHUP)")
 	fs.IntVar(&o.clients, "clients", 64, "concurrent clients")
@@ -183,6 +185,14 @@ func (o reloadOpts) command(addr string) ([]string, []string, error) {
 			env = append(env, "HELLO_DRAIN=0")
 		}
 		return []string{o.baton, "--", o.baton, "hello"}, harness.CleanEnv(env...), nil
+	case "express":
+		// The seed's kind of app, unchanged: it binds $PORT itself, has no
+		// signal handler; BATON_BIND=intercept and nothing else.
+		if o.baton == "" || o.express == "" {
+			return nil, nil, errors.New("-baton and -express are required")
+		}
+		return []string{o.baton, "--", o.node, o.express}, harness.CleanEnv("BATON_LISTEN="+addr, "BATON_BIND=intercept",
+			"BATON_WORKERS="+strconv.Itoa(o.workers), "BATON_LOG_FORMAT=json", "PORT="+port, "NODE_PATH=/usr/share/nodejs"), nil
 	case "seed":
 		if o.seed == "" {
 			return nil, nil, errors.New("-seed is required")

@@ -17,7 +17,7 @@ import (
 )
 
 // designOrder is the order of the rows; unknown labels follow, sorted.
-var designOrder = []string{"baton", "baton-b2b", "control", "steer", "steer-b2b", "baton-naive", "steer-naive", "seed", "reuseport"}
+var designOrder = []string{"baton", "baton-b2b", "control", "steer", "steer-b2b", "baton-naive", "steer-naive", "express", "seed", "reuseport"}
 
 // readResults reads every JSON file of dir into fresh values of new (by the
 // file's "kind" field, "reloads" or "canary").
