@@ -45,6 +45,9 @@ func main() {
 	gen := os.Getenv("BATON_GENERATION")
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Baton-Generation", gen)
+		if r.URL.Path == "/crash" { // a worker that dies, for the restart tests
+			os.Exit(3)
+		}
 		fmt.Fprintf(w, "hello from go pid %d\n", os.Getpid())
 	})
 	srv := &http.Server{Addr: ":" + os.Getenv("PORT"), Handler: h}
@@ -234,6 +237,71 @@ func TestInterceptGo(t *testing.T) {
 		if len(r.Generations) < 10 {
 			t.Errorf("only %d generations answered", len(r.Generations))
 		}
+		b.Signal(unix.SIGTERM)
+		b.Wait()
+	})
+}
+
+// TestInterceptRestartAndRecycle: a worker baton starts outside a reload,
+// a restart after a crash or a BATON_MAX_AGE replacement, starts under the
+// filter too: its own bind gets baton's socket (without the filter it would
+// fail with EADDRINUSE against baton's listener, or add a second listening
+// socket), it is ready on listen(), and it serves.
+func TestInterceptRestartAndRecycle(t *testing.T) {
+	app := buildGoApp(t)
+	addr := "127.0.0.1:" + strconv.Itoa(interceptPort)
+	// servedBy waits until a fresh GET is answered by the worker pid.
+	servedBy := func(t *testing.T, pid int) {
+		t.Helper()
+		want := fmt.Sprintf("hello from go pid %d\n", pid)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, _, body := get(t, addr)
+			if body == want {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pid %d never answered; last answer %q", pid, body)
+			}
+		}
+		if _, n := listenBacklog(t, interceptPort); n != 1 {
+			t.Errorf("%d listening sockets on the port, want baton's one", n)
+		}
+	}
+	t.Run("restart", func(t *testing.T) {
+		b := StartBaton(t, Opt{Env: interceptEnv("BATON_WORKERS=1")}, app)
+		first := b.Expect("worker ready", "gen", 1)
+		servedBy(t, first.Int("pid"))
+		c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+		if resp, err := c.Get("http://" + addr + "/crash"); err == nil {
+			resp.Body.Close()
+			t.Fatalf("/crash answered %d; the worker should have died", resp.StatusCode)
+		}
+		b.Expect("worker restarting", "gen", 1)
+		again := b.Expect("worker ready", "gen", 1)
+		if again.Int("pid") == first.Int("pid") {
+			t.Fatalf("ready twice from pid %d", again.Int("pid"))
+		}
+		servedBy(t, again.Int("pid"))
+		b.Signal(unix.SIGTERM)
+		b.Wait()
+	})
+	t.Run("recycle", func(t *testing.T) {
+		b := StartBaton(t, Opt{Env: interceptEnv("BATON_WORKERS=1", "BATON_MAX_AGE=1s")}, app)
+		first := b.Expect("worker ready", "gen", 1)
+		b.Expect("recycle begun", "pid", first.Int("pid"))
+		b.Expect("worker recycled")
+		var repl Event
+		for _, ev := range b.Events() {
+			if ev.Msg() == "worker ready" && ev.Int("pid") != first.Int("pid") {
+				repl = ev
+				break
+			}
+		}
+		if repl == nil {
+			t.Fatal("worker recycled, but no replacement was ready")
+		}
+		servedBy(t, repl.Int("pid"))
 		b.Signal(unix.SIGTERM)
 		b.Wait()
 	})
