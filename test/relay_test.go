@@ -197,6 +197,21 @@ func reloadAndRelay(t *testing.T, b *Baton, n int) {
 	}
 }
 
+// paced is a pace for readAnswer: a reader slow on purpose, chunk bytes per interval on a
+// schedule from its first read. Its wait is the rate under test, not a wait for an event.
+func paced(chunk int, interval time.Duration) func(got int) int {
+	var start time.Time
+	return func(got int) int {
+		if start.IsZero() {
+			start = time.Now()
+		}
+		if d := time.Until(start.Add(time.Duration(got/chunk) * interval)); d > 0 {
+			<-time.NewTimer(d).C
+		}
+		return chunk
+	}
+}
+
 // readAnswer reads c to its end, pace (if set) called before each read
 // with what came so far, and fails unless it is exactly want bytes of the
 // pattern.
@@ -280,14 +295,12 @@ func TestRelaySlowReader(t *testing.T) {
 	c := queueClients(t, addr, 1, fmt.Sprintf("%d\n", size), 4<<10)[0]
 	reloadAndRelay(t, b, 1)
 	slowUntil := time.Now().Add(4 * time.Second)
-	start := time.Now()
+	slow := paced(4<<10, 250*time.Millisecond) // 16 KiB/s
 	readAnswer(t, c, size, func(got int) int {
 		if time.Now().After(slowUntil) {
 			return 64 << 10
 		}
-		// 4 KiB every 250 ms: 16 KiB/s.
-		time.Sleep(time.Until(start.Add(time.Duration(got/(4<<10)) * 250 * time.Millisecond)))
-		return 4 << 10
+		return slow(got)
 	})
 	b.Signal(unix.SIGTERM)
 	b.Wait()
@@ -305,12 +318,7 @@ func TestRelayShutdownFinishes(t *testing.T) {
 	b.ExpectOut(0, fmt.Sprintf("sent %d", size))
 	b.Signal(unix.SIGTERM)
 	b.Expect("worker exited", "gen", 2)
-	start := time.Now()
-	readAnswer(t, c, size, func(got int) int {
-		// 32 KiB every 16 ms: 2 MB/s.
-		time.Sleep(time.Until(start.Add(time.Duration(got/(32<<10)) * 16 * time.Millisecond)))
-		return 32 << 10
-	})
+	readAnswer(t, c, size, paced(32<<10, 16*time.Millisecond)) // 2 MB/s
 	c.Close()
 	if code := b.Wait(); code != 0 {
 		t.Fatalf("baton exited %d, want 0", code)

@@ -79,8 +79,18 @@ type passConfig struct {
 	lim  limits
 	// beforeRead, if set, is called before a file's content is read (tests: a read that hangs).
 	beforeRead func(rel string)
+	// now, if set, replaces time.Now for the pass's time bound (tests: a slow disk whose reads
+	// move a clock of the test's own).
+	now func() time.Time
 	// since, if set, asks whether anything changed at or after it (snapshot.fresh).
 	since time.Time
+}
+
+func (pc passConfig) clock() time.Time {
+	if pc.now != nil {
+		return pc.now()
+	}
+	return time.Now()
 }
 
 // hasher walks the watched paths. It reads regular files only, inside the watched trees: links
@@ -116,7 +126,7 @@ func hashPaths(paths []string, pc passConfig) (snapshot, bool) {
 		passConfig: pc,
 		h:          newHash(),
 		dirs:       make(map[string]struct{}),
-		deadline:   time.Now().Add(pc.lim.passTime),
+		deadline:   pc.clock().Add(pc.lim.passTime),
 		ancestors:  make(map[fileID]bool),
 	}
 	for i, p := range paths {
@@ -210,7 +220,7 @@ func (hs *hasher) halted() bool {
 		return true
 	default:
 	}
-	if time.Now().After(hs.deadline) {
+	if hs.clock().After(hs.deadline) {
 		hs.incomplete = fmt.Errorf("a pass took longer than %v and was abandoned: changes are not seen until one completes", hs.lim.passTime)
 	}
 	return hs.incomplete != nil

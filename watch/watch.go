@@ -88,6 +88,8 @@ type hooks struct {
 	lim limits
 	// beforeRead is called before a file's content is read.
 	beforeRead func(rel string)
+	// now replaces time.Now for a pass's time bound.
+	now func() time.Time
 }
 
 // Watcher reports content changes of a set of files/directories.
@@ -238,7 +240,7 @@ func (w *Watcher) Close() error {
 // baseline is set, the pass also notes whether the content is fresh (baseline.go).
 func (w *Watcher) hash() (snapshot, bool) {
 	start := time.Now()
-	pc := passConfig{stop: w.stop, lim: w.lim, beforeRead: w.hooks.beforeRead}
+	pc := passConfig{stop: w.stop, lim: w.lim, beforeRead: w.hooks.beforeRead, now: w.hooks.now}
 	if !w.haveSum {
 		pc.since = w.t0
 	}
