@@ -97,30 +97,7 @@ func dkTestHello(t *testing.T) {
 		if first == nil || base < 1 {
 			t.Fatalf("no current generation in the logs")
 		}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		loadDone := make(chan *demo.Result, 1)
-		go func() {
-			loadDone <- demo.Load(ctx, demo.LoadConfig{Addr: addr, Clients: 8, KeepAlive: 0.5, Timeout: 5 * time.Second})
-		}()
-		// watch is one more client (fresh connections, no retries) that
-		// tells the test, as it happens, which generation answers: each
-		// reload waits until the new generation has served, so every
-		// generation takes part in the load.
-		watch := dkWatchGenerations(ctx, addr)
-		watch.await(t, base)
-		var took []string
-		for i := 1; i <= dkReloads; i++ {
-			gen := base + i
-			t0 := time.Now()
-			dkDocker(t, "kill", "-s", "HUP", c)
-			ev := dkAwaitSwap(t, logs, gen)
-			took = append(took, fmt.Sprintf("%v(%.0fms)", time.Since(t0).Round(time.Millisecond), ev["elapsed"]))
-			watch.await(t, gen)
-		}
-		cancel()
-		res := <-loadDone
-		wres := watch.result()
+		res, wres, took := dkReloadsUnderLoad(t, c, logs, addr, base, dkReloads)
 		t.Logf("docker kill -s HUP to \"swap complete\" in docker logs -f (baton's own elapsed): %s", strings.Join(took, " "))
 		t.Logf("load: %d requests in %v, %d failed %v, by generation %v; watcher: %d requests, %d failed",
 			res.Requests, res.Elapsed.Round(time.Millisecond), res.Failures, res.ByKind, res.Generations, wres.requests, wres.failures)
@@ -880,6 +857,35 @@ func dkTestIntercept(t *testing.T) {
 	})
 }
 
+// dkReloadsUnderLoad sends n reloads (docker kill -s HUP) to container c,
+// whose generation base serves addr, under load (8 clients, half
+// keep-alive, no retries). One more client, the watcher (fresh
+// connections), tells as it happens which generation answers: each reload
+// waits until the new generation has served, so every generation takes
+// part in the load. It returns the load's and the watcher's results, and
+// per reload the time to "swap complete" in the logs (baton's elapsed).
+func dkReloadsUnderLoad(t *testing.T, c string, logs *lines, addr string, base, n int) (*demo.Result, dkGenWatchResult, []string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	loadDone := make(chan *demo.Result, 1)
+	go func() {
+		loadDone <- demo.Load(ctx, demo.LoadConfig{Addr: addr, Clients: 8, KeepAlive: 0.5, Timeout: 5 * time.Second})
+	}()
+	watch := dkWatchGenerations(ctx, addr)
+	watch.await(t, base)
+	var took []string
+	for gen := base + 1; gen <= base+n; gen++ {
+		t0 := time.Now()
+		dkDocker(t, "kill", "-s", "HUP", c)
+		ev := dkAwaitSwap(t, logs, gen)
+		took = append(took, fmt.Sprintf("%v(%.0fms)", time.Since(t0).Round(time.Millisecond), ev["elapsed"]))
+		watch.await(t, gen)
+	}
+	cancel()
+	return <-loadDone, watch.result(), took
+}
+
 // dkInterceptServe runs the intercept image with args: both workers of
 // every generation adopt baton's socket ("bind adopted"), and through
 // dkInterceptReloads reloads (docker kill -s HUP) under load every
@@ -889,22 +895,7 @@ func dkInterceptServe(t *testing.T, img string, args ...string) {
 	logs := dkFollowLogs(t, c)
 	addr := dkHostPort(t, c, "8080")
 	dkAwait(t, logs, "generation ready", func(evs []Event) (Event, bool) { return dkFind(evs, "generation ready", "gen", 1) })
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	loadDone := make(chan *demo.Result, 1)
-	go func() {
-		loadDone <- demo.Load(ctx, demo.LoadConfig{Addr: addr, Clients: 8, KeepAlive: 0.5, Timeout: 5 * time.Second})
-	}()
-	watch := dkWatchGenerations(ctx, addr)
-	watch.await(t, 1)
-	for gen := 2; gen <= 1+dkInterceptReloads; gen++ {
-		dkDocker(t, "kill", "-s", "HUP", c)
-		dkAwaitSwap(t, logs, gen)
-		watch.await(t, gen)
-	}
-	cancel()
-	res := <-loadDone
-	wres := watch.result()
+	res, wres, _ := dkReloadsUnderLoad(t, c, logs, addr, 1, dkInterceptReloads)
 	adopted := dkCount(logs, "bind adopted")
 	t.Logf("load: %d requests, %d failed %v (%d on reused keep-alive connections: the close race), by generation %v; watcher: %d requests, %d failed; %d binds adopted",
 		res.Requests, res.Failures, res.ByKind, res.Reused, res.Generations, wres.requests, wres.failures, adopted)
