@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/baton-init/baton/internal/metrictest"
 	"github.com/baton-init/baton/supervisor"
 )
 
@@ -70,36 +71,6 @@ func parseMetrics(t *testing.T, text []byte) map[string]*dto.MetricFamily {
 	return fams
 }
 
-// value returns the value of the sample of fam whose labels match kv
-// (name, value pairs); -1 when there is none.
-func value(fams map[string]*dto.MetricFamily, fam string, kv ...string) float64 {
-	f := fams[fam]
-	if f == nil {
-		return -1
-	}
-next:
-	for _, m := range f.GetMetric() {
-		for i := 0; i+1 < len(kv); i += 2 {
-			found := false
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == kv[i] && lp.GetValue() == kv[i+1] {
-					found = true
-				}
-			}
-			if !found {
-				continue next
-			}
-		}
-		switch f.GetType() {
-		case dto.MetricType_COUNTER:
-			return m.GetCounter().GetValue()
-		default:
-			return m.GetGauge().GetValue()
-		}
-	}
-	return -1
-}
-
 func TestFormatMetrics(t *testing.T) {
 	st := supervisor.Status{
 		Gen: 7, Ready: true, Healthy: true, Starting: 1, Serving: 4, Retiring: 2,
@@ -137,7 +108,7 @@ func TestFormatMetrics(t *testing.T) {
 		{"baton_ready", nil, 1},
 	}
 	for _, c := range checks {
-		if got := value(fams, c.fam, c.kv...); got != c.want {
+		if got := metrictest.Value(fams, c.fam, c.kv...); got != c.want {
 			t.Errorf("%s%v = %v, want %v", c.fam, c.kv, got, c.want)
 		}
 	}
@@ -167,10 +138,10 @@ func TestFormatMetrics(t *testing.T) {
 
 	// Not ready renders as 0, a zero swap as 0.
 	fams = parseMetrics(t, FormatMetrics(supervisor.Status{}))
-	if got := value(fams, "baton_ready"); got != 0 {
+	if got := metrictest.Value(fams, "baton_ready"); got != 0 {
 		t.Errorf("baton_ready = %v for a zero status", got)
 	}
-	if got := value(fams, "baton_last_swap_seconds"); got != 0 {
+	if got := metrictest.Value(fams, "baton_last_swap_seconds"); got != 0 {
 		t.Errorf("baton_last_swap_seconds = %v for a zero status", got)
 	}
 }
@@ -270,7 +241,7 @@ func TestHTTPFollowsStatus(t *testing.T) {
 	loop.set(supervisor.Status{Gen: 1, Ready: true, Healthy: true, Serving: 2})
 	wantCode(t, base, "/readyz", 200)
 	fams := scrape(t, base)
-	if value(fams, "baton_ready") != 1 || value(fams, "baton_generation") != 1 || value(fams, "baton_workers", "state", "serving") != 2 {
+	if metrictest.Value(fams, "baton_ready") != 1 || metrictest.Value(fams, "baton_generation") != 1 || metrictest.Value(fams, "baton_workers", "state", "serving") != 2 {
 		t.Fatal("metrics do not show generation 1 ready with 2 serving")
 	}
 
@@ -280,7 +251,7 @@ func TestHTTPFollowsStatus(t *testing.T) {
 	loop.set(supervisor.Status{Gen: 2, Ready: true, Healthy: true, Serving: 2, Stats: supervisor.Stats{ReloadsOK: 1}})
 	wantCode(t, base, "/readyz", 200)
 	fams = scrape(t, base)
-	if value(fams, "baton_generation") != 2 || value(fams, "baton_reloads_total", "result", "ok") != 1 {
+	if metrictest.Value(fams, "baton_generation") != 2 || metrictest.Value(fams, "baton_reloads_total", "result", "ok") != 1 {
 		t.Fatal("metrics do not show generation 2 after one ok reload")
 	}
 
@@ -292,11 +263,11 @@ func TestHTTPFollowsStatus(t *testing.T) {
 		result string
 		want   float64
 	}{{"ok", 2}, {"failed", 1}, {"coalesced", 1}} {
-		if got := value(fams, "baton_reloads_total", "result", r.result); got != r.want {
+		if got := metrictest.Value(fams, "baton_reloads_total", "result", r.result); got != r.want {
 			t.Errorf("baton_reloads_total{result=%q} = %v, want %v", r.result, got, r.want)
 		}
 	}
-	if got := value(fams, "baton_last_swap_seconds"); got < 0 {
+	if got := metrictest.Value(fams, "baton_last_swap_seconds"); got < 0 {
 		t.Errorf("baton_last_swap_seconds = %v", got)
 	}
 
@@ -304,7 +275,7 @@ func TestHTTPFollowsStatus(t *testing.T) {
 	loop.set(supervisor.Status{Gen: 3, Healthy: true, Stopping: true, Serving: 2})
 	wantCode(t, base, "/readyz", 503)
 	wantCode(t, base, "/healthz", 200)
-	if value(scrape(t, base), "baton_ready") != 0 {
+	if metrictest.Value(scrape(t, base), "baton_ready") != 0 {
 		t.Fatal("baton_ready is not 0 during the shutdown delay")
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/baton-init/baton/demo"
+	"github.com/baton-init/baton/internal/metrictest"
 )
 
 // Operations: BATON_HTTP_ADDR (/metrics, /healthz, /readyz), baton health
@@ -139,31 +140,6 @@ func opsScrape(t testing.TB, base string) map[string]*dto.MetricFamily {
 	return fams
 }
 
-// metric returns the value of fam's sample whose labels include kv.
-func metric(fams map[string]*dto.MetricFamily, fam string, kv ...string) float64 {
-	f := fams[fam]
-	if f == nil {
-		return -1
-	}
-next:
-	for _, m := range f.GetMetric() {
-		for i := 0; i+1 < len(kv); i += 2 {
-			found := false
-			for _, lp := range m.GetLabel() {
-				found = found || (lp.GetName() == kv[i] && lp.GetValue() == kv[i+1])
-			}
-			if !found {
-				continue next
-			}
-		}
-		if f.GetType() == dto.MetricType_COUNTER {
-			return m.GetCounter().GetValue()
-		}
-		return m.GetGauge().GetValue()
-	}
-	return -1
-}
-
 // eventTime is an event's zerolog timestamp.
 func eventTime(t testing.TB, ev Event) time.Time {
 	t.Helper()
@@ -240,10 +216,10 @@ func TestOpsMetricsAndReadyAcrossSwap(t *testing.T) {
 	wantStatus(t, base+"/healthz", 200)
 	wantStatus(t, base+"/readyz", 200)
 	fams := opsScrape(t, base)
-	if g := metric(fams, "baton_generation"); g != 1 {
+	if g := metrictest.Value(fams, "baton_generation"); g != 1 {
 		t.Fatalf("baton_generation = %v before the swap, want 1", g)
 	}
-	if r := metric(fams, "baton_ready"); r != 1 {
+	if r := metrictest.Value(fams, "baton_ready"); r != 1 {
 		t.Fatalf("baton_ready = %v, want 1", r)
 	}
 
@@ -270,19 +246,19 @@ func TestOpsMetricsAndReadyAcrossSwap(t *testing.T) {
 	t.Logf("/readyz: %d probes, %d of them during the swap, all 200", p.polls.Load(), during)
 
 	fams = opsScrape(t, base)
-	if g := metric(fams, "baton_generation"); g != 2 {
+	if g := metrictest.Value(fams, "baton_generation"); g != 2 {
 		t.Fatalf("baton_generation = %v after the swap, want 2", g)
 	}
-	if n := metric(fams, "baton_reloads_total", "result", "ok"); n != 1 {
+	if n := metrictest.Value(fams, "baton_reloads_total", "result", "ok"); n != 1 {
 		t.Fatalf(`baton_reloads_total{result="ok"} = %v, want 1`, n)
 	}
-	if n := metric(fams, "baton_reloads_total", "result", "failed"); n != 0 {
+	if n := metrictest.Value(fams, "baton_reloads_total", "result", "failed"); n != 0 {
 		t.Fatalf(`baton_reloads_total{result="failed"} = %v, want 0`, n)
 	}
-	if s := metric(fams, "baton_last_swap_seconds"); s < 0.5 || s > 30 {
+	if s := metrictest.Value(fams, "baton_last_swap_seconds"); s < 0.5 || s > 30 {
 		t.Fatalf("baton_last_swap_seconds = %v, want the swap's duration (>= the 500ms boot delay)", s)
 	}
-	if n := metric(fams, "baton_workers", "state", "serving"); n != 1 {
+	if n := metrictest.Value(fams, "baton_workers", "state", "serving"); n != 1 {
 		t.Fatalf(`baton_workers{state="serving"} = %v, want 1`, n)
 	}
 	wantStatus(t, base+"/healthz", 200)
@@ -312,7 +288,7 @@ func TestOpsShutdownDelay(t *testing.T) {
 	// The loop is not ready from the moment it logged "shutdown begun".
 	wantStatus(t, base+"/readyz", 503)
 	wantStatus(t, base+"/healthz", 200)
-	if r := metric(opsScrape(t, base), "baton_ready"); r != 0 {
+	if r := metrictest.Value(opsScrape(t, base), "baton_ready"); r != 0 {
 		t.Fatalf("baton_ready = %v during the shutdown delay, want 0", r)
 	}
 	// The workers still serve, on a fresh connection, before "stopping".
