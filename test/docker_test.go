@@ -281,10 +281,17 @@ func dkBuildImage(t *testing.T) string {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build test/docker/orphans: %v\n%s", err, out)
 	}
-	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(dkDockerfile), 0o644); err != nil {
+	return dkBuild(t, ctxDir, dkDockerfile, "baton-e2e")
+}
+
+// dkBuild builds ctxDir with dockerfile as name:<random>, removed when the
+// test ends, and returns the tag.
+func dkBuild(t *testing.T, ctxDir, dockerfile, name string) string {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	img := "baton-e2e:" + dkRandom()
+	img := name + ":" + dkRandom()
 	t.Cleanup(func() {
 		if out, err := dkCmd(time.Minute, "rmi", "--force", img); err != nil {
 			t.Logf("docker rmi %s: %v: %s", img, err, out)
@@ -793,16 +800,7 @@ func dkTestIntercept(t *testing.T) {
 	ctxDir := t.TempDir()
 	dkCopyFile(t, batonBin, filepath.Join(ctxDir, "baton"))
 	dkCopyFile(t, buildGoApp(t), filepath.Join(ctxDir, "goapp"))
-	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(dkInterceptDockerfile), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	img := "baton-e2e-intercept:" + dkRandom()
-	t.Cleanup(func() {
-		if out, err := dkCmd(time.Minute, "rmi", "--force", img); err != nil {
-			t.Logf("docker rmi %s: %v: %s", img, err, out)
-		}
-	})
-	dkDocker(t, "build", "--quiet", "--force-rm", "--tag", img, ctxDir)
+	img := dkBuild(t, ctxDir, dkInterceptDockerfile, "baton-e2e-intercept")
 
 	t.Run("Root", func(t *testing.T) { dkInterceptServe(t, img) })
 	t.Run("Nobody", func(t *testing.T) {

@@ -540,6 +540,23 @@ func (rw *readWatch) wait(t testing.TB, name string) {
 	}
 }
 
+// expectWatchSwap waits for the swap to gen that BATON_WATCH started and
+// for the new generation's worker to print "config gen=GEN CONTENT": a
+// swap that came for nothing (a change of no content) would have started
+// it with the old content.
+func expectWatchSwap(t *testing.T, b *Baton, gen int, content string) {
+	t.Helper()
+	ev := b.Expect("swap begun", "gen", gen)
+	if ev.Str("reason") != "watch" {
+		t.Fatalf("swap %d reason %q, want watch", gen, ev.Str("reason"))
+	}
+	b.Expect("swap complete", "gen", gen)
+	want := fmt.Sprintf("config gen=%d %s", gen, content)
+	if line, _ := b.ExpectOut(0, fmt.Sprintf("config gen=%d ", gen)); line != want {
+		t.Fatalf("generation %d started with %q, want %q: a swap came for nothing", gen, line, want)
+	}
+}
+
 // TestOpsWatchConfigMap: a ConfigMap update (the ..data symlink swap)
 // makes exactly one swap; a touch, or an update with identical content,
 // makes none.
@@ -570,23 +587,10 @@ func TestOpsWatchConfigMap(t *testing.T) {
 			b.Expect("generation ready", "gen", 1)
 			b.ExpectOut(0, "config gen=1 v1")
 
-			swapTo := func(gen int, content string) {
-				t.Helper()
-				ev := b.Expect("swap begun", "gen", gen)
-				if ev.Str("reason") != "watch" {
-					t.Fatalf("swap %d reason %q, want watch", gen, ev.Str("reason"))
-				}
-				b.Expect("swap complete", "gen", gen)
-				want := fmt.Sprintf("config gen=%d %s", gen, content)
-				if line, _ := b.ExpectOut(0, fmt.Sprintf("config gen=%d ", gen)); line != want {
-					t.Fatalf("generation %d started with %q, want %q: a swap came for nothing", gen, line, want)
-				}
-			}
-
 			cm.update("app.conf", "v2")
-			swapTo(2, "v2")
+			expectWatchSwap(t, b, 2, "v2")
 			cm.update("app.conf", "v3") // barrier
-			swapTo(3, "v3")
+			expectWatchSwap(t, b, 3, "v3")
 
 			// No change of content: a touch of the file behind the key,
 			// then a new version with the same bytes, read by the watcher.
@@ -599,7 +603,7 @@ func TestOpsWatchConfigMap(t *testing.T) {
 			cm.publish(same)
 			rw.wait(t, "app.conf")
 			cm.update("app.conf", "v4") // barrier
-			swapTo(4, "v4")
+			expectWatchSwap(t, b, 4, "v4")
 
 			b.Signal(syscall.SIGTERM)
 			if code := b.Wait(); code != 0 {

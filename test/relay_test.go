@@ -41,15 +41,7 @@ func relayWorker() int {
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGTERM)
-	if addr := os.Getenv("NOTIFY_SOCKET"); addr != "" {
-		if addr[0] == '@' {
-			addr = "\x00" + addr[1:]
-		}
-		if c, err := net.Dial("unixgram", addr); err == nil {
-			c.Write([]byte("READY=1"))
-			c.Close()
-		}
-	}
+	notifyReady()
 	if os.Getenv("BATON_GENERATION") == "1" {
 		fmt.Println("holding")
 		<-sigs

@@ -63,6 +63,18 @@ func sigecho() int {
 	return 0
 }
 
+// notifyReady sends READY=1 to $NOTIFY_SOCKET, if set, as a worker that
+// speaks baton's protocol does (Go's net turns a leading '@' into an
+// abstract name).
+func notifyReady() {
+	if addr := os.Getenv("NOTIFY_SOCKET"); addr != "" {
+		if c, err := net.Dial("unixgram", addr); err == nil {
+			c.Write([]byte("READY=1"))
+			c.Close()
+		}
+	}
+}
+
 // naive is a Go HTTP worker written the way most are: on SIGTERM it closes
 // its listeners and calls http.Server.Shutdown at once, which also closes
 // idle keep-alive connections and drops connections accepted but not yet
@@ -88,15 +100,7 @@ func naive() int {
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, unix.SIGTERM)
-	if addr := os.Getenv("NOTIFY_SOCKET"); addr != "" {
-		if addr[0] == '@' {
-			addr = "\x00" + addr[1:]
-		}
-		if c, err := net.Dial("unixgram", addr); err == nil {
-			c.Write([]byte("READY=1"))
-			c.Close()
-		}
-	}
+	notifyReady()
 	// TEST_FAIL_AFTER plays a release that breaks once it is up: that long
 	// after READY=1 it shuts down the same naive way, unasked and without
 	// a word to baton (no STOPPING=1), and exits 1.

@@ -102,24 +102,12 @@ exec sleep 1000`
 			}
 
 			cpu0, wall0 := cpuTime(t, b.PID()), time.Now()
-			swapTo := func(gen int, content string) {
-				t.Helper()
-				ev := b.Expect("swap begun", "gen", gen)
-				if ev.Str("reason") != "watch" {
-					t.Fatalf("swap %d reason %q, want watch", gen, ev.Str("reason"))
-				}
-				b.Expect("swap complete", "gen", gen)
-				// The links alone are no change: a swap they caused would
-				// have started this generation with the old content.
-				want := fmt.Sprintf("config gen=%d %s", gen, content)
-				if line, _ := b.ExpectOut(0, fmt.Sprintf("config gen=%d ", gen)); line != want {
-					t.Fatalf("generation %d started with %q, want %q: a swap came for nothing", gen, line, want)
-				}
-			}
+			// The links alone are no change: a swap they caused would have
+			// started a generation with the old content.
 			edit("v2")
-			swapTo(2, "v2")
+			expectWatchSwap(t, b, 2, "v2")
 			edit("v3")
-			swapTo(3, "v3")
+			expectWatchSwap(t, b, 3, "v3")
 			cpu, wall := cpuTime(t, b.PID())-cpu0, time.Since(wall0)
 			t.Logf("baton used %v of CPU in %v for two watched edits and swaps", cpu, wall)
 			if cpu > wall/4 {
